@@ -1,0 +1,68 @@
+"""Method adapters (imported as ``anysr_plugin.adapters``).
+
+One module per method family; each registers a :class:`MethodAdapter` here.
+``get_adapter(name)`` looks one up, ``detect_adapter(model)`` picks the first
+that recognises a model and falls back to the generic adapter (scale from
+``use_scale`` only).
+"""
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+from ..errors import AdapterError
+from .base import GENERIC, MethodAdapter
+
+_REGISTRY: dict = {}
+#: adapter modules imported on first lookup, so each registers itself
+_BUILTIN_MODULES = ("liif", "srno", "metasr", "arbsr")
+
+
+def register_adapter(adapter: MethodAdapter, *names: str) -> MethodAdapter:
+    for name in names or (adapter.name,):
+        _REGISTRY[name] = adapter
+    return adapter
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as exc:  # adapter module not written yet
+            if exc.name != f"{__name__}.{mod}":
+                raise
+
+
+def available_adapters() -> list:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_adapter(name: "str | MethodAdapter | None") -> MethodAdapter:
+    if isinstance(name, MethodAdapter):
+        return name
+    if name is None or name == "generic":
+        return GENERIC
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise AdapterError(
+            f"unknown adapter {name!r}; available: {', '.join(['generic'] + sorted(_REGISTRY))}") from None
+
+
+def detect_adapter(model: nn.Module) -> MethodAdapter:
+    _load_builtins()
+    seen = set()
+    for adapter in _REGISTRY.values():
+        if id(adapter) in seen:
+            continue
+        seen.add(id(adapter))
+        if adapter.detect(model):
+            return adapter
+    return GENERIC
+
+
+__all__ = ["MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
+           "available_adapters"]

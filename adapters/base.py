@@ -1,0 +1,60 @@
+"""The contract every method adapter fulfils, and the generic fallback.
+
+Why adapters: the core converts blocks by structure and needs no knowledge of a
+method; what differs per method is (1) how to recognise its models, (2) which
+sub-module holds the blocks (the encoder), (3) how the per-sample scale reaches
+the model (LIIF's ``cell``, Meta-SR's ``set_scale``) and (4) how its configs,
+checkpoints and trainers look.  Adapters own exactly those four things.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class MethodAdapter:
+    """Base class; the base itself is the generic adapter (scale only via use_scale)."""
+
+    #: registry name ("liif", "srno", ...)
+    name: str = "generic"
+    #: model names in the upstream registry this adapter serves
+    upstream_names: tuple = ()
+
+    def detect(self, model: nn.Module) -> bool:
+        """True if `model` is one this adapter knows (used when adapter=None)."""
+        return False
+
+    def block_root(self, model: nn.Module) -> nn.Module:
+        """The sub-module whose blocks are converted (e.g. ``model.encoder``)."""
+        return model
+
+    def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """Per-sample scale, a float (B, 2) tensor of (s_h, s_w), read from a call of the
+        model's ``forward``; None when this call carries no scale."""
+        return None
+
+    def install(self, ctx) -> None:
+        """Hook this method into an upstream process before its script runs (the launcher).
+
+        ``ctx`` is an :class:`anysr_plugin.launch.LaunchContext`.  The generic adapter has
+        nothing to install."""
+        from ..errors import AdapterError
+
+        raise AdapterError(f"adapter {self.name!r} has no launcher integration")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+GENERIC = MethodAdapter()
+
+
+def find_tensor_arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
+    """Argument `name` of a forward call, passed by position or keyword (None if absent)."""
+    if name in kwargs:
+        return kwargs[name]
+    if len(args) > position:
+        return args[position]
+    return None

@@ -1,0 +1,17 @@
+"""anysr_plugin: any-scale *and* any-resource super-resolution, as a plugin.
+
+``anysrify(model)`` converts an upstream arbitrary-scale SR model in place so that
+small scales run on a slimmer sub-network of the same weights, with a scale-aware
+interweaving gate in each block (AnySR, Sec. III).
+"""
+from . import errors
+from .checkpoint import load_upstream_checkpoint
+from .config import AnySRConfig
+from .control import active_widths, set_width, unwrap, use_scale, use_width
+from .cost import count_flops
+from .injection import anysrify, inspect_targets, is_anysr
+
+__version__ = "0.1.0"
+
+__all__ = ["AnySRConfig", "anysrify", "inspect_targets", "is_anysr", "use_width", "use_scale", "set_width",
+           "active_widths", "unwrap", "count_flops", "load_upstream_checkpoint", "errors", "__version__"]

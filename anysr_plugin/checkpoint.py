@@ -1,0 +1,140 @@
+"""Checkpoints: safe loading, atomic saving, and vanilla upstream weights into AnySR models.
+
+* Loading is safe by default (``torch.load(weights_only=True)``; safetensors too).
+* Every file is written to a temporary name in the same folder and renamed over the
+  target, so an interrupted save never destroys the previous checkpoint.
+* Because ``anysrify`` keeps every upstream key, a vanilla upstream state dict loads
+  into a converted model with only the new ``anysr_*`` keys missing; anything else
+  missing, unexpected or mis-shaped is an error that lists the keys.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .control import unwrap
+from .errors import CheckpointError
+
+ANYSR_KEY = "anysr_"
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with_suppressed_unlink(tmp)
+        raise
+    return path
+
+
+def with_suppressed_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save`` to `path` atomically."""
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    return _atomic_write(path, write)
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_file(path: str | Path, weights_only: bool = True):
+    """Load a ``.pth``/``.pt`` (safely by default) or ``.safetensors`` file onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file as load_st
+
+        return load_st(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # pickle errors, unsafe globals, truncated files
+        hint = (" (it holds non-tensor objects: pass weights_only=False only if you trust the file)"
+                if weights_only and "weights_only" in str(exc) else "")
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}{hint}") from None
+
+
+def extract_state_dict(obj) -> dict:
+    """The model state dict inside a checkpoint: bare (Meta-SR/ArbSR), LIIF-style
+    ``{'model': {'sd': ...}}``, or ``{'state_dict'|'model_state_dict': ...}``."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        model = obj.get("model")
+        if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):
+            return dict(model["sd"])
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), Mapping) and all(isinstance(v, torch.Tensor) for v in obj[key].values()):
+                return dict(obj[key])
+    raise CheckpointError("no model state dict found in the checkpoint (expected a bare state dict, "
+                          "{'model': {'sd': ...}} or {'state_dict': ...})")
+
+
+def strip_wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """Drop a leading ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) from every key."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_upstream_checkpoint(model: nn.Module, source, strict: bool = True):
+    """Load vanilla upstream weights (a path or a state dict) into an anysrified model.
+
+    Only ``anysr_*`` keys may be missing (they keep their fresh, function-preserving
+    initialisation).  With ``strict`` any other missing key, any unexpected key or any
+    shape mismatch raises :class:`CheckpointError` listing them.  Returns the
+    ``(missing, unexpected)`` key lists.
+    """
+    sd = source if isinstance(source, Mapping) else extract_state_dict(load_file(source))
+    sd = strip_wrapper_prefix(sd)
+    target = unwrap(model)
+    own = target.state_dict()
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad_missing = [k for k in missing if ANYSR_KEY not in k]
+    if strict and (bad_missing or unexpected or mismatched):
+        parts = []
+        for title, keys in (("missing", bad_missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(parts))
+    target.load_state_dict({k: v for k, v in sd.items() if k in own and k not in
+                            {m.split(':')[0] for m in mismatched}}, strict=False)
+    return missing, unexpected
+
+
+__all__ = ["atomic_save", "atomic_write_text", "save_safetensors", "load_file", "extract_state_dict",
+           "strip_wrapper_prefix", "load_upstream_checkpoint"]

@@ -1,0 +1,196 @@
+"""AnySRConfig: every AnySR hyper-parameter in one validated, serialisable place.
+
+Why one object: the widths, the scale-group bounds, lambda, the reset probability
+and the gate kind must agree between conversion, training, evaluation, export and
+the checkpoints an upstream trainer writes.  The config travels as a plain dict
+(YAML inside upstream model specs), so it validates on every construction and
+rejects unknown keys instead of silently ignoring a typo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+GATE_KINDS = ("identity", "paper")
+INTERWEAVE_KINDS = ("interleave", "concat", "none")
+RDB_GATE_PLACES = ("first", "last")
+COMPAT_MODES = (None, "official")
+
+#: Paper defaults for lambda per block family (Sec. III-C: 4 for EDSR, 8 for RDN).
+DEFAULT_LAM = {"edsr": 4, "rcab": 4, "rdb": 8}
+
+CONFIG_VERSION = 1
+
+
+def _fail(name: str, value: Any, why: str) -> None:
+    raise ConfigError(f"AnySRConfig.{name}={value!r}: {why}")
+
+
+@dataclass
+class AnySRConfig:
+    """Validated AnySR settings (paper Sec. III, DESIGN.md section 2).
+
+    widths        ascending widths of the sub-networks F_1..F_T; the last is 1.0.
+    scale_bounds  upper scale bound of each group but the last, on max(s_h, s_w):
+                  s <= 1.75 -> widths[0], <= 2.55 -> widths[1], ...; above -> widths[-1].
+                  Continuous, so 1.75 or 2.05 get their group's width, not the full one.
+    lam           lambda of feature interweaving (scale pair inserted after every C/lambda
+                  features); None = paper default per block family (4 EDSR/RCAB, 8 RDB).
+    reset_prob    Algorithm 1 line 4: probability a training sample runs the full network.
+    gate          "identity": 2*sigmoid with fc2 zero-initialised, so conversion preserves the
+                  function exactly; "paper": sigmoid with default init.
+    interweave    "interleave" (paper), "concat" (ablation "w/o FI"), "none" (ablation "w/o ASE").
+    rdb_gate      which dense layer of an RDB carries the gate (see blocks/rdn.py).
+    seed          seed of the generator that draws Algorithm 1's resets; None = from torch's RNG.
+    fallback_scale  scale fed to the gates when no scale is known (a warning is emitted).
+    compat        None (paper-faithful) or "official": reproduce the official release's quirks.
+    """
+
+    widths: tuple = (0.5, 0.7, 0.9, 1.0)
+    scale_bounds: tuple = (1.75, 2.55, 3.25)
+    lam: int | None = None
+    reset_prob: float = 0.6
+    gate: str = "identity"
+    interweave: str = "interleave"
+    rdb_gate: str = "first"
+    seed: int | None = None
+    fallback_scale: float = 4.0
+    compat: str | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        self.widths = self._float_tuple("widths", self.widths)
+        self.scale_bounds = self._float_tuple("scale_bounds", self.scale_bounds)
+        w = self.widths
+        if not w:
+            _fail("widths", w, "needs at least one width")
+        if any(not (0.0 < x <= 1.0) for x in w):
+            _fail("widths", w, "every width must lie in (0, 1]")
+        if any(b <= a for a, b in zip(w, w[1:])):
+            _fail("widths", w, "widths must be strictly ascending")
+        if w[-1] != 1.0:
+            _fail("widths", w, "the last width must be 1.0 (the full network)")
+        b = self.scale_bounds
+        if len(b) != len(w) - 1:
+            _fail("scale_bounds", b, f"needs exactly len(widths) - 1 = {len(w) - 1} bounds")
+        if any(not math.isfinite(x) or x <= 0 for x in b):
+            _fail("scale_bounds", b, "bounds must be positive finite numbers")
+        if any(y <= x for x, y in zip(b, b[1:])):
+            _fail("scale_bounds", b, "bounds must be strictly ascending")
+        if self.lam is not None:
+            if isinstance(self.lam, bool) or not isinstance(self.lam, int) or self.lam < 1:
+                _fail("lam", self.lam, "must be a positive integer or None (paper default per block)")
+        if isinstance(self.reset_prob, bool) or not isinstance(self.reset_prob, (int, float)):
+            _fail("reset_prob", self.reset_prob, "must be a number in [0, 1]")
+        self.reset_prob = float(self.reset_prob)
+        if not 0.0 <= self.reset_prob <= 1.0:
+            _fail("reset_prob", self.reset_prob, "must lie in [0, 1]")
+        self._choice("gate", GATE_KINDS)
+        self._choice("interweave", INTERWEAVE_KINDS)
+        self._choice("rdb_gate", RDB_GATE_PLACES)
+        self._choice("compat", COMPAT_MODES)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            _fail("seed", self.seed, "must be an integer or None")
+        if isinstance(self.fallback_scale, bool) or not isinstance(self.fallback_scale, (int, float)) \
+                or not math.isfinite(self.fallback_scale) or self.fallback_scale <= 0:
+            _fail("fallback_scale", self.fallback_scale, "must be a positive finite number")
+        self.fallback_scale = float(self.fallback_scale)
+        if self.version != CONFIG_VERSION:
+            _fail("version", self.version, f"this anysr_plugin reads config version {CONFIG_VERSION}")
+
+    # -- validation helpers -------------------------------------------------
+    @staticmethod
+    def _float_tuple(name: str, value: Any) -> tuple:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            _fail(name, value, "must be a list of numbers")
+        out = []
+        for x in value:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                _fail(name, value, f"entry {x!r} is not a number")
+            out.append(float(x))
+        return tuple(out)
+
+    def _choice(self, name: str, allowed: tuple) -> None:
+        value = getattr(self, name)
+        if value not in allowed:
+            _fail(name, value, f"must be one of {', '.join(repr(a) for a in allowed)}")
+
+    # -- policy -------------------------------------------------------------
+    def lam_for(self, family: str) -> int:
+        """Lambda for a block family ('edsr', 'rcab', 'rdb')."""
+        return self.lam if self.lam is not None else DEFAULT_LAM[family]
+
+    def width_for_scale(self, scale: float) -> float:
+        """Width of the scale group that `scale` (= max(s_h, s_w)) falls in."""
+        for bound, width in zip(self.scale_bounds, self.widths):
+            if scale <= bound:
+                return width
+        return self.widths[-1]
+
+    def check_width(self, width: float) -> float:
+        from .errors import WidthError
+
+        for w in self.widths:
+            if abs(float(width) - w) < 1e-9:
+                return w
+        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}")
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        d["scale_bounds"] = list(self.scale_bounds)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "AnySRConfig":
+        if data is None:
+            return cls()
+        if isinstance(data, AnySRConfig):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"AnySR config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown AnySR config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(data))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            from .checkpoint import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
+        import yaml
+
+        p = Path(text_or_path)
+        text = p.read_text() if (isinstance(text_or_path, Path) or
+                                 (len(str(text_or_path)) < 4096 and p.is_file())) else str(text_or_path)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"AnySR config is not valid YAML: {exc}") from None
+        if isinstance(data, Mapping) and "anysr" in data and isinstance(data["anysr"], Mapping):
+            data = data["anysr"]
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "AnySRConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def channels_at(channels: int, width: float) -> int:
+    """floor(C * w), robust to float error (0.7 * 64 = 44.8 -> 44; 0.9 * 70 = 63.0 -> 63)."""
+    return max(1, int(math.floor(channels * width + 1e-6)))

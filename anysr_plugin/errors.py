@@ -1,0 +1,60 @@
+"""Typed errors and warnings.
+
+Every error the package raises on purpose derives from :class:`AnySRError`, so a
+caller can catch "anything the plugin refused" in one place; each one also
+derives from the matching builtin (``ValueError``, ``TypeError`` ...) so code
+that already catches those keeps working.  Messages say what was found and what
+to do next.
+"""
+from __future__ import annotations
+
+
+class AnySRError(Exception):
+    """Base of every error anysr_plugin raises on purpose."""
+
+
+class ConfigError(AnySRError, ValueError):
+    """An AnySRConfig field (or a YAML/dict entry) is unknown or has a bad value."""
+
+
+class NoBlocksError(AnySRError, ValueError):
+    """anysrify found no block it can convert."""
+
+
+class UnsupportedBlockError(AnySRError, TypeError):
+    """A module looks like a residual block but its structure cannot be converted."""
+
+
+class AlreadyAnySRError(AnySRError, RuntimeError):
+    """anysrify was called on a model that already holds AnySR blocks."""
+
+
+class NotAnySRError(AnySRError, ValueError):
+    """A control or export function got a model that was never anysrified."""
+
+
+class ScaleError(AnySRError, ValueError):
+    """A scale is not a positive finite number, pair or (B, 2) tensor."""
+
+
+class WidthError(AnySRError, ValueError):
+    """A width is not one of the configured widths."""
+
+
+class BudgetError(AnySRError, ValueError):
+    """Even the smallest sub-network does not fit the requested budget."""
+
+
+class AdapterError(AnySRError, KeyError):
+    """Unknown adapter name, or an adapter that cannot handle the model."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(AnySRError, RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class AnySRWarning(UserWarning):
+    """Category of every warning the package emits (filter with warnings.filterwarnings)."""

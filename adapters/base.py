@@ -44,6 +44,13 @@ class MethodAdapter:
 
         raise AdapterError(f"adapter {self.name!r} has no launcher integration")
 
+    def convert_config(self, upstream: "str | None", out: str, anysr_config, **options) -> str:
+        """Write an upstream training config (or a template) carrying the AnySR settings;
+        returns the path written (``anysr convert-config --method NAME``)."""
+        from ..errors import AdapterError
+
+        raise AdapterError(f"adapter {self.name!r} has no config conversion")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny look-alike encoders (fast on 2 CPU cores) and seeding."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from anysr_plugin.reference import RCAN, RDN, make_edsr_baseline
+
+
+def tiny_edsr(**kw):
+    kw.setdefault("n_resblocks", 2)
+    kw.setdefault("n_feats", 16)
+    return make_edsr_baseline(**kw)
+
+
+def tiny_rdn(**kw):
+    kw.setdefault("G0", 16)
+    kw.setdefault("D", 2)
+    kw.setdefault("C", 3)
+    kw.setdefault("G", 16)
+    return RDN(**kw)
+
+
+def tiny_rcan(**kw):
+    kw.setdefault("n_resgroups", 2)
+    kw.setdefault("n_resblocks", 2)
+    kw.setdefault("n_feats", 16)
+    kw.setdefault("reduction", 4)
+    return RCAN(**kw)
+
+
+ENCODERS = {
+    "edsr": tiny_edsr,
+    "edsr-shared-act": lambda: tiny_edsr(shared_act=True),
+    "edsr-res-scale": lambda: tiny_edsr(res_scale=0.1),
+    "rdn": tiny_rdn,
+    "rcan": tiny_rcan,
+}
+
+
+def randomize_gates(model, seed=0):
+    """Give every gate non-trivial weights (the identity init makes fc2 zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "anysr_gate" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    random.seed(0)
+    yield
+
+
+@pytest.fixture(params=sorted(ENCODERS))
+def encoder_kind(request):
+    return request.param

@@ -1,0 +1,65 @@
+import torch
+
+from anysr_plugin.config import channels_at
+from anysr_plugin.gate import InterweavingGate, gate_input_length, gate_param_count, interleave_layout
+
+from reference_eq import interweave_vector
+
+
+def test_interleave_lengths_match_the_paper_for_edsr_baseline():
+    # C = 64, lambda = 4: n + 2 * floor(lambda * w) = 36 / 48 / 63 / 72
+    assert [gate_input_length(64, channels_at(64, w), 4) for w in (0.5, 0.7, 0.9, 1.0)] == [36, 48, 63, 72]
+
+
+def test_gate_parameters_match_table_v():
+    gate = InterweavingGate(64, 4)
+    assert tuple(gate.fc1.weight.shape) == (128, 72) and tuple(gate.fc2.weight.shape) == (64, 128)
+    assert sum(p.numel() for p in gate.parameters()) == gate_param_count(64, 4) == 17600
+
+
+def test_layout_equals_the_loop_form_of_eq7_and_is_a_prefix_across_widths():
+    for channels, lam in ((64, 4), (64, 8), (16, 4), (32, 8)):
+        full = None
+        for n in range(channels, 0, -1):
+            pooled = [f"f{j}" for j in range(n)]
+            expected = interweave_vector(pooled, "sh", "sw", channels, lam)
+            feat, scale, length = interleave_layout(channels, n, lam)
+            got = [None] * length
+            for j, col in enumerate(feat):
+                got[col] = f"f{j}"
+            for col in scale:
+                got[col], got[col + 1] = "sh", "sw"
+            assert got == expected
+            if full is None:
+                full = got
+            assert full[: len(got)] == got  # the columns reading the scale never move
+
+
+def test_concat_layout_is_the_wo_fi_ablation():
+    feat, scale, length = interleave_layout(64, 44, 4, "concat")
+    assert feat == list(range(44)) and scale == [44] and length == 46
+    assert InterweavingGate(64, 4, "concat").fc1.weight.shape[1] == 66
+
+
+def test_identity_gate_is_exactly_one_at_init_and_paper_gate_is_sigmoid():
+    feat = torch.randn(3, 44, 5, 5)
+    scale = torch.tensor([[2.0, 2.0], [1.5, 2.5], [3.0, 4.0]])
+    assert torch.equal(InterweavingGate(64, 4, kind="identity")(feat, scale, 44), torch.ones(3, 44, 1, 1))
+    gate = InterweavingGate(64, 4, kind="paper")
+    out = gate(feat, scale, 44)
+    assert out.shape == (3, 44, 1, 1) and ((out > 0) & (out < 1)).all()
+    assert not torch.allclose(out[0], out[1])  # the scale pair changes the gate
+
+
+def test_masked_gate_equals_per_width_gate():
+    torch.manual_seed(1)
+    gate = InterweavingGate(16, 4, kind="paper")
+    feat = torch.randn(3, 16, 4, 4)
+    ns = [8, 16, 11]
+    mask = (torch.arange(16)[None, :] < torch.tensor(ns)[:, None]).float()[:, :, None, None]
+    scale = torch.tensor([[1.5, 1.5], [3.5, 3.5], [2.0, 2.2]])
+    masked = gate.forward_masked(feat * mask, scale, ns, mask)
+    for b, n in enumerate(ns):
+        alone = gate(feat[b:b + 1, :n], scale[b:b + 1], n)
+        torch.testing.assert_close(masked[b:b + 1, :n], alone, atol=1e-6, rtol=1e-6)
+        assert (masked[b, n:] == 0).all()

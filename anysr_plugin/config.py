@@ -176,9 +176,7 @@ class AnySRConfig:
     def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
         import yaml
 
-        p = Path(text_or_path)
-        text = p.read_text() if (isinstance(text_or_path, Path) or
-                                 (len(str(text_or_path)) < 4096 and p.is_file())) else str(text_or_path)
+        text = _read_if_file(text_or_path)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -189,6 +187,18 @@ class AnySRConfig:
 
     def replace(self, **changes: Any) -> "AnySRConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _read_if_file(text_or_path: "str | Path") -> str:
+    """The file's text when `text_or_path` names a file, else the string itself (YAML text)."""
+    if isinstance(text_or_path, Path):
+        return text_or_path.read_text()
+    try:
+        if "\n" not in text_or_path and Path(text_or_path).is_file():
+            return Path(text_or_path).read_text()
+    except OSError:  # e.g. a "name" longer than the file system allows: it is YAML text
+        pass
+    return str(text_or_path)
 
 
 def channels_at(channels: int, width: float) -> int:

@@ -153,6 +153,9 @@ def decide_widths(state: AnySRState, block, scale: torch.Tensor | None, batch: i
                         f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
                         "or call the model's forward with its scale arguments")
         return [1.0]
+    if cfg.compat == "official":  # official-release compatibility: 0.1-grid lookup, no reset (official.py)
+        from .official import official_widths
+        return official_widths(scale, cfg.widths)
     group = [cfg.width_for_scale(float(s)) for s in scale.max(dim=1).values.tolist()]
     if training and cfg.reset_prob > 0:
         reset = (torch.rand(len(group), generator=state.generator) < cfg.reset_prob).tolist()
@@ -167,6 +170,9 @@ def make_plan(module: nn.Module, blocks: list, call_scale: torch.Tensor | None, 
     widths = decide_widths(state, blocks[0], scale, batch, module.training)
     if scale is None:
         scale = as_scale_tensor(state.config.fallback_scale)
+    if state.config.compat == "official":  # official-release compatibility: sign flip (official.py)
+        from .official import official_gate_scale
+        scale = official_gate_scale(scale)
     return scale, widths
 
 
@@ -226,6 +232,9 @@ def plan_for_block(block, x: torch.Tensor):
         scale = block._anysr_scale_override
         widths = decide_widths(state, block, scale, x.shape[0], False, x)
         plan = (scale if scale is not None else as_scale_tensor(state.config.fallback_scale), widths)
+        if state.config.compat == "official":  # official-release compatibility: sign flip (official.py)
+            from .official import official_gate_scale
+            plan = (official_gate_scale(plan[0]), widths)
     scale, widths = plan
     scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:

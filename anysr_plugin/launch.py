@@ -9,7 +9,10 @@
    ``torch.load`` maps to the CPU: **a smoke-test aid** for machines without CUDA, not
    a way to train for real;
 3. the method adapter's ``install(ctx)`` hooks the upstream registry / model builder so
-   the model is anysrified (before the optimizer is built) and the scale reaches it;
+   the model is anysrified (before the optimizer is built) and the scale reaches it
+   (LIIF / LTE / SRNO: :func:`install_registry_hooks` -- ``models.make`` builds specs
+   carrying ``anysr:`` anysrified and loads ``sd`` / ``anysr_init_from`` after that;
+   ``test.batched_predict`` runs under ``use_scale`` read from ``cell``);
 4. the script runs as ``__main__`` with ``sys.argv = [SCRIPT, *ARGS]``.
 """
 from __future__ import annotations
@@ -41,6 +44,17 @@ class LaunchContext:
     anysr_config: AnySRConfig | None = None
     #: callables run when the script returns (adapters may restore patches here)
     cleanups: list = field(default_factory=list)
+    #: vanilla upstream weights loaded into every freshly built AnySR model (``--init-from``);
+    #: overrides the spec's ``anysr_init_from`` key written by ``anysr convert-config``
+    init_from: Path | None = None
+    #: messages printed by the hooks go here (stderr by default; tests capture them)
+    log: object = None
+    #: run every AnySR model built by the hooks at this fixed width (``--width``; e.g. 1.0 = the
+    #: full network at every scale, the paper's AnySR-double-dagger rows); None = by scale
+    width: float | None = None
+
+    def say(self, message: str) -> None:
+        print(f"anysr: {message}", file=self.log or sys.stderr, flush=True)
 
 
 def purge_modules(names=UPSTREAM_MODULE_NAMES) -> None:
@@ -49,10 +63,33 @@ def purge_modules(names=UPSTREAM_MODULE_NAMES) -> None:
             del sys.modules[key]
 
 
+class _CpuDataLoader(torch.utils.data.DataLoader):
+    """DataLoader without worker processes or pinned memory (``--cpu`` smoke runs: the
+    upstream scripts ask for 8 workers and ``pin_memory=True``, pointless without CUDA)."""
+
+    def __init__(self, *args, **kwargs):
+        args = list(args)
+        # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn, pin_memory, ...)
+        for index, key, value in ((5, "num_workers", 0), (7, "pin_memory", False)):
+            if len(args) > index:
+                args[index] = value
+            else:
+                kwargs[key] = value
+        kwargs.pop("persistent_workers", None)
+        kwargs.pop("prefetch_factor", None)
+        super().__init__(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def cpu_shim():
-    """Make ``.cuda()`` a no-op and load checkpoints onto the CPU (smoke tests only)."""
+    """Make ``.cuda()`` a no-op and load checkpoints onto the CPU (smoke tests only).
+
+    Also replaces ``torch.utils.data.DataLoader`` by a subclass that uses no worker
+    processes and no pinned memory, so a 2-core CPU machine can dry-run the upstream
+    scripts in seconds (they must import ``DataLoader`` after the shim is on, which is
+    the case for a script run by :func:`run`)."""
     saved = (torch.Tensor.cuda, torch.nn.Module.cuda, torch.load)
+    saved_loader = torch.utils.data.DataLoader
 
     def tensor_cuda(self, *args, **kwargs):
         return self
@@ -65,22 +102,24 @@ def cpu_shim():
         return saved[2](*args, **kwargs)
 
     torch.Tensor.cuda, torch.nn.Module.cuda, torch.load = tensor_cuda, module_cuda, load
+    torch.utils.data.DataLoader = _CpuDataLoader
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     try:
         yield
     finally:
         torch.Tensor.cuda, torch.nn.Module.cuda, torch.load = saved
+        torch.utils.data.DataLoader = saved_loader
 
 
 def run(ctx: LaunchContext) -> int:
     """Run ``ctx.script`` as ``__main__`` inside the upstream repo with the adapter installed."""
     from .adapters import get_adapter
 
+    adapter = get_adapter(ctx.method)
     repo = ctx.repo.resolve()
     script = ctx.script if ctx.script.is_absolute() else (repo / ctx.script)
     if not script.is_file():
         raise AnySRError(f"upstream script {script} not found; run from the upstream repo root or pass --repo DIR")
-    adapter = get_adapter(ctx.method)
     saved_path, saved_argv, saved_cwd = list(sys.path), list(sys.argv), os.getcwd()
     purge_modules()
     sys.path.insert(0, str(repo))
@@ -103,4 +142,171 @@ def run(ctx: LaunchContext) -> int:
         purge_modules()
 
 
-__all__ = ["LaunchContext", "run", "cpu_shim", "purge_modules"]
+# ---------------------------------------------------------------------------
+# registry hooks shared by the LIIF-family and SRNO adapters (adapters/liif.py, srno.py)
+
+#: top-level model-spec key (ignored by upstream ``make``) naming vanilla weights to start from
+INIT_FROM_KEY = "anysr_init_from"
+#: top-level model-spec key holding the AnySRConfig dict
+ANYSR_KEY = "anysr"
+
+
+def _import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
+    """Import the upstream repo's own top-level module `name` (never a stdlib/PyPI namesake)."""
+    import importlib
+
+    from .errors import AdapterError
+
+    repo = ctx.repo.resolve()
+    if not ((repo / name).is_dir() or (repo / f"{name}.py").is_file()):
+        if required:
+            raise AdapterError(f"{repo} has no `{name}` module; `anysr launch {ctx.method}` must run from the "
+                               f"upstream repository root (or pass --repo DIR)")
+        return None
+    module = importlib.import_module(name)
+    where = Path(getattr(module, "__file__", "") or "").resolve()
+    if repo not in where.parents:
+        raise AdapterError(f"`import {name}` found {where}, not the one in {repo}; another package shadows it")
+    return module
+
+
+def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, load_sd=False):
+    """``models.make`` with AnySR: specs carrying ``anysr:`` are built, anysrified, then loaded.
+
+    * ``anysr:`` (a top-level key of the model spec, the AnySRConfig dict) marks an AnySR
+      model.  ``--anysr-config FILE`` adds it to specs of this method's model names that
+      lack it, **in place**, so every checkpoint the trainer saves describes itself.
+    * ``load_sd=True`` (resume, ``test.py``, ``demo.py``): the saved ``sd`` is loaded
+      *after* anysrify, strictly; an ``sd`` without any ``anysr_*`` key is taken as vanilla
+      upstream weights (gates keep their fresh init, with a message).
+    * otherwise ``--init-from`` or the spec's ``anysr_init_from`` (vanilla upstream weights,
+      written by ``anysr convert-config --init-from``) is loaded with
+      :func:`anysr_plugin.load_upstream_checkpoint` (only ``anysr_*`` keys may be missing).
+
+    All of it happens inside ``make``, i.e. before the trainer builds its optimizer from
+    ``model.parameters()``, so the gates are trained.
+    """
+    from collections.abc import Mapping
+
+    from .checkpoint import ANYSR_KEY as GATE_MARK, load_upstream_checkpoint
+    from .errors import CheckpointError, ConfigError
+    from .injection import anysrify, inspect_targets
+
+    if not isinstance(spec, Mapping):
+        return orig_make(spec, args=args, load_sd=load_sd)
+    name = spec.get("name")
+    section = spec.get(ANYSR_KEY)
+    if section is None and ctx.anysr_config is not None and name in adapter.upstream_names:
+        section = ctx.anysr_config.to_dict()
+        if isinstance(spec, dict):
+            spec[ANYSR_KEY] = section
+    if section is None:
+        sd = spec.get("sd") if load_sd else None
+        if isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
+            raise CheckpointError(f"model spec {name!r} holds AnySR weights (anysr_* keys) but no `anysr:` entry; "
+                                  "pass the AnySR config with `anysr launch ... --anysr-config FILE`")
+        if name in adapter.upstream_names:  # e.g. LTE's `resume:` pointing at a vanilla checkpoint
+            ctx.say(f"model spec {name!r} carries no `anysr:` entry: building the plain upstream model "
+                    "(convert the config with `anysr convert-config` or pass --anysr-config FILE)")
+        return orig_make(spec, args=args, load_sd=load_sd)
+    if name not in adapter.upstream_names:
+        raise ConfigError(f"model spec name {name!r} carries `anysr:` but adapter {adapter.name!r} serves "
+                          f"{', '.join(adapter.upstream_names)}; launch with the matching method")
+    try:
+        cfg = AnySRConfig.from_dict(section)
+    except AnySRError as exc:
+        raise ConfigError(f"model.anysr: {exc}") from None
+    if ctx.anysr_config is not None and ctx.anysr_config.to_dict() != cfg.to_dict() and not getattr(
+            ctx, "_warned_cfg", False):
+        ctx._warned_cfg = True
+        ctx.say("the model spec's own `anysr:` entry differs from --anysr-config; the spec's is used "
+                "(it describes the weights)")
+    model = orig_make(spec, args=args, load_sd=False)
+    anysrify(model, cfg, adapter)
+    if cfg.compat == "official":
+        from .official import prepare_official_model
+
+        prepare_official_model(model, adapter)
+    n_blocks = len(inspect_targets(model).targets)
+    if load_sd:
+        sd = spec.get("sd")
+        if not isinstance(sd, Mapping):
+            raise CheckpointError(f"model spec {name!r}: load_sd=True but the spec has no `sd` state dict")
+        if any(GATE_MARK in k for k in sd):
+            result = model.load_state_dict(sd, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise CheckpointError(
+                    f"saved AnySR weights do not fit the model built from the spec's `anysr:` entry; "
+                    f"missing {result.missing_keys[:6]}, unexpected {result.unexpected_keys[:6]}")
+            ctx.say(f"built {name} with {n_blocks} AnySR blocks; loaded its saved AnySR weights")
+        else:
+            load_upstream_checkpoint(model, sd)
+            ctx.say(f"built {name} with {n_blocks} AnySR blocks; the saved weights are vanilla upstream "
+                    "weights (no anysr_* keys): gates start fresh")
+    else:
+        init = ctx.init_from or spec.get(INIT_FROM_KEY)
+        if init:
+            init = Path(init)
+            if not init.is_absolute() and not init.exists():
+                init = ctx.repo / init
+            missing, _ = load_upstream_checkpoint(model, init)
+            ctx.say(f"built {name} with {n_blocks} AnySR blocks; initialised from {init} "
+                    f"({len(missing)} new anysr_* tensors keep their fresh init)")
+        else:
+            ctx.say(f"built {name} with {n_blocks} AnySR blocks (no --init-from / anysr_init_from: "
+                    "pretrained weights are not loaded)")
+    if ctx.width is not None:
+        from .control import set_width
+
+        set_width(model, ctx.width)
+        ctx.say(f"fixed width {ctx.width:g} for every call (--width)")
+    from .adapters.liif import defer_features
+
+    defer_features(model)
+    return model
+
+
+def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
+    """Hook ``models.make`` and ``test.batched_predict`` of the upstream repo (LIIF, LTE, SRNO).
+
+    ``models.make`` is replaced on the package (the SR wrappers and the scripts look it
+    up there at call time), see :func:`build_anysr_model`.  ``test.batched_predict`` (a
+    module global read by ``eval_psnr`` at call time, also in train-time validation)
+    runs inside ``use_scale(model, scale_from_cell(inp, cell))``, so the encoder run by
+    ``gen_feat`` gets the scale.  A ``test.py`` / ``demo.py`` run as ``__main__`` has its
+    own copy of ``batched_predict``; models built here therefore also defer ``gen_feat``
+    to the first ``query_rgb`` (``adapters.liif.defer_features``).
+    """
+    import functools
+
+    from .adapters.liif import scale_from_cell
+    from .control import use_scale
+    from .injection import is_anysr
+
+    models = _import_repo_module(ctx, "models")
+    orig_make = models.make
+
+    @functools.wraps(orig_make)
+    def make(model_spec, args=None, load_sd=False):
+        return build_anysr_model(ctx, adapter, orig_make, model_spec, args=args, load_sd=load_sd)
+
+    make._anysr_orig = orig_make
+    models.make = make
+    ctx.cleanups.append(lambda: setattr(models, "make", orig_make))
+
+    test = _import_repo_module(ctx, "test", required=False)
+    orig_bp = getattr(test, "batched_predict", None) if test is not None else None
+    if orig_bp is not None:
+        @functools.wraps(orig_bp)
+        def batched_predict(model, inp, coord, cell, *args, **kwargs):
+            if cell is not None and is_anysr(model):
+                with use_scale(model, scale_from_cell(inp, cell)):
+                    return orig_bp(model, inp, coord, cell, *args, **kwargs)
+            return orig_bp(model, inp, coord, cell, *args, **kwargs)
+
+        test.batched_predict = batched_predict
+        ctx.cleanups.append(lambda: setattr(test, "batched_predict", orig_bp))
+
+
+__all__ = ["LaunchContext", "run", "cpu_shim", "purge_modules", "install_registry_hooks", "build_anysr_model",
+           "INIT_FROM_KEY", "ANYSR_KEY"]

@@ -83,3 +83,8 @@ def test_check_width():
 def test_invalid_yaml_is_a_config_error():
     with pytest.raises(ConfigError):
         AnySRConfig.from_yaml("widths: [0.5, 1.0\n")
+
+
+def test_from_yaml_text_with_long_path_like_lines():
+    text = "anysr:\n  seed: 3\nanysr_init_from: /" + "x" * 300 + "/epoch-last.pth\n"
+    assert AnySRConfig.from_yaml(text).seed == 3

@@ -1,0 +1,347 @@
+"""Adapter for the LIIF family: LIIF ``liif``, LTE ``lte`` / ``lte-fast`` and the Meta-SR
+head ``metasr`` that LIIF and LTE ship in ``models/misc.py``.
+
+What differs from the core's generic handling (research/upstream-liif-family.md
+sections 0, 3, 4.3, 6, 8):
+
+* **Detection** by class name and structure, never ``isinstance`` (each checkout
+  defines its own classes): an ``encoder`` sub-module plus ``gen_feat`` and
+  ``query_rgb`` methods.  SRNO has the same shape and is left to ``adapters/srno.py``.
+* **Blocks** live in ``model.encoder`` (EDSR-baseline, EDSR, RDN, RCAN).
+* **Scale per sample from the call** ``forward(inp, coord, cell)``:
+  ``s_h = 2 / (cell_h * H_lr)``, ``s_w = 2 / (cell_w * W_lr)`` with ``H_lr, W_lr =
+  inp.shape[-2:]``, for ``cell`` of shape ``(B, Q, 2)`` (LIIF, LTE, Meta-SR; constant
+  over Q, the first query is read) and ``(B, 2)`` (LTE-fast, SRNO).  During training
+  this is the *effective* scale ``round(48 s) / 48`` the wrapper really produced.
+* **gen_feat-first paths** (``batched_predict`` in every ``test.py``, the demos, SRNO's
+  ``eval_bsize`` validation) run the encoder before any ``cell`` exists.  Two answers:
+  ``anysr_plugin.use_scale(model, s)`` around the call (what the launcher does to the
+  imported ``test.batched_predict``), and :func:`defer_features`, which makes
+  ``gen_feat`` wait for the first ``query_rgb`` call and run the encoder then, under the
+  scale read from that call's ``cell``.  The launcher enables the latter on every model
+  it builds, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions cannot be
+  patched from outside) gets the right sub-network too.
+* **Test-time cell clipping.**  LTE's ``test.py`` (with ``eval_bsize``), LTE/SRNO
+  ``demo.py`` and SRNO ``test.py --mcell`` multiply the cell by ``max(s / 4, 1)``, so
+  the scale read from a clipped cell is ``min(s, 4)``.  With the paper's scale groups
+  every scale above 3.25 already runs the full network, so the **width is unaffected**;
+  the gates see the scale pair ``(4, 4)``, i.e. they are treated like the decoder,
+  which is also told "x4" — the upstream's own extrapolation rule, and the largest
+  scale the gates were trained on.  LIIF does no clipping (the gates then see the true
+  ``s``, e.g. 12 at x12; such out-of-range scales always run the full network).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ScaleError
+from .base import MethodAdapter, find_tensor_arg
+
+#: upstream model-registry names this adapter serves
+LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
+#: SR-wrapper class names of LIIF / LTE / LTE+ / Meta-SR-in-LIIF
+LIIF_CLASS_NAMES = ("LIIF", "LTE", "LTEP", "MetaSR")
+#: encoder registry names whose blocks anysrify converts
+ENCODER_NAMES = ("edsr-baseline", "edsr", "rdn", "rcan")
+
+
+def looks_implicit(model: nn.Module) -> bool:
+    """An implicit-decoder SR wrapper: ``encoder`` module + ``gen_feat`` + ``query_rgb``."""
+    return (isinstance(getattr(model, "encoder", None), nn.Module)
+            and callable(getattr(model, "gen_feat", None))
+            and callable(getattr(model, "query_rgb", None)))
+
+
+def looks_srno(model: nn.Module) -> bool:
+    name = type(model).__name__.lower()
+    return "srno" in name or "sronet" in name or (
+        looks_implicit(model) and hasattr(model, "conv00") and hasattr(model, "conv0"))
+
+
+def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """Per-sample scale (B, 2) = ``2 / (cell * (H_lr, W_lr))`` for ``cell`` (B, 2) or (B, ..., 2).
+
+    ``inp`` is the LR input ``(B, C, H_lr, W_lr)``.  Raises :class:`ScaleError` naming
+    the shapes when they do not fit, or when a cell entry is not positive.
+    """
+    if not isinstance(inp, torch.Tensor) or inp.dim() != 4:
+        raise ScaleError(f"expected the LR input as a (B, C, H, W) tensor, got "
+                         f"{tuple(inp.shape) if isinstance(inp, torch.Tensor) else type(inp).__name__}")
+    if not isinstance(cell, torch.Tensor) or cell.dim() < 2 or cell.shape[-1] != 2:
+        raise ScaleError("expected `cell` of shape (B, 2) or (B, Q, 2) (cell = 2 / HR size per axis), got "
+                         f"{tuple(cell.shape) if isinstance(cell, torch.Tensor) else type(cell).__name__}")
+    if cell.shape[0] != inp.shape[0]:
+        raise ScaleError(f"`cell` has batch {cell.shape[0]} but the input has batch {inp.shape[0]}")
+    c = cell.detach().float()
+    if c.dim() > 2:  # (B, Q, 2) or (B, H, W, 2): the cell is constant over queries; read the first
+        c = c.reshape(c.shape[0], -1, 2)[:, 0, :]
+    if c.numel() and not bool((c > 0).all()):
+        raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
+    lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
+    return (2.0 / (c * lr)).cpu()
+
+
+class LIIFAdapter(MethodAdapter):
+    """LIIF / LTE / LTE-fast / Meta-SR-in-LIIF (see the module docstring)."""
+
+    name = "liif"
+    upstream_names = LIIF_NAMES
+    class_names = LIIF_CLASS_NAMES
+    #: default training script of the upstream repo (used in messages and recipes)
+    train_script = "train_liif.py"
+    #: encoder registry names accepted by convert-config
+    encoder_names = ENCODER_NAMES
+
+    def detect(self, model: nn.Module) -> bool:
+        if looks_srno(model):
+            return False
+        return type(model).__name__ in self.class_names or looks_implicit(model)
+
+    def block_root(self, model: nn.Module) -> nn.Module:
+        enc = getattr(model, "encoder", None)
+        return enc if isinstance(enc, nn.Module) else model
+
+    def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):
+        inp = find_tensor_arg(args, kwargs, 0, "inp")
+        cell = find_tensor_arg(args, kwargs, 2, "cell")
+        if inp is None or cell is None:
+            return None
+        return scale_from_cell(inp, cell)
+
+    # -- launcher ---------------------------------------------------------------
+    def install(self, ctx) -> None:
+        from ..launch import install_registry_hooks
+
+        install_registry_hooks(ctx, self)
+
+    # -- config -----------------------------------------------------------------
+    def convert_config(self, upstream, out, anysr_config, **options) -> str:
+        return convert_upstream_config(self, upstream, out, anysr_config, **options)
+
+
+# ---------------------------------------------------------------------------
+# deferred gen_feat: the encoder waits for the first query's cell
+
+
+def _blocks_planned(model: nn.Module) -> bool:
+    from ..control import anysr_blocks
+
+    blocks = anysr_blocks(model)
+    if not blocks:
+        return True  # not an AnySR model: nothing to wait for
+    b = blocks[0]
+    return (b._anysr_plan is not None or b._anysr_scale_override is not None
+            or b._anysr_fixed_width is not None or b._anysr_budget is not None)
+
+
+def _deferring_gen_feat(orig):
+    @functools.wraps(orig)
+    def gen_feat(self, inp, *args, **kwargs):
+        if not getattr(self, "_anysr_defer_features", False) or args or kwargs or _blocks_planned(self):
+            self.__dict__.pop("_anysr_pending_inp", None)
+            return orig(self, inp, *args, **kwargs)
+        # the scale is not known yet: remember the input, run the encoder at the first query
+        self.__dict__["_anysr_pending_inp"] = inp
+        return None
+    gen_feat._anysr_orig = orig
+    return gen_feat
+
+
+def _deferring_query_rgb(orig, gen_feat_orig):
+    @functools.wraps(orig)
+    def query_rgb(self, coord, cell=None, *args, **kwargs):
+        inp = self.__dict__.pop("_anysr_pending_inp", None)
+        if inp is not None:
+            from ..control import use_scale
+
+            if cell is not None:
+                with use_scale(self, scale_from_cell(inp, cell)):
+                    gen_feat_orig(self, inp)
+            else:  # no cell at all: the core's no-scale rule (full network, one warning)
+                gen_feat_orig(self, inp)
+        return orig(self, coord, cell, *args, **kwargs)
+    query_rgb._anysr_orig = orig
+    return query_rgb
+
+
+def defer_features(model: nn.Module) -> nn.Module:
+    """Make ``model.gen_feat(inp)`` wait for the first ``query_rgb(coord, cell)`` call.
+
+    Upstream ``batched_predict`` runs ``gen_feat`` (the encoder) before it hands over
+    any ``cell``; with this switch on, ``gen_feat`` only stores ``inp`` (and returns
+    None) when no scale is known yet, and the first ``query_rgb`` runs the encoder
+    under the scale read from its ``cell``.  When a scale or width is already known
+    (inside ``forward``, under ``use_scale`` / ``use_width`` / ``use_budget``)
+    ``gen_feat`` runs at once, exactly as upstream.
+
+    The wrappers are installed on the model's **class** (once; they are inert for
+    instances without the switch, so DataParallel replicas and other models of the
+    class behave as before) and the switch is a plain instance attribute.
+    """
+    cls = type(model)
+    if not looks_implicit(model):
+        from ..errors import AdapterError
+
+        raise AdapterError(f"{cls.__name__} has no encoder + gen_feat + query_rgb; defer_features applies to "
+                           "LIIF-family and SRNO models only")
+    if not hasattr(cls.gen_feat, "_anysr_orig"):
+        orig_gen, orig_query = cls.gen_feat, cls.query_rgb
+        cls.gen_feat = _deferring_gen_feat(orig_gen)
+        cls.query_rgb = _deferring_query_rgb(orig_query, orig_gen)
+    model._anysr_defer_features = True
+    return model
+
+
+# ---------------------------------------------------------------------------
+# config mapping (anysr convert-config --method liif|lte|srno)
+
+#: the paper's fine-tune schedule (Sec. IV-A): Adam, lr 1e-5 halved every 200 epochs, 500 epochs
+PAPER_SCHEDULE = {"lr": 1.0e-5, "epoch_max": 500, "multi_step_lr": {"milestones": [200, 400], "gamma": 0.5}}
+
+#: gated channels per encoder (for the lambda check), from the encoder spec's args
+def _encoder_channels(name: str, args: dict) -> int:
+    if name == "edsr-baseline":
+        return int(args.get("n_feats", 64))
+    if name == "edsr":
+        return int(args.get("n_feats", 256))
+    if name == "rdn":
+        return {"A": 32, "B": 64}.get(str(args.get("RDNconfig", "B")), 64)
+    return int(args.get("n_feats", 64))  # rcan
+
+
+def _family(name: str) -> str:
+    return {"rdn": "rdb", "rcan": "rcab"}.get(name, "edsr")
+
+
+def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from=None, paper_schedule=False,
+                            **options) -> str:
+    """Write `upstream` (an upstream training YAML) to `out` with the AnySR entries.
+
+    * ``model.anysr``: the AnySRConfig dict (a top-level key of the model spec, which the
+      upstream ``make`` ignores and every saved checkpoint carries);
+    * ``model.anysr_init_from``: the vanilla pretrained checkpoint (``init_from``), loaded
+      by the launcher into freshly built models;
+    * ``paper_schedule``: lr 1e-5, 500 epochs, ``multi_step_lr`` milestones [200, 400],
+      gamma 0.5 (a ``warmup_step_lr`` entry is dropped: ``multi_step_lr`` wins upstream).
+
+    Everything is validated first; errors name the offending key.  Returns `out`.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from ..checkpoint import atomic_write_text, extract_state_dict, load_file
+    from ..config import AnySRConfig
+    from ..errors import ConfigError
+
+    if options:
+        raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
+                          "known: init_from, paper_schedule")
+    if upstream is None:
+        raise ConfigError(f"convert-config --method {adapter.name} needs the upstream training YAML "
+                          "(e.g. configs/train-div2k/train_edsr-baseline-liif.yaml)")
+    path = Path(upstream)
+    if not path.is_file():
+        raise ConfigError(f"upstream config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise ConfigError(f"{path}: key `model` is missing or not a mapping (expected {{name, args}})")
+    name = model.get("name")
+    if name not in adapter.upstream_names:
+        hint = "; use --method srno" if name == "sronet" else (
+            "; use --method liif" if name in LIIF_NAMES else "")
+        raise ConfigError(f"{path}: model.name is {name!r}; --method {adapter.name} converts "
+                          f"{', '.join(adapter.upstream_names)}{hint}")
+    margs = model.get("args")
+    if not isinstance(margs, dict):
+        raise ConfigError(f"{path}: model.args is missing or not a mapping")
+    if "anysr" in margs:
+        raise ConfigError(f"{path}: model.args.anysr must not exist (the upstream constructor would get it "
+                          "as a keyword); the AnySR entry belongs at model.anysr")
+    enc = margs.get("encoder_spec")
+    if not isinstance(enc, dict):
+        raise ConfigError(f"{path}: model.args.encoder_spec is missing or not a mapping")
+    enc_name, enc_args = enc.get("name"), enc.get("args") or {}
+    if enc_name not in adapter.encoder_names:
+        raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}; AnySR converts the blocks of "
+                          f"{', '.join(adapter.encoder_names)} encoders")
+    if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
+        raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs at "
+                          "LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
+    cfg = anysr_config if anysr_config is not None else AnySRConfig()
+    if not isinstance(cfg, AnySRConfig):
+        cfg = AnySRConfig.from_dict(cfg)
+    channels = _encoder_channels(enc_name, enc_args)
+    lam = cfg.lam_for(_family(enc_name))
+    if cfg.interweave == "interleave" and channels % lam:
+        raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
+                          "pass --lam with a divisor")
+    model["anysr"] = cfg.to_dict()
+    if init_from:
+        init = Path(init_from)
+        if not init.is_file():
+            raise ConfigError(f"--init-from {init}: file does not exist (model.anysr_init_from must name the "
+                              "vanilla pretrained checkpoint)")
+        ckpt = load_file(init)
+        sd = extract_state_dict(ckpt)
+        spec = ckpt.get("model") if isinstance(ckpt, dict) else None
+        if isinstance(spec, dict) and spec.get("name") not in (None, name):
+            raise ConfigError(f"--init-from {init}: the checkpoint's model.name is {spec.get('name')!r}, the "
+                              f"config's is {name!r}")
+        ck_enc = ((spec or {}).get("args") or {}).get("encoder_spec", {}) if isinstance(spec, dict) else {}
+        if isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
+            raise ConfigError(f"--init-from {init}: the checkpoint's encoder is {ck_enc.get('name')!r}, the "
+                              f"config's model.args.encoder_spec.name is {enc_name!r}")
+        if any("anysr_" in k for k in sd):
+            raise ConfigError(f"--init-from {init}: already holds AnySR weights; to continue an AnySR run use the "
+                              "upstream `resume` key instead")
+        model["anysr_init_from"] = str(init.resolve())
+    if paper_schedule:
+        opt = data.setdefault("optimizer", {"name": "adam", "args": {}})
+        if not isinstance(opt, dict):
+            raise ConfigError(f"{path}: optimizer must be a mapping")
+        opt.setdefault("name", "adam")
+        opt.setdefault("args", {})["lr"] = PAPER_SCHEDULE["lr"]
+        data["epoch_max"] = PAPER_SCHEDULE["epoch_max"]
+        data["multi_step_lr"] = dict(PAPER_SCHEDULE["multi_step_lr"])
+        data.pop("warmup_step_lr", None)
+        if isinstance(data.get("epoch_save"), int) and data["epoch_save"] > data["epoch_max"]:
+            data["epoch_save"] = data["epoch_max"]
+    header = (f"# AnySR fine-tuning config written by `anysr convert-config --method {adapter.name}` from {path}\n"
+              f"# run it with: anysr launch {adapter.name} -- {adapter.train_script} --config <this file>\n")
+    atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
+    return str(out)
+
+
+class LTEAdapter(LIIFAdapter):
+    """LTE's repo (jaewon-lee-b/lte): same models and contract, script ``train.py``."""
+
+    name = "lte"
+    train_script = "train.py"
+
+
+ADAPTER = LIIFAdapter()
+LTE_ADAPTER = LTEAdapter()
+
+
+def _register() -> None:
+    from . import register_adapter
+
+    register_adapter(ADAPTER, "liif")
+    register_adapter(LTE_ADAPTER, "lte", "lte-fast")
+
+
+_register()
+
+__all__ = ["LIIFAdapter", "LTEAdapter", "ADAPTER", "LTE_ADAPTER", "scale_from_cell", "convert_upstream_config", "PAPER_SCHEDULE", "defer_features", "looks_implicit", "looks_srno",
+           "LIIF_NAMES", "ENCODER_NAMES"]

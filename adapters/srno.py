@@ -1,0 +1,54 @@
+"""Adapter for SRNO (``sronet``, 2y7c3/Super-Resolution-Neural-Operator), also the model
+the official AnySR release fine-tunes.
+
+Same contract as LIIF (research/upstream-liif-family.md sections 3.5, 4.2, 8):
+``forward(inp, coord, cell)`` with ``coord`` (B, H, W, 2) and ``cell`` (B, 2), so the
+per-sample scale is ``2 / (cell * (H_lr, W_lr))`` (see ``adapters/liif.py``); the blocks
+live in ``model.encoder`` (EDSR-baseline or RDN: ``conv00`` hard-codes a 64-channel
+encoder).  Differences that matter here:
+
+* SRNO's validation uses ``eval_bsize: 500``, i.e. ``batched_predict`` (``gen_feat``
+  first, ``query_rgb`` over HR-row chunks with the whole ``cell``): handled by the
+  launcher's ``use_scale`` wrapper and ``defer_features`` like LIIF's test path.
+* ``test.py --mcell`` / ``demo.py`` clip the cell by ``max(s/4, 1)``: the gates then see
+  ``min(s, 4)`` and the width is the full one for every s > 3.25 (see liif.py).
+* SRNO's own top-level ``fc1`` / ``fc2`` are decoder layers, never gate parameters:
+  gate tensors are recognised by the ``anysr_`` prefix only.
+* The official release's checkpoints (``edsr-anysr-baseline`` encoder inside ``sronet``)
+  are converted by ``anysr convert-checkpoint --official`` (``anysr_plugin/official.py``).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .liif import LIIFAdapter, looks_srno
+
+SRNO_NAMES = ("sronet",)
+SRNO_CLASS_NAMES = ("SRNO", "SRNONet", "SRONet")
+#: encoders SRNO's ``conv00`` (266 = (64 + 2) * 4 + 2 inputs) accepts
+SRNO_ENCODER_NAMES = ("edsr-baseline", "rdn")
+
+
+class SRNOAdapter(LIIFAdapter):
+    name = "srno"
+    upstream_names = SRNO_NAMES
+    class_names = SRNO_CLASS_NAMES
+    train_script = "train.py"
+    encoder_names = SRNO_ENCODER_NAMES
+
+    def detect(self, model: nn.Module) -> bool:
+        return type(model).__name__ in self.class_names or looks_srno(model)
+
+
+ADAPTER = SRNOAdapter()
+
+
+def _register() -> None:
+    from . import register_adapter
+
+    register_adapter(ADAPTER, "srno", "sronet")
+
+
+_register()
+
+__all__ = ["SRNOAdapter", "ADAPTER", "SRNO_NAMES"]

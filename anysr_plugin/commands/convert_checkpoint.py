@@ -1,0 +1,105 @@
+"""``anysr convert-checkpoint IN -o OUT [--official]``
+
+* ``IN.pth`` (a checkpoint the upstream trainer wrote under ``anysr launch``: ``{'model':
+  spec + sd, 'optimizer', 'epoch'}``) -> ``OUT.safetensors`` (the state dict) plus
+  ``OUT.yaml`` (the model spec with its ``anysr:`` entry, no weights): a standalone model.
+* ``IN.safetensors`` (+ ``IN.yaml`` beside it, or ``--spec FILE``) -> ``OUT.pth`` in the
+  upstream format ``{'model': spec + sd, 'epoch'}``, which upstream ``test.py`` / ``demo.py``
+  load under ``anysr launch`` (it has no optimizer state, so it cannot ``resume``).
+* ``--official``: ``IN.pth`` is an official AnySR release checkpoint (``sronet`` +
+  ``edsr-anysr-baseline``, keys ``body.{i}.conv1/conv2/fc1/fc2``); it is renamed to ours
+  (``body.{i}.body.0/body.2/anysr_gate.fc1/fc2``, 1x1-conv gate weights as Linear) with a
+  ``compat: official`` AnySR config and a plain ``edsr-baseline`` encoder spec, written as
+  ``OUT.pth`` (upstream format, runs in an SRNO checkout) or ``OUT.safetensors`` + yaml.
+  ``--to-official`` goes back (ours -> release key names).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "convert-checkpoint", help="AnySR checkpoint <-> standalone safetensors + YAML; official release -> ours",
+        description=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="checkpoint to convert (.pth/.pt or .safetensors)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output (.safetensors or .pth)")
+    p.add_argument("--spec", type=Path, default=None, help="model spec YAML for a .safetensors input "
+                   "(default: the input's .yaml sibling)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--official", action="store_true", help="the input is an official AnySR release checkpoint")
+    g.add_argument("--to-official", action="store_true", help="write our checkpoint with the release's key names")
+    p.set_defaults(run=run)
+    return p
+
+
+def _is_safetensors(path: Path) -> bool:
+    return path.suffix == ".safetensors"
+
+
+def read_checkpoint(path: Path, spec_path: Path | None = None):
+    """(spec without sd, state dict) from an upstream-format .pth or a safetensors + YAML pair."""
+    import yaml
+
+    from ..checkpoint import extract_state_dict, load_file
+    from ..errors import CheckpointError
+
+    if _is_safetensors(path):
+        sd = load_file(path)
+        spec_path = spec_path or path.with_suffix(".yaml")
+        if not spec_path.is_file():
+            raise CheckpointError(f"{path}: its model spec {spec_path} is missing (pass --spec FILE)")
+        data = yaml.safe_load(spec_path.read_text())
+        spec = data.get("model", data) if isinstance(data, dict) else None
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise CheckpointError(f"{spec_path}: expected a model spec ({{model: {{name, args, anysr}}}})")
+        return dict(spec), sd
+    obj = load_file(path)
+    sd = extract_state_dict(obj)
+    spec = obj.get("model") if isinstance(obj, dict) else None
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"{path}: no upstream model spec ({{'model': {{'name', 'args', 'sd'}}}}); "
+                              "convert-checkpoint handles LIIF/LTE/SRNO-format checkpoints")
+    return {k: v for k, v in spec.items() if k != "sd"}, sd
+
+
+def write_checkpoint(out: Path, spec: dict, sd: dict) -> list:
+    import yaml
+
+    from ..checkpoint import atomic_save, atomic_write_text, save_safetensors
+
+    if _is_safetensors(out):
+        save_safetensors(sd, out, metadata={"anysr_model_spec": json.dumps(spec)})
+        side = out.with_suffix(".yaml")
+        atomic_write_text(side, "# model spec of " + out.name + " (anysr convert-checkpoint)\n"
+                          + yaml.safe_dump({"model": spec}, sort_keys=False))
+        return [out, side]
+    atomic_save({"model": {**spec, "sd": sd}, "epoch": 0}, out)
+    return [out]
+
+
+def run(args) -> int:
+    from ..errors import CheckpointError
+    from .. import official
+
+    spec, sd = read_checkpoint(args.input, args.spec)
+    if args.official:
+        if not official.is_official_state_dict(sd):
+            raise CheckpointError(f"{args.input}: no `body.N.fc1` gate keys; not an official AnySR release checkpoint")
+        spec = official.convert_official_spec(spec)
+        sd = official.official_to_ours(sd)
+    elif args.to_official:
+        if not any("anysr_gate" in k for k in sd):
+            raise CheckpointError(f"{args.input}: holds no anysr_gate weights")
+        sd = official.ours_to_official(sd)
+    else:
+        if "anysr" not in spec:
+            raise CheckpointError(f"{args.input}: the model spec has no `anysr:` entry; it is not an AnySR "
+                                  "checkpoint written under `anysr launch` (use --official for release files)")
+        if not any("anysr_" in k for k in sd):
+            raise CheckpointError(f"{args.input}: the spec says AnySR but the weights hold no anysr_* tensors")
+    for path in write_checkpoint(args.out, spec, sd):
+        print(f"wrote {path}")
+    return 0

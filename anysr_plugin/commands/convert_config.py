@@ -1,0 +1,76 @@
+"""``anysr convert-config --method METHOD [UPSTREAM.yaml] -o OUT.yaml [options]``
+
+Writes an upstream training config that carries the AnySR settings (LIIF family and
+SRNO: an ``anysr:`` entry inside the model spec; Meta-SR / ArbSR: their adapter's
+format).  Dispatches to ``get_adapter(method).convert_config(upstream, out, cfg, **options)``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "convert-config", help="write an upstream training config with the AnySR settings",
+        description="Write an upstream training config carrying the AnySR settings (validated; errors name the "
+                    "offending key).",
+        epilog="example:\n  anysr convert-config --method liif configs/train-div2k/train_edsr-baseline-liif.yaml "
+               "-o anysr-liif.yaml --init-from edsr-baseline-liif.pth --paper-schedule",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("upstream", nargs="?", type=Path, default=None, help="the upstream training YAML")
+    p.add_argument("--method", required=True, help="liif, lte, srno, metasr, arbsr")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output YAML")
+    p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
+                   help="vanilla pretrained checkpoint to fine-tune from (recorded in the config)")
+    p.add_argument("--paper-schedule", action="store_true",
+                   help="the paper's fine-tune schedule: Adam lr 1e-5 halved every 200 epochs, 500 epochs")
+    g = p.add_argument_group("AnySR options (default: the paper's)")
+    g.add_argument("--anysr-config", type=Path, default=None, metavar="FILE",
+                   help="start from this AnySR config YAML; the options below override it")
+    g.add_argument("--widths", type=_floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
+    g.add_argument("--scale-bounds", type=_floats, default=None, help="e.g. 1.75,2.55,3.25")
+    g.add_argument("--lam", type=int, default=None, help="lambda (default: 4 EDSR/RCAN, 8 RDN)")
+    g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (0.6)")
+    g.add_argument("--gate", choices=("identity", "paper"), default=None)
+    g.add_argument("--interweave", choices=("interleave", "concat", "none"), default=None)
+    g.add_argument("--rdb-gate", choices=("first", "last"), default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--compat", choices=("official",), default=None,
+                   help="reproduce the official AnySR release's behaviour (see anysr_plugin/official.py)")
+    p.set_defaults(run=run)
+    return p
+
+
+def anysr_config_from_args(args):
+    from ..config import AnySRConfig
+
+    cfg = AnySRConfig.from_yaml(args.anysr_config) if args.anysr_config is not None else AnySRConfig()
+    changes = {k: getattr(args, k) for k in ("widths", "scale_bounds", "lam", "reset_prob", "gate", "interweave",
+                                             "rdb_gate", "seed", "compat") if getattr(args, k) is not None}
+    return AnySRConfig.from_dict({**cfg.to_dict(), **changes}) if changes else cfg
+
+
+def run(args) -> int:
+    from ..adapters import get_adapter
+    from ..errors import AnySRError
+
+    if args.anysr_config is not None and not args.anysr_config.is_file():
+        raise AnySRError(f"--anysr-config {args.anysr_config}: file does not exist")
+    cfg = anysr_config_from_args(args)
+    options = {}
+    if args.init_from is not None:
+        options["init_from"] = args.init_from
+    if args.paper_schedule:
+        options["paper_schedule"] = True
+    out = get_adapter(args.method).convert_config(
+        str(args.upstream) if args.upstream is not None else None, str(args.out), cfg, **options)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,86 @@
+"""``anysr launch METHOD [--cpu] [--repo DIR] [--anysr-config FILE] [--init-from PTH] -- SCRIPT ARGS...``
+
+Runs an upstream repository's own script (``train_liif.py``, ``train.py``, ``test.py``,
+``demo.py``, Meta-SR/ArbSR ``main.py``) with AnySR installed, without editing the repo.
+See ``anysr_plugin/launch.py`` for what is hooked.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+METHODS_HELP = "liif, lte, srno (LIIF family), metasr, arbsr"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "launch", help="run an upstream train/test/demo script with AnySR installed",
+        description="Run an upstream repository's own script with AnySR installed (its model builder is hooked "
+                    "so specs carrying `anysr:` are built anysrified, and the scale reaches the encoder). "
+                    "Everything after `--` is the script and its own arguments.",
+        epilog="examples:\n"
+               "  anysr launch liif --cpu -- train_liif.py --config anysr-liif.yaml\n"
+               "  anysr launch liif -- test.py --config configs/test/test-div2k-2.yaml --model save/x/epoch-last.pth\n"
+               "  anysr launch srno -- train.py --config anysr-srno.yaml --gpu 0\n"
+               "--cpu makes the upstream's .cuda() calls no-ops, loads checkpoints onto the CPU and runs data "
+               "loading in-process: a smoke-test aid for machines without CUDA, not a way to train.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", help=f"upstream method ({METHODS_HELP})")
+    p.add_argument("--cpu", action="store_true", help="smoke-test on a machine without CUDA (see below)")
+    p.add_argument("--repo", type=Path, default=None, help="upstream repository root (default: current folder)")
+    p.add_argument("--anysr-config", type=Path, default=None, metavar="FILE",
+                   help="AnySR config YAML applied to model specs that carry no `anysr:` entry")
+    p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
+                   help="vanilla upstream checkpoint loaded into freshly built AnySR models "
+                        "(overrides the config's model.anysr_init_from; LIIF family and SRNO)")
+    p.add_argument("--width", type=float, default=None, metavar="W",
+                   help="run the AnySR model at this fixed width for every scale (1.0 = the full network, the "
+                        "paper's AnySR-double-dagger evaluation); default: the width of each call's scale "
+                        "(LIIF family and SRNO)")
+    p.set_defaults(run=run, accepts_remainder=True)
+    return p
+
+
+def split_remainder(rest: list) -> list:
+    """The script and its arguments from what followed the launch options."""
+    from ..errors import AnySRError
+
+    rest = list(rest or [])
+    if "--" in rest:
+        i = rest.index("--")
+        before, rest = rest[:i], rest[i + 1:]
+        if before:
+            raise AnySRError(f"unknown launch option(s) {' '.join(before)}; put the script and its arguments "
+                             "after `--`")
+    elif rest and rest[0].startswith("-"):
+        raise AnySRError(f"unknown launch option {rest[0]!r}; usage: anysr launch METHOD [options] -- SCRIPT ARGS")
+    if not rest:
+        raise AnySRError("no script given; usage: anysr launch METHOD [--cpu] [--repo DIR] -- SCRIPT ARGS...")
+    return rest
+
+
+def run(args) -> int:
+    from ..adapters import get_adapter
+    from ..config import AnySRConfig
+    from ..errors import AnySRError
+    from ..launch import LaunchContext, run as launch_run
+
+    get_adapter(args.method)  # unknown method: a clear error before anything runs
+    script, *argv = split_remainder(getattr(args, "remainder", []))
+    repo = (args.repo or Path.cwd()).resolve()
+    if not repo.is_dir():
+        raise AnySRError(f"--repo {repo}: not a folder")
+    cfg = None
+    if args.anysr_config is not None:
+        if not args.anysr_config.is_file():
+            raise AnySRError(f"--anysr-config {args.anysr_config}: file does not exist")
+        cfg = AnySRConfig.from_yaml(args.anysr_config.resolve())
+    init = args.init_from.resolve() if args.init_from is not None else None
+    if init is not None and not init.is_file():
+        raise AnySRError(f"--init-from {init}: file does not exist")
+    script_path = Path(script)
+    if not script_path.is_absolute():
+        script_path = (repo / script_path) if (repo / script_path).is_file() else script_path.resolve()
+    ctx = LaunchContext(method=args.method, repo=repo, script=script_path, argv=list(argv), cpu=args.cpu,
+                        anysr_config=cfg, init_from=init, width=args.width)
+    return launch_run(ctx)

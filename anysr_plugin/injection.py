@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .blocks import BLOCK_TYPES, AnySRBlock
+from .blocks import BLOCK_TYPES, AnySRBlock, block_class_for
 from .blocks.base import full_width_reference
 from .config import AnySRConfig, channels_at
 from .control import AnySRState, ClearPlanHook, PlanHook, unwrap
@@ -114,6 +114,7 @@ def _plan(model: nn.Module, config: AnySRConfig, adapter, root: nn.Module, root_
         cls = _family_of(module)
         if cls is None or parent is None:
             continue
+        cls = block_class_for(cls, config)  # compat="official": the release's RDB layout
         problem = cls.structure_problem(module)
         lam = config.lam_for(cls.family)
         channels = cls.gated_channels(module) if problem is None else 0

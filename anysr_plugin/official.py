@@ -22,9 +22,17 @@ release's *inference* semantics where they differ from the paper:
    (1.1, 1.3, ..., 3.9, 4.1); off-grid scales keep the sign;
 3. the encoder applies ``sub_mean`` to its input (the release's EDSR does; LIIF/SRNO's
    EDSR has the module but skips it);
-4. RDN widths 0.7 / 0.8 / 0.9 / 1.0 (:data:`OFFICIAL_RDN_WIDTHS`).  The release's RDB
-   layout (gate on the last two dense outputs) is **not** implemented: converting an
-   ``rdn-anysr`` checkpoint raises :class:`CheckpointError`.
+4. RDN widths 0.7 / 0.8 / 0.9 / 1.0 (:data:`OFFICIAL_RDN_WIDTHS`) and the release's RDB
+   layout (``blocks/official_rdb.py``: dense layers 4-7 sliced with prefix inputs, the gate
+   on the last ``2g`` channels of the dense concatenation, ``fc1`` 144 -> 256, ``fc2``
+   256 -> 128), which anysrify builds for RDBs in compat mode only.
+
+``rdn-anysr`` checkpoints: the gate keys are ``RDBs.{i}.fc1`` / ``fc2`` (1x1 convolutions,
+``(256, 144, 1, 1)`` / ``(128, 256, 1, 1)``) -> ``RDBs.{i}.anysr_gate.fc1`` / ``fc2``;
+the release's RDN also holds a trainable ``sub_mean`` (applied to the encoder's input) and
+an unused ``add_mean``, which LIIF/SRNO's RDN lacks: they become the encoder's
+``anysr_sub_mean`` / ``anysr_add_mean`` (created by :func:`prepare_official_model`), so
+the round trip is lossless.
 
 A scale is "on the grid" when ``|10 s - round(10 s)| < 1e-3``: the release compares
 float32 values against the list [1.1, ..., 4.0]; ours come from ``cell`` and carry
@@ -56,8 +64,18 @@ OFFICIAL_ENCODERS = {"edsr-anysr-baseline": "edsr-baseline", "edsr-anysr": "edsr
 _BLOCK_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?body\.\d+\.)(?P<layer>conv1|conv2|fc1|fc2)\.(?P<kind>weight|bias)$")
 _OUR_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?body\.\d+\.)(?P<layer>body\.0|body\.2|anysr_gate\.fc1|anysr_gate\.fc2)"
                       r"\.(?P<kind>weight|bias)$")
+_RDB_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?RDBs\.\d+\.)(?P<layer>fc1|fc2)\.(?P<kind>weight|bias)$")
+_OUR_RDB_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?RDBs\.\d+\.)anysr_gate\.(?P<layer>fc1|fc2)\.(?P<kind>weight|bias)$")
+_MEAN_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<anysr>anysr_)?(?P<layer>sub_mean|add_mean)\.(?P<kind>weight|bias)$")
+#: the release's RDN mean shifts, held by our (mean-shift-less) RDN encoder under these names
+RDN_MEAN_MODULES = {"sub_mean": "anysr_sub_mean", "add_mean": "anysr_add_mean"}
 _TO_OURS = {"conv1": "body.0", "conv2": "body.2", "fc1": "anysr_gate.fc1", "fc2": "anysr_gate.fc2"}
 _TO_OFFICIAL = {v: k for k, v in _TO_OURS.items()}
+
+
+def official_encoder_family(encoder_name: str):
+    """``"edsr"`` / ``"rdn"`` for a release encoder name, else None."""
+    return {"edsr-anysr-baseline": "edsr", "edsr-anysr": "edsr", "rdn-anysr": "rdn"}.get(encoder_name)
 
 
 def official_config(encoder: str = "edsr-baseline", **changes) -> AnySRConfig:
@@ -115,17 +133,45 @@ def _sub_mean_pre_hook(module: nn.Module, args: tuple):
     return (module.sub_mean(args[0]),) + tuple(args[1:])
 
 
+def _anysr_sub_mean_pre_hook(module: nn.Module, args: tuple):
+    return (module.anysr_sub_mean(args[0]),) + tuple(args[1:])
+
+
+def release_mean_shift(sign: int, rgb_range: float = 1.0, device=None, dtype=None) -> nn.Conv2d:
+    """A 1x1 conv initialised as the release's (RCAN-style) ``MeanShift``: DIV2K mean, std 1."""
+    conv = nn.Conv2d(3, 3, 1, device=device, dtype=dtype)
+    mean = torch.tensor((0.4488, 0.4371, 0.4040))
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        conv.bias.copy_(sign * rgb_range * mean)
+    return conv
+
+
 def prepare_official_model(model: nn.Module, adapter=None) -> nn.Module:
-    """Compat item 3: make the encoder apply ``sub_mean`` to its input, as the release does."""
+    """Compat item 3: make the encoder apply ``sub_mean`` to its input, as the release does.
+
+    An encoder without ``sub_mean`` that holds the release's RDB layout (LIIF/SRNO's RDN)
+    gets the release RDN's mean shifts as ``anysr_sub_mean`` (trainable, applied to the
+    input) and ``anysr_add_mean`` (unused in forward, frozen; kept so release checkpoints
+    round-trip).  Call after anysrify and before loading converted weights."""
     from .adapters import get_adapter
+    from .blocks import OfficialRDB
 
     from .control import get_state
 
     if adapter is None:
         adapter = get_state(model).adapter
     enc = get_adapter(adapter).block_root(model)
-    if isinstance(getattr(enc, "sub_mean", None), nn.Module) and not getattr(enc, "_anysr_official_sub_mean", False):
+    if getattr(enc, "_anysr_official_sub_mean", False):
+        return model
+    if isinstance(getattr(enc, "sub_mean", None), nn.Module):
         enc.register_forward_pre_hook(_sub_mean_pre_hook)
+        enc._anysr_official_sub_mean = True
+    elif any(isinstance(m, OfficialRDB) for m in enc.modules()):
+        param = next(enc.parameters())
+        enc.anysr_sub_mean = release_mean_shift(-1, device=param.device, dtype=param.dtype)
+        enc.anysr_add_mean = release_mean_shift(+1, device=param.device, dtype=param.dtype).requires_grad_(False)
+        enc.register_forward_pre_hook(_anysr_sub_mean_pre_hook)
         enc._anysr_official_sub_mean = True
     return model
 
@@ -134,30 +180,58 @@ def prepare_official_model(model: nn.Module, adapter=None) -> nn.Module:
 # checkpoint key map
 
 
+def _gate_weight_to_linear(k: str, v: torch.Tensor) -> torch.Tensor:
+    if v.dim() == 4:
+        if tuple(v.shape[2:]) != (1, 1):
+            raise CheckpointError(f"{k}: a gate weight must be a 1x1 convolution, got shape {tuple(v.shape)}")
+        v = v.reshape(v.shape[0], v.shape[1])
+    return v
+
+
+def _rdn_encoder_prefixes(keys, pattern) -> set:
+    """Prefixes (e.g. ``encoder.``) of the RDNs whose RDBs hold gate keys matching `pattern`."""
+    return {m["prefix"].rsplit("RDBs.", 1)[0] for k in keys if (m := pattern.match(k))}
+
+
 def official_to_ours(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """Rename a release state dict to ours: ``body.{i}.conv1/conv2`` -> ``body.{i}.body.0/body.2``,
-    ``body.{i}.fc1/fc2`` (1x1 conv) -> ``body.{i}.anysr_gate.fc1/fc2`` (Linear); others unchanged."""
+    ``body.{i}.fc1/fc2`` and ``RDBs.{i}.fc1/fc2`` (1x1 conv) -> ``... .anysr_gate.fc1/fc2``
+    (Linear), an RDN's ``sub_mean`` / ``add_mean`` -> ``anysr_sub_mean`` / ``anysr_add_mean``;
+    others unchanged."""
+    rdn_prefixes = _rdn_encoder_prefixes(state_dict, _RDB_KEY)
     out = {}
     for k, v in state_dict.items():
         m = _BLOCK_KEY.match(k)
-        if m is None:
+        if m is not None:
+            layer = m["layer"]
+            if layer in ("fc1", "fc2") and m["kind"] == "weight":
+                v = _gate_weight_to_linear(k, v)
+            out[f"{m['prefix']}{_TO_OURS[layer]}.{m['kind']}"] = v
+        elif (m := _RDB_KEY.match(k)) is not None:
+            if m["kind"] == "weight":
+                v = _gate_weight_to_linear(k, v)
+            out[f"{m['prefix']}anysr_gate.{m['layer']}.{m['kind']}"] = v
+        elif (m := _MEAN_KEY.match(k)) is not None and not m["anysr"] and m["prefix"] in rdn_prefixes:
+            out[f"{m['prefix']}{RDN_MEAN_MODULES[m['layer']]}.{m['kind']}"] = v
+        else:
             out[k] = v
-            continue
-        layer = m["layer"]
-        if layer in ("fc1", "fc2") and m["kind"] == "weight":
-            if v.dim() == 4:
-                if tuple(v.shape[2:]) != (1, 1):
-                    raise CheckpointError(f"{k}: a gate weight must be a 1x1 convolution, got shape {tuple(v.shape)}")
-                v = v.reshape(v.shape[0], v.shape[1])
-        out[f"{m['prefix']}{_TO_OURS[layer]}.{m['kind']}"] = v
     return out
 
 
 def ours_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """The inverse of :func:`official_to_ours` (blocks holding an ``anysr_gate`` only)."""
     gated = {m["prefix"] for k in state_dict if (m := _OUR_KEY.match(k)) and "anysr_gate" in m["layer"]}
+    rdn_prefixes = _rdn_encoder_prefixes(state_dict, _OUR_RDB_KEY)
     out = {}
     for k, v in state_dict.items():
+        if (r := _OUR_RDB_KEY.match(k)) is not None:
+            if r["kind"] == "weight" and v.dim() == 2:
+                v = v.reshape(v.shape[0], v.shape[1], 1, 1)
+            out[f"{r['prefix']}{r['layer']}.{r['kind']}"] = v
+            continue
+        if (r := _MEAN_KEY.match(k)) is not None and r["anysr"] and r["prefix"] in rdn_prefixes:
+            out[f"{r['prefix']}{r['layer']}.{r['kind']}"] = v
+            continue
         m = _OUR_KEY.match(k)
         if m is None or m["prefix"] not in gated:
             out[k] = v
@@ -168,8 +242,17 @@ def ours_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return out
 
 
+def official_state_dict_kind(state_dict: Mapping[str, torch.Tensor]):
+    """``"edsr"`` (``body.N.fc1`` gate keys), ``"rdn"`` (``RDBs.N.fc1``) or None."""
+    if any(_BLOCK_KEY.match(k) and k.rsplit(".", 2)[-2] == "fc1" for k in state_dict):
+        return "edsr"
+    if any((m := _RDB_KEY.match(k)) and m["layer"] == "fc1" for k in state_dict):
+        return "rdn"
+    return None
+
+
 def is_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    return any(_BLOCK_KEY.match(k) and k.rsplit(".", 2)[-2] == "fc1" for k in state_dict)
+    return official_state_dict_kind(state_dict) is not None
 
 
 def convert_official_spec(spec: Mapping) -> dict:
@@ -185,11 +268,16 @@ def convert_official_spec(spec: Mapping) -> dict:
     enc_name = enc.get("name")
     if enc_name not in OFFICIAL_ENCODERS:
         raise CheckpointError(f"release encoder {enc_name!r} is not one of {sorted(OFFICIAL_ENCODERS)}")
-    if enc_name != "edsr-anysr-baseline":
-        raise CheckpointError(f"release encoder {enc_name!r}: only edsr-anysr-baseline is supported (rdn-anysr's "
-                              "RDB layout is not implemented; edsr-anysr crashes at width 1.0 in the release)")
+    if enc_name == "edsr-anysr":
+        raise CheckpointError(f"release encoder {enc_name!r}: only edsr-anysr-baseline and rdn-anysr are supported "
+                              "(edsr-anysr crashes at width 1.0 in the release)")
     enc_args = {k: v for k, v in (enc.get("args") or {}).items()}
     enc_args["no_upsampling"] = True
+    if enc_name == "rdn-anysr":
+        if enc_args.get("RDNconfig", "B") != "B":
+            raise CheckpointError(f"release encoder rdn-anysr with RDNconfig={enc_args['RDNconfig']!r}: only config "
+                                  "'B' works in the release (its RDB layout hard-codes 8 dense layers)")
+        enc_args.pop("rgb_range", None)  # LIIF/SRNO's rdn takes no rgb_range (it has no mean shift)
     args["encoder_spec"] = {"name": OFFICIAL_ENCODERS[enc_name], "args": enc_args}
     out = {k: v for k, v in spec.items() if k not in ("sd", "path", "args")}
     out["args"] = args
@@ -199,4 +287,5 @@ def convert_official_spec(spec: Mapping) -> dict:
 
 __all__ = ["OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "official_config", "official_group", "official_widths",
            "official_sign", "official_gate_scale", "prepare_official_model", "official_to_ours", "ours_to_official",
-           "is_official_state_dict", "convert_official_spec"]
+           "is_official_state_dict", "official_state_dict_kind", "official_encoder_family", "convert_official_spec",
+           "release_mean_shift"]

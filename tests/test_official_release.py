@@ -229,8 +229,9 @@ def test_convert_checkpoint_official_cli(tmp_path):
 def test_unsupported_release_files_are_refused(tmp_path):
     release_checkpoint(tmp_path / "rdn.pth", encoder="rdn-anysr")
     assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "rdn.pth"), "-o", str(tmp_path / "o.pth")]) == 2
-    with pytest.raises(CheckpointError, match="rdn-anysr"):
-        official.convert_official_spec(torch.load(tmp_path / "rdn.pth", weights_only=True)["model"])
+    release_checkpoint(tmp_path / "edsr_big.pth", encoder="edsr-anysr")  # crashes at width 1.0 in the release
+    with pytest.raises(CheckpointError, match="edsr-anysr"):
+        official.convert_official_spec(torch.load(tmp_path / "edsr_big.pth", weights_only=True)["model"])
     torch.save({"model": {"name": "sronet", "args": {}, "sd": {"encoder.body.0.body.0.weight": torch.zeros(1)}}},
                tmp_path / "plain.pth")
     assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "plain.pth"), "-o", str(tmp_path / "p.pth")]) == 2

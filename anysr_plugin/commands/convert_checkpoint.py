@@ -7,10 +7,13 @@
   upstream format ``{'model': spec + sd, 'epoch'}``, which upstream ``test.py`` / ``demo.py``
   load under ``anysr launch`` (it has no optimizer state, so it cannot ``resume``).
 * ``--official``: ``IN.pth`` is an official AnySR release checkpoint (``sronet`` +
-  ``edsr-anysr-baseline``, keys ``body.{i}.conv1/conv2/fc1/fc2``); it is renamed to ours
-  (``body.{i}.body.0/body.2/anysr_gate.fc1/fc2``, 1x1-conv gate weights as Linear) with a
-  ``compat: official`` AnySR config and a plain ``edsr-baseline`` encoder spec, written as
-  ``OUT.pth`` (upstream format, runs in an SRNO checkout) or ``OUT.safetensors`` + yaml.
+  ``edsr-anysr-baseline``, keys ``body.{i}.conv1/conv2/fc1/fc2``, or ``sronet`` + ``rdn-anysr``,
+  keys ``RDBs.{i}.fc1/fc2`` plus ``sub_mean``/``add_mean``); it is renamed to ours
+  (``body.{i}.body.0/body.2/anysr_gate.fc1/fc2``, ``RDBs.{i}.anysr_gate.fc1/fc2``, 1x1-conv
+  gate weights as Linear, the RDN's mean shifts as ``anysr_sub_mean``/``anysr_add_mean``)
+  with a ``compat: official`` AnySR config (RDN: widths 0.7/0.8/0.9/1.0 and the release's
+  RDB layout) and a plain ``edsr-baseline`` / ``rdn`` encoder spec, written as ``OUT.pth``
+  (upstream format, runs in an SRNO checkout) or ``OUT.safetensors`` + yaml.
   ``--to-official`` goes back (ours -> release key names).
 """
 from __future__ import annotations
@@ -86,8 +89,15 @@ def run(args) -> int:
 
     spec, sd = read_checkpoint(args.input, args.spec)
     if args.official:
-        if not official.is_official_state_dict(sd):
-            raise CheckpointError(f"{args.input}: no `body.N.fc1` gate keys; not an official AnySR release checkpoint")
+        kind = official.official_state_dict_kind(sd)
+        if kind is None:
+            raise CheckpointError(f"{args.input}: no `body.N.fc1` / `RDBs.N.fc1` gate keys; not an official AnySR "
+                                  "release checkpoint")
+        enc_name = ((spec.get("args") or {}).get("encoder_spec") or {}).get("name")
+        family = official.official_encoder_family(enc_name)
+        if family is not None and family != kind:
+            raise CheckpointError(f"{args.input}: the spec's encoder is {enc_name!r} but the weights hold "
+                                  f"{'RDBs.N' if kind == 'rdn' else 'body.N'}.fc1 gate keys ({kind})")
         spec = official.convert_official_spec(spec)
         sd = official.official_to_ours(sd)
     elif args.to_official:

@@ -1,0 +1,403 @@
+"""The official release's RDB layout (compat="official") against an independent plain model of the
+release's ``RDN_anysr`` / ``RDB_any`` forward, written here from the documented facts
+(research/upstream-liif-family.md sections 7.3-7.5 and 7.11): loops, prefix slices and concatenations."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import anysr_plugin as anysr
+from anysr_plugin import official
+from anysr_plugin.blocks import AnySRRDB, OfficialRDB
+from anysr_plugin.blocks import official_rdb as official_rdb_module
+from anysr_plugin.cli import main as cli_main
+from anysr_plugin.errors import AnySRError, CheckpointError, UnsupportedBlockError
+from anysr_plugin.reference.encoders import RDN, MeanShift
+
+WIDTHS = (0.7, 0.8, 0.9, 1.0)
+#: documented per-width sizes (section 7.11): fc1 input, fc2 output, LFF input
+SIZE_TABLE = {0.7: (98, 88, 536), 0.8: (114, 102, 550), 0.9: (128, 114, 562), 1.0: (144, 128, 576)}
+#: a scale of each release group -> the RDN width it selects (section 7.5)
+SCALE_OF_WIDTH = {0.7: 1.2, 0.8: 2.0, 0.9: 2.6, 1.0: 4.0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny 64-channel convolutions: one intra-op thread is far faster on a loaded CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------
+# independent model of the release's RDN_anysr (documented semantics)
+
+
+class PrefixConv(nn.Conv2d):
+    """Conv whose input columns follow the input (us[0]) and whose output is int(C*w) filters (us[1])."""
+
+    def __init__(self, cin, cout, k, us, pair_out=False):
+        super().__init__(cin, cout, k, padding=k // 2)
+        self.us, self.width_mult, self.pair_out = us, 1.0, pair_out
+
+    def forward(self, x):
+        cin = x.shape[1] if self.us[0] else self.in_channels
+        if not self.us[1]:
+            cout = self.out_channels
+        elif self.pair_out:  # fc2: int(128 // 2 * w) * 2
+            cout = int(self.out_channels // 2 * self.width_mult) * 2
+        else:
+            cout = int(self.out_channels * self.width_mult)
+        return F.conv2d(x, self.weight[:cout, :cin], self.bias[:cout], self.stride, self.padding)
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = nn.Sequential(conv, nn.ReLU())
+
+
+class ReleaseRDB(nn.Module):
+    def __init__(self, G0=64, G=64):
+        super().__init__()
+        layers = [DenseLayer(nn.Conv2d(G0 + c * G, G, 3, padding=1)) for c in range(4)]
+        layers += [DenseLayer(PrefixConv(G0 + 4 * G, G, 3, [False, True])),
+                   DenseLayer(PrefixConv(G0 + 5 * G, G, 3, [True, False])),
+                   DenseLayer(PrefixConv(G0 + 6 * G, G, 3, [True, True])),
+                   DenseLayer(PrefixConv(G0 + 7 * G, G, 3, [True, False]))]
+        self.convs = nn.Sequential(*layers)
+        self.LFF = PrefixConv(G0 + 8 * G, G0, 1, [True, False])
+        self.fc1 = PrefixConv(2 * (G + 8), 256, 1, [True, False])
+        self.fc2 = PrefixConv(256, 2 * G, 1, [False, True], pair_out=True)
+        self.split = G0 + 6 * G
+        self.scale = self.scale2 = None
+        self.sizes = None
+
+    def set_width(self, w):
+        for layer in self.convs[4:]:
+            layer.conv[0].width_mult = w
+        for m in (self.LFF, self.fc1, self.fc2):
+            m.width_mult = w
+
+    def attn(self, feature, r):
+        b, c = feature.shape[:2]
+        f = feature.mean(dim=(2, 3))
+        max_scale = max(r[0], r[1])
+        flag = -1 if max_scale * 10 % 2 == 1 else 1
+        r0 = (r * flag).expand(b, -1)
+        parts = []
+        for i in range(0, c, 16):
+            if i + 16 <= c:
+                parts += [f[:, i:i + 16], r0]
+            else:
+                parts.append(f[:, i:])
+        x = torch.cat(parts, 1).view(b, -1, 1, 1)
+        z = self.fc2(F.relu(self.fc1(x)))
+        self.sizes = [x.shape[1], z.shape[1]]
+        return torch.sigmoid(z)
+
+    def forward(self, x):
+        res = x
+        for layer in self.convs:
+            res = torch.cat((res, layer.conv(res)), 1)
+        former, attn_fea = res[:, :self.split], res[:, self.split:]
+        a = self.attn(attn_fea, torch.stack([self.scale, self.scale2]).float())
+        res = torch.cat((former, attn_fea * a), 1)
+        self.sizes.append(res.shape[1])
+        return self.LFF(res) + x
+
+
+class ReleaseRDN(nn.Module):
+    def __init__(self, D=1, G0=64, G=64):
+        super().__init__()
+        self.sub_mean = MeanShift(1)
+        self.add_mean = MeanShift(1, sign=1)
+        self.SFENet1 = nn.Conv2d(3, G0, 3, padding=1)
+        self.SFENet2 = nn.Conv2d(G0, G0, 3, padding=1)
+        self.RDBs = nn.ModuleList([ReleaseRDB(G0, G) for _ in range(D)])
+        self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, 3, padding=1))
+        self.scale_list = [round(x * 0.1 + 1, 1) for x in range(1, 31)]
+        self.scale = self.scale2 = None
+
+    def width(self):
+        m = max(self.scale, self.scale2)
+        if m in self.scale_list[:7]:
+            return 0.7
+        if m in self.scale_list[7:15]:
+            return 0.8
+        if m in self.scale_list[15:22]:
+            return 0.9
+        return 1.0
+
+    def forward(self, x):
+        x = self.sub_mean(x)
+        w = self.width()
+        f1 = self.SFENet1(x)
+        x = self.SFENet2(f1)
+        outs = []
+        for rdb in self.RDBs:
+            rdb.set_width(w)
+            rdb.scale, rdb.scale2 = self.scale, self.scale2
+            x = rdb(x)
+            outs.append(x)
+        return self.GFF(torch.cat(outs, 1)) + f1
+
+
+def release_rdn(seed=0):
+    torch.manual_seed(seed)
+    rel = ReleaseRDN()
+    with torch.no_grad():
+        for rdb in rel.RDBs:
+            for m in (rdb.fc1, rdb.fc2):
+                nn.init.normal_(m.weight, std=0.2)
+                nn.init.normal_(m.bias, std=0.2)
+        rel.sub_mean.bias.add_(0.05)  # trained values differ from the init: they must be carried over
+    return rel.eval()
+
+
+def ours_rdn():
+    return RDN(G0=64, RDNconfig="B", D=1, C=8, G=64).eval()  # one RDB keeps the tests fast on a busy CPU
+
+
+def converted(release, adapter="generic"):
+    ours = ours_rdn()
+    anysr.anysrify(ours, official.official_config("rdn-anysr"), adapter=adapter)
+    official.prepare_official_model(ours, adapter)
+    ours.load_state_dict(official.official_to_ours(release.state_dict()))  # strict
+    return ours
+
+
+def run_release(rel, x, s):
+    rel.scale = rel.scale2 = torch.tensor(s)
+    with torch.no_grad():
+        return rel(x)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_release_model_follows_the_documented_size_table():
+    rel = release_rdn()
+    x = torch.rand(1, 3, 3, 3)
+    for w, sizes in SIZE_TABLE.items():
+        run_release(rel, x, SCALE_OF_WIDTH[w])
+        assert rel.width() == w and tuple(rel.RDBs[0].sizes) == sizes
+
+
+def test_conversion_builds_official_blocks_with_release_shapes():
+    ours = converted(release_rdn())
+    blocks = anysr.inspect_targets(ours)
+    assert [m for m in ours.modules() if isinstance(m, AnySRRDB)]
+    assert all(type(m) is OfficialRDB for m in ours.modules() if isinstance(m, AnySRRDB))
+    assert len(blocks.targets) == 1
+    sd = ours.state_dict()
+    assert sd["RDBs.0.anysr_gate.fc1.weight"].shape == (256, 144)
+    assert sd["RDBs.0.anysr_gate.fc2.weight"].shape == (128, 256)
+    assert "RDBs.0.convs.7.conv.0.weight" in sd and "RDBs.0.LFF.weight" in sd
+    assert "anysr_sub_mean.weight" in sd and "anysr_add_mean.bias" in sd
+    assert not ours.anysr_add_mean.weight.requires_grad and ours.anysr_sub_mean.weight.requires_grad
+
+
+def test_size_table_on_our_code_path(monkeypatch):
+    rel = release_rdn()
+    ours = converted(rel)
+    block = ours.RDBs[0]
+    seen = {}
+    real_gate_input = block.anysr_gate.gate_input
+    block.anysr_gate.gate_input = lambda *a: seen.setdefault("fc1_in", real_gate_input(*a))
+    block.anysr_gate.register_forward_hook(lambda m, a, out: seen.update(fc2_out=out.shape[1]))  # returns None
+    real_sliced = official_rdb_module.sliced_conv
+
+    def spy(conv, x, out_channels=None, in_index=None):
+        if conv is block.LFF:
+            seen["lff_in"] = x.shape[1]
+        return real_sliced(conv, x, out_channels, in_index)
+
+    monkeypatch.setattr(official_rdb_module, "sliced_conv", spy)
+    x = torch.rand(1, 3, 3, 3)
+    for width, (fc1_in, fc2_out, lff_in) in SIZE_TABLE.items():
+        seen.clear()
+        s = SCALE_OF_WIDTH[width]
+        with torch.no_grad(), anysr.use_scale(ours, s):
+            out = ours(x)
+        assert seen["fc1_in"].shape[1] == fc1_in and seen["fc2_out"] == fc2_out, width
+        assert seen.get("lff_in", 576) == lff_in, width  # full width runs the unsliced LFF (576)
+        assert torch.allclose(out, run_release(rel, x, s), atol=1e-5), width
+
+
+@pytest.fixture(scope="module")
+def pair():
+    rel = release_rdn()
+    return rel, converted(rel)
+
+
+def test_compat_mode_reproduces_the_release_rdn(pair):
+    rel, ours = pair
+    x = torch.rand(2, 3, 4, 4)
+    outs = {}
+    # every width, odd/even first decimals (sign flip), off-grid 1.75 / 2.05 (full width), x6
+    for s in (1.1, 1.2, 1.75, 2.0, 2.05, 2.3, 2.6, 3.1, 3.7, 4.0, 6.0):
+        ref = run_release(rel, x, s)
+        with torch.no_grad(), anysr.use_scale(ours, s):
+            out = ours(x)
+        assert torch.allclose(ref, out, atol=1e-5), (s, float((ref - out).abs().max()))
+        outs[s] = out
+    assert not torch.allclose(outs[1.2], outs[4.0], atol=1e-3)  # the widths really differ
+    assert not torch.allclose(outs[2.3], outs[2.0], atol=1e-4)  # and the sign flip matters
+
+
+def test_mixed_widths_in_one_batch_equal_per_sample_runs(pair):
+    rel, ours = pair
+    x = torch.rand(3, 3, 4, 4)
+    scales = (1.1, 3.1, 2.0)
+    with torch.no_grad(), anysr.use_scale(ours, torch.tensor([[s, s] for s in scales])):
+        out = ours(x)
+    for b, s in enumerate(scales):
+        assert torch.allclose(out[b:b + 1], run_release(rel, x[b:b + 1], s), atol=1e-5), s
+
+
+def test_fixed_width_and_gradients():
+    rel = release_rdn()
+    ours = converted(rel)
+    x = torch.rand(1, 3, 4, 4)
+    with torch.no_grad(), anysr.use_width(ours, 0.8), anysr.use_scale(ours, 4.0):
+        out = ours(x)
+    rel.RDBs[0].set_width(0.8)
+    rel.scale = rel.scale2 = torch.tensor(4.0)
+    with torch.no_grad():
+        y = rel.sub_mean(x)
+        f1 = rel.SFENet1(y)
+        h = rel.SFENet2(f1)
+        outs = []
+        for rdb in rel.RDBs:
+            rdb.set_width(0.8)
+            rdb.scale = rdb.scale2 = torch.tensor(4.0)
+            h = rdb(h)
+            outs.append(h)
+        ref = rel.GFF(torch.cat(outs, 1)) + f1
+    assert torch.allclose(out, ref, atol=1e-5)
+    ours.train()
+    with anysr.use_scale(ours, 2.0):
+        ours(x).abs().mean().backward()
+    g = ours.RDBs[0].convs[4].conv[0].weight.grad
+    assert g[:51].abs().sum() > 0 and g[51:].abs().sum() == 0  # only the first g = 51 filters ran
+
+
+def test_macs_and_export(pair):
+    ours = pair[1]
+    block = ours.RDBs[0]
+    full = block.conv_macs_per_pixel(1.0)
+    assert full == sum((64 + 64 * k) * 64 * 9 for k in range(8)) + 576 * 64
+    g = 44
+    assert block.conv_macs_per_pixel(0.7) == (
+        sum((64 + 64 * k) * 64 * 9 for k in range(4)) + 320 * g * 9 + (320 + g) * 64 * 9
+        + (384 + g) * g * 9 + (384 + 2 * g) * 64 * 9 + 536 * 64)
+    with pytest.raises(AnySRError, match="export_subnet"):
+        anysr.export_subnet(ours, 0.7)
+
+
+def test_default_path_is_unaffected():
+    rel = release_rdn()
+    for cfg in (None, official.official_config("rdn-anysr", compat=None)):
+        ours = ours_rdn()
+        anysr.anysrify(ours, cfg, adapter="generic")
+        assert {type(m) for m in ours.modules() if isinstance(m, AnySRRDB)} == {AnySRRDB}
+        assert ours.RDBs[0].anysr_gate.fc1.weight.shape == (128, 80)  # gate on one dense layer (G=64, lambda 8)
+    with pytest.raises(Exception):  # release gate shapes do not fit the paper-faithful layout
+        ours.load_state_dict(official.official_to_ours(rel.state_dict()))
+    # compat mode needs the release's 8 dense layers
+    with pytest.raises(UnsupportedBlockError, match="8"):
+        anysr.anysrify(RDN(G0=16, D=2, C=3, G=16), official.official_config("rdn-anysr"), adapter="generic")
+
+
+# ---------------------------------------------------------------------------
+# key map and checkpoint conversion
+
+
+class SRNOLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = ours_rdn()
+        self.conv00 = nn.Conv2d(266, 8, 1)
+        self.fc1 = nn.Conv2d(8, 8, 1)
+        self.fc2 = nn.Conv2d(8, 3, 1)
+
+    def gen_feat(self, inp):
+        self.feat = self.encoder(inp)
+
+    def query_rgb(self, coord, cell):
+        return self.feat
+
+
+def release_sd(rel):
+    sd = {f"encoder.{k}": v for k, v in rel.state_dict().items()}
+    head = SRNOLike()
+    sd.update({k: v for k, v in head.state_dict().items() if not k.startswith("encoder.")})
+    return sd
+
+
+def test_key_map_round_trip():
+    rel = release_rdn()
+    sd = release_sd(rel)
+    assert sd["encoder.RDBs.0.fc1.weight"].shape == (256, 144, 1, 1)
+    assert official.official_state_dict_kind(sd) == "rdn"
+    ours = official.official_to_ours(sd)
+    assert ours["encoder.RDBs.0.anysr_gate.fc1.weight"].shape == (256, 144)
+    assert ours["encoder.RDBs.0.anysr_gate.fc2.weight"].shape == (128, 256)
+    assert torch.equal(ours["encoder.anysr_sub_mean.bias"], sd["encoder.sub_mean.bias"])
+    assert "encoder.sub_mean.weight" not in ours and "encoder.RDBs.0.fc1.bias" not in ours
+    assert ours["fc1.weight"].shape == (8, 8, 1, 1)  # SRNO's own fc1 is not a gate
+    assert torch.equal(ours["encoder.RDBs.0.convs.5.conv.0.weight"], sd["encoder.RDBs.0.convs.5.conv.0.weight"])
+    back = official.ours_to_official(ours)
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    # the model's own state dict maps to the release's key set
+    model = SRNOLike()
+    anysr.anysrify(model, official.official_config("rdn-anysr"), adapter="srno")
+    official.prepare_official_model(model)
+    assert set(official.ours_to_official(model.state_dict())) == set(sd)
+
+
+def write_release_checkpoint(path, rel, encoder="rdn-anysr"):
+    spec = {"name": "sronet", "path": "./srno_rdn_baseline_epoch_1000.pth",
+            "args": {"encoder_spec": {"name": encoder, "args": {"no_upsampling": True, "rgb_range": 1},
+                                      "path": "x.pth"}, "width": 256, "blocks": 16},
+            "sd": release_sd(rel)}
+    torch.save({"model": spec, "optimizer": {"name": "adam", "args": {"lr": 1e-5}}, "epoch": 500}, path)
+    return spec["sd"]
+
+
+def test_convert_checkpoint_cli_rdn(tmp_path):
+    rel = release_rdn()
+    orig = write_release_checkpoint(tmp_path / "anysr_rdn.pth", rel)
+    assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "anysr_rdn.pth"),
+                     "-o", str(tmp_path / "ours.pth")]) == 0
+    spec = torch.load(tmp_path / "ours.pth", weights_only=True)["model"]
+    assert spec["args"]["encoder_spec"] == {"name": "rdn", "args": {"no_upsampling": True}}
+    cfg = anysr.AnySRConfig.from_dict(spec["anysr"])
+    assert cfg.compat == "official" and cfg.widths == WIDTHS and cfg.lam == 8 and cfg.gate == "paper"
+    model = SRNOLike().eval()
+    anysr.anysrify(model, cfg, adapter="srno")
+    official.prepare_official_model(model)
+    model.load_state_dict(spec["sd"])  # strict: every key maps
+    x = torch.rand(1, 3, 4, 4)
+    with torch.no_grad(), anysr.use_scale(model, 2.3):
+        model.gen_feat(x)
+    assert torch.allclose(model.feat, run_release(rel, x, 2.3), atol=1e-5)
+    # and back to the release's key names
+    assert cli_main(["convert-checkpoint", "--to-official", str(tmp_path / "ours.pth"),
+                     "-o", str(tmp_path / "back.pth")]) == 0
+    back = torch.load(tmp_path / "back.pth", weights_only=True)["model"]["sd"]
+    assert set(back) == set(orig) and all(torch.equal(back[k], orig[k]) for k in orig)
+
+
+def test_mismatched_release_files_are_refused(tmp_path):
+    rel = release_rdn()
+    write_release_checkpoint(tmp_path / "edsr_named.pth", rel, encoder="edsr-anysr-baseline")
+    assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "edsr_named.pth"),
+                     "-o", str(tmp_path / "o.pth")]) == 2
+    spec = {"name": "sronet", "args": {"encoder_spec": {"name": "rdn-anysr", "args": {"RDNconfig": "A"}}}}
+    with pytest.raises(CheckpointError, match="RDNconfig"):
+        official.convert_official_spec(spec)

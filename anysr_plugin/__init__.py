@@ -7,11 +7,14 @@ interweaving gate in each block (AnySR, Sec. III).
 from . import errors
 from .checkpoint import load_upstream_checkpoint
 from .config import AnySRConfig
+from .budget import use_budget
 from .control import active_widths, set_width, unwrap, use_scale, use_width
 from .cost import count_flops
+from .export import export_subnet
 from .injection import anysrify, inspect_targets, is_anysr
 
 __version__ = "0.1.0"
 
 __all__ = ["AnySRConfig", "anysrify", "inspect_targets", "is_anysr", "use_width", "use_scale", "set_width",
-           "active_widths", "unwrap", "count_flops", "load_upstream_checkpoint", "errors", "__version__"]
+           "active_widths", "unwrap", "count_flops", "load_upstream_checkpoint", "errors", "__version__",
+           "export_subnet", "use_budget"]

@@ -1,20 +1,40 @@
-"""Cost of a (sub-)network: multiply-accumulates and parameters.
+"""Cost of a (sub-)network: multiply-accumulates and parameters, per width, scale and block.
 
 MACs are counted as the paper counts FLOPs for Tables IV/V: one multiply-add of every
 convolution and linear layer that actually runs (so a sliced sub-network is charged
 for its sliced convolutions only).  Counting uses PyTorch's FlopCounterMode on a real
 forward, which sees the ``F.conv2d`` calls of the sliced path, and halves its FLOP
-count (it counts a multiply-add as two).
+count (it counts a multiply-add as two).  ``FLOPs = 2 x MACs`` where a table shows both.
+
+Whole-model tables run that forward on a **meta-device twin** of the model (a deep copy
+whose tensors have shapes but no data), so counting a 400x600 HR output of LIIF costs
+nothing; if a model cannot run on the meta device the real model runs under no_grad.
+
+"Consistent pixel size" (Table IV: "measured with consistent pixel size for upsampling
+SR images across all scales"): a fixed HR size is given and the LR input is
+``floor(HR / s)`` per axis, so the cost falls with the scale.  The default HR size
+400 x 600 is the one Table V implies: its ReLU and GAP columns count 64 x 60,000 =
+3.84 M at x2 (LR 200 x 300), 1.70 M at x3 and 0.96 M at x4, and its conv FLOPs
+8,860 M = 2 x 73,856 x 60,000 (multiply-adds plus bias, doubled).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .control import use_scale, use_width
+from .control import anysr_blocks, get_state, unwrap, use_scale, use_width
+from .errors import AnySRError, ConfigError, ScaleError
+
+#: HR size (H, W) that Table V's per-block counts imply (60,000 LR pixels at x2)
+PAPER_HR_SIZE = (400, 600)
 
 
 def count_flops(model: nn.Module, *inputs, width: float | None = None, scale=None, **kwargs) -> int:
@@ -43,4 +63,436 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["count_flops", "count_params"]
+# ---------------------------------------------------------------------------
+# meta-device counting
+
+
+def safe_deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that leaves out tensors cached as plain attributes (LIIF's
+    ``self.feat`` / ``self.inp`` of the last call: non-leaf tensors that deepcopy refuses)."""
+    stash = []
+    for m in model.modules():
+        for k, v in list(m.__dict__.items()):
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
+                stash.append((m, k, v))
+                m.__dict__[k] = None
+    try:
+        with torch.no_grad():
+            return copy.deepcopy(model)
+    finally:
+        for m, k, v in stash:
+            m.__dict__[k] = v
+
+
+def meta_twin(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` on the meta device (shapes only), in eval mode."""
+    from .control import PlanHook
+
+    twin = safe_deepcopy(unwrap(model))
+    twin.to("meta")
+    # meta tensors hold no values, so the adapter cannot read the scale from the call's
+    # arguments (LIIF's cell); counting always passes the scale with use_scale instead
+    for m in twin.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, PlanHook):
+                hook.reads_call = False
+    return twin.eval()
+
+
+def _to_meta(x):
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_meta(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_meta(v) for k, v in x.items()}
+    return x
+
+
+class MacCounter:
+    """Counts MACs of ``model(*inputs)`` at (width, scale), on a meta twin when possible.
+
+    One twin is built per counter; results are cached on the input shapes, width and scale.
+    """
+
+    def __init__(self, model: nn.Module, use_meta: bool = True):
+        self.model = unwrap(model)
+        self.is_anysr = bool(anysr_blocks(self.model))
+        self._twin = None
+        self.use_meta = use_meta
+        self._cache: dict = {}
+
+    def _key(self, inputs, width, scale, call_kwargs):
+        def sig(x):
+            return tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x)
+        shapes = tuple(sig(x) for x in inputs) + tuple((k, sig(v)) for k, v in sorted(call_kwargs.items()))
+        return shapes, width, None if scale is None else tuple(torch.as_tensor(scale).flatten().tolist())
+
+    def __call__(self, *inputs, width=None, scale=None, call_kwargs=None) -> int:
+        call_kwargs = dict(call_kwargs or {})
+        key = self._key(inputs, width, scale, call_kwargs)
+        if key in self._cache:
+            return self._cache[key]
+        kw = {"width": width, "scale": scale} if self.is_anysr else {}
+        macs = None
+        if self.use_meta:
+            try:
+                if self._twin is None:
+                    self._twin = meta_twin(self.model)
+                macs = count_flops(self._twin, *_to_meta(inputs), **kw, **_to_meta(call_kwargs))
+            except AnySRError:
+                raise
+            except Exception:  # a model that needs real data (e.g. .item() on a tensor)
+                self.use_meta = False
+        if macs is None:
+            macs = count_flops(self.model, *inputs, **kw, **call_kwargs)
+        self._cache[key] = macs
+        return macs
+
+
+# ---------------------------------------------------------------------------
+# per block
+
+
+def _gate_params(block) -> int:
+    return count_params(block.anysr_gate) if block.anysr_gate is not None else 0
+
+
+def gate_macs(block, width: float) -> int:
+    """MACs of the two gate FC layers at ``width`` (per image)."""
+    if block.anysr_gate is None:
+        return 0
+    from .gate import gate_input_length
+
+    n = block.width_channels(width)
+    g = block.anysr_gate
+    hidden = g.fc1.weight.shape[0]
+    return gate_input_length(g.channels, n, g.lam, g.interweave) * hidden + hidden * n
+
+
+@dataclass
+class BlockCost:
+    """One AnySR block at one width and LR size (Table V's columns, as MACs)."""
+
+    name: str
+    family: str
+    width: float
+    channels: int            # floor(C * w)
+    conv_params: int
+    gate_params: int
+    params: int
+    pixels: int              # LR pixels the block runs on
+    conv_macs: int           # conv multiply-adds (no bias)
+    conv_macs_ratio: float   # of full width
+    act_ops: int             # activations (ReLU) applied
+    gap_ops: int             # additions of the global average pool
+    gate_macs: int
+
+
+def block_costs(model: nn.Module, lr_size=(1, 1), widths: Optional[Sequence[float]] = None) -> list:
+    """Per-block costs at ``lr_size`` (H, W) for every width (``BlockCost`` rows)."""
+    blocks = anysr_blocks(model)
+    if not blocks:
+        raise AnySRError("block_costs needs an anysrified model")
+    names = {id(m): n for n, m in unwrap(model).named_modules()}
+    widths = tuple(widths) if widths is not None else get_state(model).config.widths
+    pixels = int(lr_size[0]) * int(lr_size[1])
+    rows = []
+    for b in blocks:
+        gp = _gate_params(b)
+        cp = count_params(b) - gp
+        full = b.conv_macs_per_pixel(1.0)
+        for w in widths:
+            n = b.width_channels(w)
+            if b.family == "rdb":
+                act = n * len(b.convs)
+            else:
+                act = n
+            rows.append(BlockCost(names[id(b)], b.family, w, n, cp, gp, cp + gp, pixels,
+                                  b.conv_macs_per_pixel(w) * pixels, b.conv_macs_per_pixel(w) / full,
+                                  act * pixels, (n * pixels) if b.anysr_gate is not None else 0,
+                                  gate_macs(b, w)))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# whole model
+
+
+@dataclass
+class CostRow:
+    scale: tuple                # (s_h, s_w)
+    width: float                # sub-network width (1.0 = full; "original" rows too)
+    model: str                  # "original" | "anysr"
+    lr_size: tuple
+    hr_size: tuple
+    params: int
+    macs: int
+    gflops: float               # 2 * MACs / 1e9
+    ratio: Optional[float]      # MACs / reference MACs at this scale
+    block_conv_macs: Optional[int] = None
+
+
+def scale_pair(scale) -> tuple:
+    if isinstance(scale, (tuple, list)):
+        if len(scale) != 2:
+            raise ScaleError(f"scale must be a number or an (s_h, s_w) pair, got {scale!r}")
+        sh, sw = float(scale[0]), float(scale[1])
+    else:
+        sh = sw = float(scale)
+    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
+        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
+    return sh, sw
+
+
+def sizes_for(scale, hr_size=None, lr_size=None) -> tuple:
+    """``(lr_size, hr_size)``: from a fixed HR size (LR = floor(HR / s), the paper's
+    consistent pixel size) or a fixed LR size (HR = round(LR * s))."""
+    sh, sw = scale_pair(scale)
+    if (hr_size is None) == (lr_size is None):
+        raise ConfigError("give exactly one of hr_size (consistent pixel size) or lr_size")
+    if hr_size is not None:
+        H, W = int(hr_size[0]), int(hr_size[1])
+        lr = (math.floor(H / sh + 1e-9), math.floor(W / sw + 1e-9))
+        if min(lr) < 1:
+            raise ScaleError(f"scale {scale!r} leaves no LR pixel of a {H}x{W} HR image")
+        return lr, (H, W)
+    h, w = int(lr_size[0]), int(lr_size[1])
+    return (h, w), (round(h * sh), round(w * sw))
+
+
+def model_kind(model: nn.Module) -> str:
+    """"srno" (coord grid (B, H, W, 2), cell (B, 2)), "liif" (coord (B, Q, 2), cell (B, Q, 2))
+    or "encoder" (one LR image), from the class name and structure."""
+    m = unwrap(model)
+    name = type(m).__name__.lower()
+    if "srno" in name or "sronet" in name or (hasattr(m, "conv00") and hasattr(m, "encoder")):
+        return "srno"
+    if hasattr(m, "encoder") and hasattr(m, "query_rgb"):
+        return "liif"
+    return "encoder"
+
+
+def call_inputs(model: nn.Module, lr_size, hr_size, batch: int = 1, lr=None) -> tuple:
+    """The inputs of one call that upsamples an LR of ``lr_size`` to ``hr_size``:
+    ``(inp,)`` for an encoder, ``(inp, coord, cell)`` for LIIF / SRNO (LIIF's coordinates)."""
+    from .reference.models import cell_for, make_coord
+
+    inp = lr if lr is not None else torch.zeros(batch, 3, int(lr_size[0]), int(lr_size[1]))
+    kind = model_kind(model)
+    hr = (int(hr_size[0]), int(hr_size[1]))
+    if kind == "encoder":
+        return (inp,)
+    b = inp.shape[0]
+    if kind == "srno":
+        coord = make_coord(hr, flatten=False).unsqueeze(0).expand(b, *hr, 2).to(inp)
+        return inp, coord, cell_for(hr, b).to(inp)
+    coord = make_coord(hr).unsqueeze(0).expand(b, hr[0] * hr[1], 2).to(inp)
+    return inp, coord, cell_for(hr, b, hr[0] * hr[1]).to(inp)
+
+
+def default_inputs(model: nn.Module) -> Callable:
+    """``make_inputs(lr_size, hr_size, scale) -> tuple`` for :func:`call_inputs`."""
+    def make(lr, hr, scale):
+        return call_inputs(model, lr, hr)
+    return make
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The module holding the blocks (LIIF / SRNO ``encoder``), else the model."""
+    enc = getattr(unwrap(model), "encoder", None)
+    return enc if isinstance(enc, nn.Module) else unwrap(model)
+
+
+#: built-in reference models by name (the ``--model`` of ``anysr flops / bench / eval / export``)
+BUILTIN_ENCODERS = ("edsr-baseline", "edsr", "rdn", "rcan")
+
+
+def builtin_names() -> list:
+    from .reference.models import REFERENCE_NAMES
+
+    return list(BUILTIN_ENCODERS) + list(REFERENCE_NAMES)
+
+
+def build_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
+    """An unconverted reference model by name: an encoder (``edsr-baseline``, ``edsr``,
+    ``rdn``, ``rcan``) or a wrapper (``liif-edsr-baseline``, ``srno-rdn``, ...)."""
+    from .reference import encoders
+    from .reference.models import build_reference
+
+    if name in BUILTIN_ENCODERS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if name == "edsr-baseline":
+                return encoders.make_edsr_baseline(**kwargs)
+            if name == "edsr":
+                return encoders.make_edsr(**kwargs)
+            if name == "rdn":
+                return encoders.RDN(**kwargs)
+            return encoders.RCAN(**kwargs)
+    try:
+        return build_reference(name, seed=seed, **kwargs)
+    except AnySRError as exc:
+        raise ConfigError(f"unknown model {name!r}; built-in names: {', '.join(builtin_names())} "
+                          f"(or pass a checkpoint) [{exc}]") from None
+
+
+def cost_table(model: nn.Module, scales: Iterable, widths="all", hr_size=None, lr_size=None,
+               original: Optional[nn.Module] = None, make_inputs: Optional[Callable] = None,
+               use_meta: bool = True, part: str = "model") -> list:
+    """Rows of params and MACs per scale and width (``CostRow``).
+
+    ``widths``: "all" (every configured width), "policy" (the scale's width, as AnySR
+    runs in eval mode, i.e. the † rows of Table IV), or a list.  ``original``: the
+    unconverted model; when given its rows come first and ratios are relative to it
+    (Table IV's percentages), else relative to the AnySR model at full width.
+    ``make_inputs(lr_size, hr_size, scale)`` builds the call's inputs (default:
+    :func:`call_inputs`).  ``part="encoder"`` counts only the module holding the blocks
+    (LIIF / SRNO ``encoder``) on the LR image -- what Table IV's FLOPs column measures
+    (its x4 figure, 35.01 G for every method, is the EDSR-baseline encoder's).
+    """
+    if hr_size is None and lr_size is None:
+        hr_size = PAPER_HR_SIZE
+    if part not in ("model", "encoder"):
+        raise ConfigError(f"part must be 'model' or 'encoder', got {part!r}")
+    if part == "encoder":
+        model = encoder_of(model)
+        original = encoder_of(original) if original is not None else None
+        make_inputs = make_inputs or (lambda lr, hr, scale: (torch.zeros(1, 3, lr[0], lr[1]),))
+    make_inputs = make_inputs or default_inputs(model)
+    counter = MacCounter(model, use_meta)
+    cfg = get_state(model).config
+    orig_counter = MacCounter(original, use_meta) if original is not None else None
+    params = count_params(model)
+    rows = []
+    for scale in scales:
+        sh, sw = scale_pair(scale)
+        lr, hr = sizes_for((sh, sw), hr_size, lr_size)
+        inputs = make_inputs(lr, hr, (sh, sw))
+        ref = None
+        if orig_counter is not None:
+            ref = orig_counter(*make_inputs(lr, hr, (sh, sw)), scale=None)
+            rows.append(CostRow((sh, sw), 1.0, "original", lr, hr, count_params(original), ref,
+                                2 * ref / 1e9, 1.0))
+        full = counter(*inputs, width=1.0, scale=(sh, sw))
+        if ref is None:
+            ref = full
+        if widths == "all":
+            ws = list(cfg.widths)
+        elif widths == "policy":
+            ws = [cfg.width_for_scale(max(sh, sw))]
+        else:
+            ws = [cfg.check_width(w) for w in widths]
+        for w in ws:
+            macs = full if w == 1.0 else counter(*inputs, width=w, scale=(sh, sw))
+            conv = sum(b.conv_macs_per_pixel(w) for b in anysr_blocks(model)) * lr[0] * lr[1]
+            rows.append(CostRow((sh, sw), w, "anysr", lr, hr, params, macs, 2 * macs / 1e9, macs / ref, conv))
+    return rows
+
+
+def add_model_arguments(p, default: str = "edsr-baseline") -> None:
+    """``--model NAME``, ``--checkpoint PATH``, ``--config YAML`` and ``--model-arg K=V`` (CLI)."""
+    p.add_argument("--model", default=default,
+                   help=f"built-in reference model (default {default}): {', '.join(builtin_names())}")
+    p.add_argument("--model-arg", action="append", default=[], metavar="K=V",
+                   help="argument of the reference model, e.g. n_resblocks=4 (repeatable; values parsed as YAML)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights to load (.pth/.safetensors): an AnySR checkpoint (with anysr_* keys) "
+                        "or the vanilla upstream weights of the model")
+    p.add_argument("--config", default=None, help="AnySR config YAML (default: the paper's settings)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of the reference model")
+
+
+def load_cli_model(args, anysrify_it: bool = True):
+    """``(original, anysr_model)`` from the model arguments; checkpoints load into the
+    AnySR model (upstream weights: into both)."""
+    import yaml
+
+    from .checkpoint import extract_state_dict, load_file, strip_wrapper_prefix
+    from .config import AnySRConfig
+    from .injection import anysrify
+
+    kwargs = {}
+    for item in getattr(args, "model_arg", []) or []:
+        if "=" not in item:
+            raise ConfigError(f"--model-arg takes K=V, got {item!r}")
+        k, v = item.split("=", 1)
+        kwargs[k.strip()] = yaml.safe_load(v)
+    original = build_model(args.model, seed=getattr(args, "seed", 0), **kwargs).eval()
+    sd = None
+    if getattr(args, "checkpoint", None):
+        sd = strip_wrapper_prefix(extract_state_dict(load_file(args.checkpoint)))
+    is_anysr_ckpt = sd is not None and any("anysr_" in k for k in sd)
+    if sd is not None and not is_anysr_ckpt:
+        original.load_state_dict(sd)
+    if not anysrify_it:
+        return original, None
+    cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else AnySRConfig()
+    model = anysrify(safe_deepcopy(original), cfg).eval()
+    if is_anysr_ckpt:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{args.checkpoint} does not fit {args.model}: missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]}")
+        # the unconverted model gets the shared (non-gate) weights
+        original.load_state_dict({k: v for k, v in sd.items() if "anysr_" not in k})
+    return original, model
+
+
+def parse_size(text) -> tuple:
+    """``"400x600"`` -> (400, 600); ``"96"`` -> (96, 96)."""
+    parts = str(text).lower().split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"cannot read size {text!r}; use HxW, e.g. 400x600") from None
+    if len(vals) == 1:
+        vals *= 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise ConfigError(f"cannot read size {text!r}; use HxW, e.g. 400x600")
+    return vals[0], vals[1]
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def _fmt_scale(s: tuple) -> str:
+    return f"x{s[0]:g}" if s[0] == s[1] else f"x{s[0]:g}/{s[1]:g}"
+
+
+def rows_to_markdown(rows: Sequence[CostRow]) -> str:
+    lines = ["| scale | model | width | LR | HR | params (M) | MACs (G) | FLOPs (G) | % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pct = f"{100 * r.ratio:.2f}%" if r.ratio is not None else "-"
+        lines.append(f"| {_fmt_scale(r.scale)} | {r.model} | {r.width:g} | {r.lr_size[0]}x{r.lr_size[1]} | "
+                     f"{r.hr_size[0]}x{r.hr_size[1]} | {r.params / 1e6:.3f} | {r.macs / 1e9:.3f} | "
+                     f"{r.gflops:.2f} | {pct} |")
+    return "\n".join(lines)
+
+
+def blocks_to_markdown(rows: Sequence[BlockCost], first_only: bool = True) -> str:
+    """Table V style: one block per width (the first block only when ``first_only``)."""
+    if first_only and rows:
+        rows = [r for r in rows if r.name == rows[0].name]
+    lines = ["| block | width | n | conv params | gate params | params | LR pixels | conv MACs (M) | "
+             "conv ratio | ReLU (M) | GAP (M) | FC MACs (K) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.width:g} | {r.channels} | {r.conv_params:,} | {r.gate_params:,} | "
+                     f"{r.params:,} | {r.pixels:,} | {r.conv_macs / 1e6:.2f} | {r.conv_macs_ratio:.4f} | "
+                     f"{r.act_ops / 1e6:.2f} | {r.gap_ops / 1e6:.2f} | {r.gate_macs / 1e3:.2f} |")
+    return "\n".join(lines)
+
+
+def to_json(rows: Sequence, blocks: Sequence = ()) -> str:
+    return json.dumps({"rows": [asdict(r) for r in rows], "blocks": [asdict(b) for b in blocks]}, indent=2)
+
+
+__all__ = ["count_flops", "count_params", "MacCounter", "meta_twin", "safe_deepcopy", "call_inputs",
+           "model_kind", "encoder_of", "build_model", "builtin_names", "BUILTIN_ENCODERS", "block_costs", "BlockCost", "cost_table",
+           "CostRow", "sizes_for", "rows_to_markdown", "blocks_to_markdown", "to_json", "PAPER_HR_SIZE",
+           "gate_macs"]

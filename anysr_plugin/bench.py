@@ -1,0 +1,248 @@
+"""Latency and peak memory per width and scale, side by side with the unconverted model.
+
+Method (what makes the ratios trustworthy on a noisy CPU):
+
+* every candidate (the original model, then the AnySR model at each width and scale)
+  lives in **one process** and runs on the same input tensors;
+* runs are **interleaved**: repeat r runs every candidate once, in an order rotated by r,
+  so drifts (thermal, other load, allocator state) hit all candidates alike;
+* ``warmup`` untimed rounds first (allocator, oneDNN primitive caches, CUDA kernels);
+* the statistic is the **median** of ``repeats`` timed runs (quartiles reported too);
+* eval mode and ``torch.inference_mode``; on CUDA every run is bracketed by
+  ``torch.cuda.synchronize``;
+* ``clock="wall"`` (default) times wall-clock; ``clock="cpu"`` times the process's CPU
+  time (``time.process_time``), which other processes on a shared, oversubscribed
+  machine do not inflate -- use it with ``threads=1`` for robust *ratios* on a busy CPU
+  (with several threads it also counts the threads' spin-waiting).
+
+Peak memory is measured in a separate, untimed run per candidate: on CUDA
+``torch.cuda.max_memory_allocated`` above the level before the call; on CPU the peak of
+live bytes of the tensors the call's operators allocate (tracked by a dispatch mode:
+activations and temporaries visible to PyTorch, not oneDNN's internal scratch).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import statistics
+import time
+import weakref
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .control import anysr_blocks, get_state, unwrap, use_scale, use_width
+
+__all__ = ["bench_candidates", "bench_widths", "peak_memory", "format_markdown", "Candidate"]
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Tracks the bytes held by tensors that operators create while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict = {}
+        self.current = 0
+        self.peak = 0
+
+    def _free(self, key):
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                try:
+                    storage = t.untyped_storage()
+                    key, nbytes = storage.data_ptr(), storage.nbytes()
+                except Exception:  # pragma: no cover - exotic tensors
+                    continue
+                if key and key not in self.live:
+                    self.live[key] = nbytes
+                    self.current += nbytes
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(t, self._free, key)
+        return out
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated by one call of ``fn`` beyond what was allocated before."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del out
+        return int(peak)
+    mode = _LiveBytes()
+    with mode:
+        out = fn()
+    del out
+    return int(mode.peak)
+
+
+class Candidate:
+    """One thing to time: a name, a label dict for the report and a zero-argument callable."""
+
+    def __init__(self, name: str, fn: Callable[[], object], **labels):
+        self.name, self.fn, self.labels = name, fn, labels
+        self.times: list = []
+        self.peak_mem = None
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def bench_candidates(cands: Sequence[Candidate], device, warmup: int = 3, repeats: int = 10,
+                     memory: bool = True, progress: bool = False, clock: str = "wall") -> None:
+    """Time the candidates interleaved (results land on each candidate)."""
+    device = torch.device(device)
+    if clock not in CLOCKS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and device.type == "cuda":
+        from .errors import ConfigError
+
+        raise ConfigError("clock='cpu' measures CPU time; use clock='wall' on CUDA")
+    timer = CLOCKS[clock]
+    total = warmup + repeats
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total * len(cands), desc="bench", unit="run")
+    with torch.inference_mode():
+        for r in range(total):
+            k = r % len(cands)
+            order = list(cands[k:]) + list(cands[:k])
+            for c in order:
+                _sync(device)
+                t0 = timer()
+                out = c.fn()
+                _sync(device)
+                dt = timer() - t0
+                del out
+                if r >= warmup:
+                    c.times.append(dt * 1e3)
+                if bar is not None:
+                    bar.update(1)
+        if memory:
+            for c in cands:
+                c.peak_mem = peak_memory(c.fn, device)
+    if bar is not None:
+        bar.close()
+
+
+def _quantiles(xs):
+    xs = sorted(xs)
+    if len(xs) == 1:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _scale_pair(s):
+    if s is None:
+        return None
+    if isinstance(s, (tuple, list)):
+        return [float(s[0]), float(s[1])]
+    return [float(s), float(s)]
+
+
+def bench_widths(model: nn.Module, inputs: tuple, widths: Optional[Sequence[float]] = None,
+                 scales: Sequence = (None,), original: Optional[nn.Module] = None,
+                 make_inputs: Optional[Callable] = None, device="cpu", warmup: int = 3, repeats: int = 10,
+                 memory: bool = True, progress: bool = False, threads: Optional[int] = None,
+                 clock: str = "wall") -> dict:
+    """Latency and peak memory of ``model`` at every width x scale, and of ``original``.
+
+    ``inputs``: the call's inputs (moved to ``device``); or ``make_inputs(scale)`` when
+    they depend on the scale (LIIF's coord/cell).  ``scales``: the scales to set with
+    ``use_scale`` (``None`` = none; needed for the gates only, the encoder's cost does
+    not depend on it).  Returns ``{"device", "torch", "threads", "warmup", "repeats",
+    "results": [{"model", "width", "scale", "input_shape", "median_ms", "p25_ms",
+    "p75_ms", "ratio", "peak_mem_bytes", "mem_ratio"}, ...]}``; ``ratio`` is the median
+    relative to the original's median at the same scale (or to the AnySR full width
+    when no original is given).
+    """
+    device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    model = unwrap(model).to(device).eval()
+    if original is not None:
+        original = unwrap(original).to(device).eval()
+    widths = list(widths) if widths is not None else list(get_state(model).config.widths)
+    is_anysr = bool(anysr_blocks(model))
+    cands = []
+
+    def mk_inputs(scale):
+        xs = make_inputs(scale) if make_inputs is not None else inputs
+        return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in xs)
+
+    for scale in scales:
+        xs = mk_inputs(scale)
+        shape = next((list(x.shape) for x in xs if isinstance(x, torch.Tensor)), None)
+        if original is not None:
+            cands.append(Candidate("original", (lambda xs=xs: original(*xs)), model="original", width=1.0,
+                                   scale=_scale_pair(scale), input_shape=shape))
+        for w in widths:
+            def run(xs=xs, w=w, scale=scale):
+                with contextlib.ExitStack() as st:
+                    if is_anysr:
+                        st.enter_context(use_width(model, w))
+                        if scale is not None:
+                            st.enter_context(use_scale(model, scale))
+                    return model(*xs)
+            cands.append(Candidate(f"anysr w={w:g}", run, model="anysr", width=float(w),
+                                   scale=_scale_pair(scale), input_shape=shape))
+    bench_candidates(cands, device, warmup, repeats, memory, progress, clock)
+    results = []
+    for c in cands:
+        med = statistics.median(c.times)
+        p25, p75 = _quantiles(c.times)
+        results.append(dict(c.labels, median_ms=med, p25_ms=p25, p75_ms=p75, runs=len(c.times),
+                            peak_mem_bytes=c.peak_mem))
+    for r in results:
+        ref = next((q for q in results if q["scale"] == r["scale"] and
+                    (q["model"] == "original" if original is not None else q["width"] == 1.0)), None)
+        r["ratio"] = r["median_ms"] / ref["median_ms"] if ref else None
+        r["mem_ratio"] = (r["peak_mem_bytes"] / ref["peak_mem_bytes"]
+                          if ref and ref["peak_mem_bytes"] and r["peak_mem_bytes"] is not None else None)
+    return {"device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "clock": clock, "warmup": warmup, "repeats": repeats,
+            "results": results}
+
+
+def format_markdown(report: dict) -> str:
+    lines = [f"device: {report['device']} ({report.get('cpu', '')}), torch {report['torch']}, "
+             f"{report['threads']} threads, {report.get('clock', 'wall')} clock, {report['warmup']} warm-up + {report['repeats']} interleaved runs",
+             "",
+             "| model | width | scale | input | median ms | p25-p75 ms | ratio | peak MiB | mem ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        scale = "-" if r["scale"] is None else (f"x{r['scale'][0]:g}" if r["scale"][0] == r["scale"][1]
+                                                else f"x{r['scale'][0]:g}/{r['scale'][1]:g}")
+        mem = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.1f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        mratio = "-" if r.get("mem_ratio") is None else f"{r['mem_ratio']:.3f}"
+        shape = "x".join(str(v) for v in r["input_shape"]) if r["input_shape"] else "-"
+        lines.append(f"| {r['model']} | {r['width']:g} | {scale} | {shape} | {r['median_ms']:.2f} | "
+                     f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f} | {ratio} | {mem} | {mratio} |")
+    return "\n".join(lines)
+
+
+def dumps(report: dict) -> str:
+    return json.dumps(report, indent=2)

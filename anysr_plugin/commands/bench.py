@@ -1,0 +1,69 @@
+"""``anysr bench``: latency and peak memory per width and scale, next to the unconverted model.
+
+Both models run in one process on the same inputs, interleaved (each repeat runs every
+candidate once, in a rotated order), after warm-up; medians and quartiles are reported
+and the ratio to the original model's median is the headline figure.
+
+Examples::
+
+    anysr bench                                   # EDSR-baseline encoder, 1x3x96x96, CPU
+    anysr bench --threads 1 --clock cpu           # robust ratios on a busy machine
+    anysr bench --model liif-edsr-baseline --lr-size 48x48 --scales 2 4 --json bench.json
+    anysr bench --device cuda --repeats 50
+
+The JSON (``--json``) is what ``use_budget(model, latency_table=...)`` reads.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..cost import add_model_arguments
+
+    p = subparsers.add_parser("bench", help="latency and peak memory per width/scale vs the original model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--lr-size", default="96x96", help="LR input size HxW (default 96x96)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--scales", nargs="+", default=["2"], help="scales (whole SR models upsample to LR x s)")
+    p.add_argument("--widths", default="all", help="'all' or e.g. 0.5,0.7,1.0")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall-clock, or process CPU time (robust to other load; use with --threads 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from ..bench import bench_widths, dumps, format_markdown
+    from ..cost import call_inputs, load_cli_model, parse_size
+    from ..evaluate import parse_scale
+
+    original, model = load_cli_model(args)
+    h, w = parse_size(args.lr_size)
+    scales = [parse_scale(s) for s in args.scales]
+    widths = None if args.widths == "all" else [float(v) for v in args.widths.split(",")]
+    g = torch.Generator().manual_seed(0)
+    lr = torch.rand(args.batch, 3, h, w, generator=g)
+
+    def make_inputs(scale):
+        return call_inputs(model, (h, w), (round(h * scale[0]), round(w * scale[1])), lr=lr)
+
+    report = bench_widths(model, (), widths=widths, scales=scales, original=original, make_inputs=make_inputs,
+                          device=args.device, warmup=args.warmup, repeats=args.repeats,
+                          memory=not args.no_memory, progress=True, threads=args.threads, clock=args.clock)
+    report["model"] = args.model
+    print(format_markdown(report))
+    if args.json:
+        from ..checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, dumps(report))
+    return 0

@@ -1,0 +1,72 @@
+"""``anysr flops``: parameters and multiply-accumulates per width and scale (Tables IV / V).
+
+Examples::
+
+    anysr flops                                   # EDSR-baseline encoder, x2/x3/x4, HR 400x600
+    anysr flops --model liif-edsr-baseline --part encoder      # Table IV's measure
+    anysr flops --model liif-edsr-baseline --scales 2 3 4 --widths all --json cost.json
+    anysr flops --lr-size 48x48 --scales 2.5 1.5x3
+
+"Consistent pixel size" (the paper's): a fixed HR size (``--hr-size``, default 400x600,
+the size Table V's counts imply) and LR = floor(HR / s).  ``--lr-size`` fixes the LR
+instead.  MACs count every convolution / linear multiply-add that runs; FLOPs = 2 x MACs.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..cost import add_model_arguments
+
+    p = subparsers.add_parser("flops", help="params and MACs per width / scale / block (Tables IV and V)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--scales", nargs="+", default=["2", "3", "4"], help="scales (2, 2.5, 1.5x3 = s_h x s_w)")
+    p.add_argument("--widths", default="policy",
+                   help="'policy' (the scale group's width, Table IV's dagger rows), 'all', or e.g. 0.5,1.0")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--hr-size", default=None, help="fixed HR size HxW (default 400x600: consistent pixel size)")
+    g.add_argument("--lr-size", default=None, help="fixed LR size HxW instead")
+    p.add_argument("--part", choices=("model", "encoder"), default="model",
+                   help="count the whole call or only the encoder (Table IV counts the encoder)")
+    p.add_argument("--no-blocks", action="store_true", help="omit the per-block table")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the tables as JSON")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="stdout format")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from ..cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_table, load_cli_model, parse_size,
+                        rows_to_markdown, sizes_for, to_json)
+    from ..evaluate import parse_scale
+
+    original, model = load_cli_model(args)
+    scales = [parse_scale(s) for s in args.scales]
+    widths = args.widths if args.widths in ("policy", "all") else [float(w) for w in args.widths.split(",")]
+    hr = parse_size(args.hr_size) if args.hr_size else None
+    lr = parse_size(args.lr_size) if args.lr_size else None
+    if hr is None and lr is None:
+        hr = PAPER_HR_SIZE
+    rows = cost_table(model, scales, widths=widths, hr_size=hr, lr_size=lr, original=original, part=args.part)
+    blocks = []
+    if not args.no_blocks:
+        for s in scales:
+            lr_s, _ = sizes_for(s, hr, lr)
+            blocks += block_costs(model, lr_s)
+    text = to_json(rows, blocks)
+    if args.json:
+        from ..checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, text)
+    if args.format == "json":
+        print(text)
+        return 0
+    where = f"HR {hr[0]}x{hr[1]} (LR = HR / s)" if hr else f"LR {lr[0]}x{lr[1]}"
+    print(f"## {args.model} ({args.part}), {where}\n")
+    print(rows_to_markdown(rows))
+    if blocks:
+        print(f"\n## first AnySR block per width (LR of the first scale, {scales[0]})\n")
+        print(blocks_to_markdown([b for b in blocks if b.pixels == blocks[0].pixels]))
+    return 0

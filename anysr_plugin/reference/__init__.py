@@ -2,6 +2,10 @@
 demo, the examples and the tests."""
 from .encoders import (EDSR, RCAN, RDB, RDN, CALayer, MeanShift, RCAB, RDB_Conv, ResBlock, ResidualGroup,
                        make_edsr, make_edsr_baseline)
+from .liif import LIIF, MLP
+from .models import REFERENCE_NAMES, build_reference, cell_for, make, make_coord, to_pixel_samples
+from .srno import SRNO, simple_attn
 
 __all__ = ["EDSR", "RCAN", "RDB", "RDN", "CALayer", "MeanShift", "RCAB", "RDB_Conv", "ResBlock",
-           "ResidualGroup", "make_edsr", "make_edsr_baseline"]
+           "ResidualGroup", "make_edsr", "make_edsr_baseline", "LIIF", "MLP", "SRNO", "simple_attn",
+           "build_reference", "make", "make_coord", "to_pixel_samples", "cell_for", "REFERENCE_NAMES"]

@@ -1,0 +1,132 @@
+"""``anysr finetune``: Algorithm-1 fine-tuning of a reference model on a folder of HR images.
+
+Single process, or DDP with ``torchrun --nproc_per_node N -m anysr_plugin finetune ...``
+(gloo on CPU, nccl on CUDA).  Resumable: rerun the same command and it continues from
+``OUT/last.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _kv(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a model with Algorithm 1 on a folder of HR images (resumable, DDP via torchrun)",
+        description="Fine-tune with AnySR's Algorithm 1: per sample draw a scale group uniformly, a scale in it, "
+                    "reset to the full network with probability p, one forward, L1 loss, Adam. Defaults are the "
+                    "paper's schedule (lr 1e-5 halved every 200 epochs, 500 epochs, patch 48, batch 16). "
+                    "Checkpoints OUT/last.pt are written atomically every epoch (or --save-every steps); rerunning "
+                    "the same command resumes.",
+        epilog="examples:\n"
+               "  anysr finetune --model liif-edsr-baseline --init-from pretrained.pth --data DIV2K_train_HR --out runs/a\n"
+               "  anysr finetune --model liif-edsr-baseline --model-arg n_resblocks=4 --data photos/ --steps 200 "
+               "--lr 1e-4 --out runs/small\n"
+               "  torchrun --nproc_per_node 2 -m anysr_plugin finetune --data DIV2K_train_HR --out runs/ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder of HR training images")
+    p.add_argument("--out", required=True, help="folder for last.pt, anysr.yaml and the final weights")
+    p.add_argument("--model", default="liif-edsr-baseline",
+                   help="reference model name (liif-edsr-baseline, liif-rdn, srno-edsr-baseline, ...)")
+    p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="size argument of the reference model, e.g. n_resblocks=4 (repeatable)")
+    p.add_argument("--init-from", default=None, metavar="PTH",
+                   help="pretrained (vanilla upstream or anysr) weights to start from")
+    p.add_argument("--no-anysr", action="store_true", help="train the plain model (upstream-style pretraining)")
+    g = p.add_argument_group("schedule (default: the paper's)")
+    g.add_argument("--epochs", type=int, default=500)
+    g.add_argument("--steps", type=int, default=None, help="total steps; overrides --epochs")
+    g.add_argument("--lr", type=float, default=1e-5)
+    g.add_argument("--lr-step-epochs", type=int, default=200, help="halve the lr every N epochs")
+    g.add_argument("--batch-size", type=int, default=16, help="per process")
+    g.add_argument("--patch", type=int, default=None, help="LR patch (default 48 LIIF, 128 SRNO)")
+    g.add_argument("--sample-q", type=int, default=2304, help="LIIF queries per sample")
+    g.add_argument("--repeat", type=int, default=20, help="dataset repeats per epoch")
+    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints (default: an epoch)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    a = p.add_argument_group("Algorithm 1")
+    a.add_argument("--reset-prob", type=float, default=0.6, help="p (default 0.6)")
+    a.add_argument("--gate", choices=("identity", "paper"), default="identity")
+    a.add_argument("--interweave", choices=("interleave", "concat", "none"), default="interleave")
+    a.add_argument("--widths", type=_floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
+    a.add_argument("--scale-bounds", type=_floats, default=None, help="e.g. 1.75,2.55,3.25")
+    a.add_argument("--scale-groups", type=_floats, default=None,
+                   help="flat low,high pairs, e.g. 1.1,1.7,1.8,2.5,2.6,3.2,3.3,4.0 (the paper's)")
+    a.add_argument("--asymmetric", action="store_true", help="draw s_h and s_w independently in the group")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    import os
+
+    import torch
+
+    from ..checkpoint import load_upstream_checkpoint, atomic_write_text
+    from ..config import AnySRConfig
+    from ..errors import ConfigError
+    from ..reference.models import build_reference
+    from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, anysrify_seeded, init_distributed
+
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist = init_distributed(device)
+    model = build_reference(args.model, seed=args.seed, **dict(args.model_arg))
+    is_srno = args.model.startswith("srno")
+    if not args.no_anysr:
+        over = {k: v for k, v in dict(widths=args.widths, scale_bounds=args.scale_bounds).items() if v is not None}
+        cfg = AnySRConfig(reset_prob=args.reset_prob, gate=args.gate, interweave=args.interweave, seed=args.seed,
+                          **over)
+        model = anysrify_seeded(model, cfg, seed=args.seed)  # gate init identical on every rank
+        if args.init_from:  # vanilla upstream weights (anysr_* keys keep their identity start) or anysr weights
+            load_upstream_checkpoint(model, args.init_from)
+        if dist.main:
+            atomic_write_text(os.path.join(args.out, "anysr.yaml"), cfg.to_yaml())
+    elif args.init_from:
+        load_upstream_checkpoint(model, args.init_from)
+    groups = PAPER_SCALE_GROUPS
+    if args.scale_groups is not None:
+        if len(args.scale_groups) % 2:
+            raise ConfigError("--scale-groups needs low,high pairs")
+        groups = tuple(zip(args.scale_groups[::2], args.scale_groups[1::2]))
+    tcfg = TrainConfig(patch=args.patch or (128 if is_srno else 48), batch_size=args.batch_size,
+                       sample_q=args.sample_q, repeat=args.repeat, epochs=args.epochs, steps=args.steps, lr=args.lr,
+                       lr_step_epochs=args.lr_step_epochs, scale_groups=groups, asymmetric=args.asymmetric,
+                       seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)
+    trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist)
+    if trainer.resume() and dist.main:
+        print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
+    trainer.run()
+    if dist.main:
+        from ..checkpoint import atomic_save
+
+        atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
+        print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
+    if dist.initialized_here:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    return 0
+

@@ -1,0 +1,163 @@
+"""Builders of the reference look-alike models by name, and LIIF's coordinate helpers.
+
+Written here from the documented upstream facts (research/upstream-liif-family.md
+sections 1-4); no upstream code is copied.  Upstream builds every model through a
+registry from a spec ``{'name': ..., 'args': {...}}``; :func:`make` mirrors that for
+the encoders and wrappers defined in this package, and :func:`build_reference` is the
+convenient front door::
+
+    model = build_reference("liif-edsr-baseline", n_resblocks=4, n_feats=32)
+    model = build_reference("srno-rdn", D=2, C=3, G=16, width=64, blocks=8)
+
+Coordinates follow LIIF's ``make_coord``: pixel centres in [-1, 1], last axis
+(row / H, col / W), so ``cell = (2 / H_hr, 2 / W_hr)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+# ----------------------------------------------------------------------------- coordinates
+
+
+def make_coord(shape: Sequence[int], ranges=None, flatten: bool = True) -> torch.Tensor:
+    """Coordinates of the pixel centres of a grid of ``shape``.
+
+    Each axis of size ``n`` over the range ``(v0, v1)`` (default (-1, 1)) gets the centres
+    ``v0 + (2i + 1) (v1 - v0) / (2n)``.  Returns ``(*shape, len(shape))``, flattened to
+    ``(prod(shape), len(shape))`` when ``flatten``.
+    """
+    axes = []
+    for i, n in enumerate(shape):
+        n = int(n)
+        if n < 1:
+            raise ConfigError(f"make_coord: axis {i} has size {n}; sizes must be >= 1")
+        v0, v1 = (-1.0, 1.0) if ranges is None else (float(ranges[i][0]), float(ranges[i][1]))
+        half = (v1 - v0) / (2 * n)
+        axes.append(v0 + half + 2 * half * torch.arange(n, dtype=torch.float32))
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return grid.reshape(-1, grid.shape[-1]) if flatten else grid
+
+
+def to_pixel_samples(img: torch.Tensor):
+    """``(coord (H*W, 2), rgb (H*W, C))`` of a ``(C, H, W)`` image, row-major (as LIIF)."""
+    if img.dim() != 3:
+        raise ConfigError(f"to_pixel_samples needs a (C, H, W) image, got {tuple(img.shape)}")
+    coord = make_coord(img.shape[-2:])
+    rgb = img.reshape(img.shape[0], -1).transpose(0, 1)
+    return coord, rgb
+
+
+def cell_for(hr_size: Sequence[int], batch: int = 1, queries: int | None = None) -> torch.Tensor:
+    """The cell of an HR grid: ``(B, 2)`` (SRNO) or ``(B, Q, 2)`` (LIIF) filled with (2/H, 2/W)."""
+    cell = torch.tensor([2.0 / hr_size[0], 2.0 / hr_size[1]])
+    if queries is None:
+        return cell.expand(batch, 2).clone()
+    return cell.expand(batch, queries, 2).clone()
+
+
+# ----------------------------------------------------------------------------- registry
+
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "rcan")
+WRAPPERS = ("liif", "sronet", "mlp")
+
+
+def make(spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build ``spec['name']`` with ``spec['args']`` (updated by ``args``), as upstream ``models.make``."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"a model spec is a mapping with a 'name' key, got {spec!r}")
+    kwargs = dict(spec.get("args") or {})
+    kwargs.update(args or {})
+    name = spec["name"]
+    from . import encoders
+    if name == "edsr-baseline":
+        kwargs.pop("no_upsampling", None)
+        kwargs.pop("scale", None)
+        return encoders.make_edsr_baseline(**kwargs)
+    if name == "edsr":
+        kwargs.pop("no_upsampling", None)
+        kwargs.pop("scale", None)
+        return encoders.make_edsr(**kwargs)
+    if name == "rdn":
+        kwargs.pop("no_upsampling", None)
+        kwargs.pop("scale", None)
+        return encoders.RDN(**kwargs)
+    if name == "rcan":
+        kwargs.pop("no_upsampling", None)
+        kwargs.pop("scale", None)
+        return encoders.RCAN(**kwargs)
+    if name == "mlp":
+        from .liif import MLP
+        return MLP(**kwargs)
+    if name == "liif":
+        from .liif import LIIF
+        return LIIF(**kwargs)
+    if name == "sronet":
+        from .srno import SRNO
+        return SRNO(**kwargs)
+    raise ConfigError(f"unknown model name {name!r}; known: {', '.join(ENCODERS + WRAPPERS)}")
+
+
+_ENCODER_KEYS = {
+    "edsr-baseline": {"n_resblocks", "n_feats", "res_scale", "rgb_range", "shared_act"},
+    "edsr": {"n_resblocks", "n_feats", "res_scale", "rgb_range", "shared_act"},
+    "rdn": {"G0", "RDNkSize", "RDNconfig", "D", "C", "G"},
+    "rcan": {"n_resgroups", "n_resblocks", "n_feats", "reduction", "rgb_range"},
+}
+_WRAPPER_KEYS = {
+    "liif": {"local_ensemble", "feat_unfold", "cell_decode", "hidden_list", "imnet"},
+    "srno": {"width", "blocks"},
+}
+
+REFERENCE_NAMES = tuple(f"{w}-{e}" for w in ("liif", "srno") for e in ENCODERS
+                        if not (w == "srno" and e not in ("edsr-baseline", "rdn")))
+
+
+def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
+    """A reference model by name: ``"<liif|srno>-<edsr-baseline|edsr|rdn|rcan>"``.
+
+    Keyword arguments go to the encoder (``n_resblocks``, ``n_feats``, ``res_scale``;
+    RDN ``G0``, ``D``, ``C``, ``G``, ``RDNconfig``; RCAN ``n_resgroups``...) or to the
+    wrapper (LIIF ``hidden_list``, ``local_ensemble``, ``feat_unfold``, ``cell_decode``,
+    ``imnet=False`` for no MLP; SRNO ``width``, ``blocks``).  ``seed`` makes the
+    initialisation reproducible without touching the global RNG.
+    """
+    if not isinstance(name, str) or "-" not in name:
+        raise ConfigError(f"reference model name must look like 'liif-edsr-baseline'; got {name!r}")
+    wrapper, encoder = name.split("-", 1)
+    if wrapper not in _WRAPPER_KEYS or encoder not in ENCODERS:
+        raise ConfigError(f"unknown reference model {name!r}; known: {', '.join(REFERENCE_NAMES)}")
+    if wrapper == "srno" and encoder not in ("edsr-baseline", "rdn"):
+        raise ConfigError(f"SRNO is defined upstream for 64-channel encoders (edsr-baseline, rdn), not {encoder!r}")
+    enc_keys, wrap_keys = _ENCODER_KEYS[encoder], _WRAPPER_KEYS[wrapper]
+    unknown = sorted(set(kwargs) - enc_keys - wrap_keys)
+    if unknown:
+        raise ConfigError(f"build_reference({name!r}): unknown argument(s) {unknown}; encoder takes "
+                          f"{sorted(enc_keys)}, {wrapper} takes {sorted(wrap_keys)}")
+    enc_spec = {"name": encoder, "args": {"no_upsampling": True,
+                                          **{k: v for k, v in kwargs.items() if k in enc_keys}}}
+    wargs = {k: v for k, v in kwargs.items() if k in wrap_keys}
+    fork = torch.random.fork_rng(devices=[]) if seed is not None else None
+    if fork is not None:
+        fork.__enter__()
+        torch.manual_seed(seed)
+    try:
+        if wrapper == "liif":
+            hidden = list(wargs.pop("hidden_list", [256, 256, 256, 256]))
+            use_imnet = wargs.pop("imnet", True)
+            imnet_spec = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": hidden}} if use_imnet else None
+            model = make({"name": "liif", "args": {"encoder_spec": enc_spec, "imnet_spec": imnet_spec, **wargs}})
+        else:
+            model = make({"name": "sronet", "args": {"encoder_spec": enc_spec, **wargs}})
+    finally:
+        if fork is not None:
+            fork.__exit__(None, None, None)
+    model.reference_name = name
+    return model
+
+
+__all__ = ["make_coord", "to_pixel_samples", "cell_for", "make", "build_reference", "REFERENCE_NAMES"]

@@ -1,0 +1,473 @@
+"""Our own Algorithm-1 fine-tune trainer (single process or DDP through ``torchrun``).
+
+One step (paper Algorithm 1, applied per sample as upstream pipelines draw a scale per
+sample):
+
+1. draw a group ``t`` uniformly from ``1..T`` and a scale uniformly in ``S_t``
+   (``scale_groups``; symmetric by default, independent ``s_h``/``s_w`` with
+   ``asymmetric=True``);
+2. reset ``t <- T`` with probability ``p``.  This is done **once**, by the AnySR model's
+   own hooks in ``train()`` mode (``control.decide_widths``), from the model's seedable
+   generator, which the trainer re-seeds every step from ``(seed, step, rank)``;
+3. one forward with the per-sample sub-network, L1 loss, Adam step.
+
+The trainer tells the model each sample's scale with ``use_scale(model, (B, 2) tensor)``
+(the same value the adapter would read from ``cell``: ``H_hr / H_lr``), so it works with
+or without a method adapter.  Plain (not anysrified) models are trained the upstream way
+(scale uniform in ``[scale_min, scale_max]``): that is how the demo "pretrains".
+
+Data: a folder of HR images (or a list of tensors); each sample is a random HR crop of
+``round(patch * s)`` pixels, flipped / transposed at random, its LR the PIL bicubic
+resize to ``patch`` (LIIF's ``sr-implicit-downsampled``); queries are ``sample_q`` random
+HR pixels (LIIF, ``(B, Q, 2)``) or a ``patch x patch`` random subset of them (SRNO,
+``(B, H, W, 2)``).  Inputs and targets are normalised by ``(x - 0.5) / 0.5``.
+
+Schedule: the paper's by default (Adam, lr 1e-5 halved every 200 epochs, 500 epochs);
+``epochs``, ``steps``, ``lr``, ``lr_step_epochs`` override it.  An epoch is
+``ceil(len(images) * repeat / (batch_size * world_size))`` steps.
+
+Reproducibility and resume: every random draw of step ``k`` on rank ``r`` comes from a
+generator seeded by ``(seed, k, r)`` (epoch permutations from ``(seed, epoch)``, equal on
+all ranks, then sharded by rank), so a run resumed from its last checkpoint equals the
+uninterrupted run bit for bit on CPU.  Checkpoints (``last.pt``) are written atomically
+every ``save_every`` steps (default: once per epoch) and at the end; an interrupted run
+loses at most the current interval.
+
+DDP: ``torchrun --nproc_per_node N -m anysr_plugin.cli finetune ...`` (or ``anysr
+finetune``): gloo on CPU, nccl on CUDA; the model is seeded identically on all ranks and
+DDP broadcasts rank 0's weights; only rank 0 writes checkpoints and shows progress.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+
+PAPER_SCALE_GROUPS = ((1.1, 1.7), (1.8, 2.5), (2.6, 3.2), (3.3, 4.0))
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of :class:`Trainer` (defaults: the paper's LIIF fine-tune)."""
+
+    patch: int = 48                  # LR patch (48 LIIF, 50 Meta-SR/ArbSR, 128 SRNO)
+    batch_size: int = 16
+    sample_q: int | None = 2304      # LIIF query count per sample (None: all HR pixels)
+    repeat: int = 20                 # dataset repeats per epoch (as LIIF's image-folder)
+    epochs: int = 500
+    steps: int | None = None         # total steps; overrides epochs * steps_per_epoch
+    lr: float = 1e-5
+    lr_step_epochs: int = 200        # halve the lr every this many epochs
+    lr_gamma: float = 0.5
+    scale_groups: tuple = PAPER_SCALE_GROUPS
+    asymmetric: bool = False
+    scale_min: float = 1.0           # plain (not anysrified) models: uniform scale range
+    scale_max: float = 4.0
+    augment: bool = True
+    layout: str = "auto"             # "points" (LIIF, (B,Q,2)), "grid" (SRNO, (B,H,W,2)), "auto"
+    seed: int = 0
+    save_every: int | None = None    # steps between checkpoints (None: one epoch)
+    log_every: int = 10
+    device: str = "cpu"
+    progress: bool = True
+    grad_clip: float | None = None
+
+    def __post_init__(self):
+        if self.patch < 2 or self.batch_size < 1:
+            raise ConfigError(f"patch ({self.patch}) must be >= 2 and batch_size ({self.batch_size}) >= 1")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.epochs < 0 or self.repeat < 1 or self.lr_step_epochs < 1:
+            raise ConfigError("epochs must be >= 0, repeat >= 1 and lr_step_epochs >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        groups = tuple(tuple(float(v) for v in g) for g in self.scale_groups)
+        if not groups or any(len(g) != 2 or not (1.0 <= g[0] <= g[1]) for g in groups):
+            raise ConfigError(f"scale_groups must be (low, high) pairs with 1 <= low <= high; got {self.scale_groups}")
+        self.scale_groups = groups
+        if not 1.0 <= self.scale_min <= self.scale_max:
+            raise ConfigError(f"need 1 <= scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if self.layout not in ("auto", "points", "grid"):
+            raise ConfigError(f"layout must be 'auto', 'points' or 'grid', got {self.layout!r}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["scale_groups"] = [list(g) for g in self.scale_groups]
+        return d
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_hr_images(source) -> list:
+    """HR images as a list of (3, H, W) float tensors from a folder, a list of paths or tensors."""
+    from .data import ImageFolder, load_image
+
+    if isinstance(source, (str, os.PathLike)):
+        if not Path(source).is_dir():
+            raise ConfigError(f"training folder {str(source)!r} does not exist")
+        images = [img for _, img in ImageFolder(source)]
+    else:
+        images = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in source]
+    if not images:
+        raise ConfigError(f"no training images found in {source!r}")
+    return images
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in key])
+
+
+def _augment(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    hflip, vflip, dflip = (rng.random(3) < 0.5).tolist()
+    if hflip:
+        img = img.flip(-1)
+    if vflip:
+        img = img.flip(-2)
+    if dflip:
+        img = img.transpose(-2, -1)
+    return img
+
+
+def make_sample(hr: torch.Tensor, scale: tuple, patch: int, rng: np.random.Generator, augment: bool,
+                layout: str, sample_q: int | None):
+    """One training sample (LIIF's sr-implicit-downsampled): inp, coord, cell, gt, effective scale."""
+    from .imresize import resize_pil
+    from .reference.models import make_coord
+
+    sh, sw = scale
+    hh, ww = round(patch * sh), round(patch * sw)
+    H, W = hr.shape[-2:]
+    if hh > H or ww > W:
+        raise ConfigError(f"an HR image of {H}x{W} is smaller than the {hh}x{ww} crop that patch {patch} "
+                          f"at scale {max(sh, sw):.2f} needs; use a smaller patch or larger images")
+    y = int(rng.integers(0, H - hh + 1))
+    x = int(rng.integers(0, W - ww + 1))
+    crop = hr[:, y:y + hh, x:x + ww]
+    if augment:
+        crop = _augment(crop, rng)
+        hh, ww = crop.shape[-2:]
+    lr = resize_pil(crop, (patch, patch))
+    coord = make_coord((hh, ww))
+    gt = crop.reshape(3, -1).t()
+    cell = torch.tensor([2.0 / hh, 2.0 / ww])
+    if layout == "grid":
+        idx = torch.from_numpy(rng.permutation(hh * ww)[:patch * patch])
+        coord = coord[idx].view(patch, patch, 2)
+        gt = gt[idx].view(patch, patch, 3).permute(2, 0, 1)
+    elif sample_q is not None:
+        idx = torch.from_numpy(rng.choice(hh * ww, size=min(sample_q, hh * ww), replace=False))
+        coord, gt = coord[idx], gt[idx]
+        cell = cell.expand(len(idx), 2)
+    else:
+        cell = cell.expand(coord.shape[0], 2)
+    return lr, coord, cell, gt, (hh / patch, ww / patch)
+
+
+def anysrify_seeded(model: nn.Module, config=None, seed: int = 0, adapter=None) -> nn.Module:
+    """``anysrify`` with the new gate parameters initialised from ``seed``.
+
+    The core draws the gate initialisation from torch's global RNG (``config.seed`` only
+    seeds Algorithm 1's generator); this makes it reproducible, and identical on every
+    DDP rank, without disturbing the caller's global RNG.
+    """
+    from .injection import anysrify
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return anysrify(model, config, adapter=adapter)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _is_anysr(model: nn.Module) -> bool:
+    from .control import anysr_blocks
+
+    return bool(anysr_blocks(model))
+
+
+def _layout_of(model: nn.Module) -> str:
+    from .control import unwrap
+
+    m = unwrap(model)
+    return "grid" if hasattr(m, "conv00") or type(m).__name__ in ("SRNO", "LTEP") else "points"
+
+
+class Trainer:
+    """Algorithm-1 fine-tuning of an anysrified model (or plain training of an original one).
+
+    ``Trainer(model, images, TrainConfig(...), out_dir).run()``; ``history`` holds per-step
+    records (``loss``, ``lr``, and for AnySR models ``groups``, ``widths``, ``scales``).
+    """
+
+    def __init__(self, model: nn.Module, images, config: TrainConfig | None = None,
+                 out_dir: str | os.PathLike | None = None, dist_info: DistInfo | None = None,
+                 record: bool = False, callback: Callable | None = None):
+        self.cfg = config or TrainConfig()
+        self.images = load_hr_images(images)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.dist = dist_info or DistInfo()
+        self.device = torch.device(self.cfg.device)
+        self.model = model.to(self.device)
+        self.anysr = _is_anysr(model)
+        self.layout = _layout_of(model) if self.cfg.layout == "auto" else self.cfg.layout
+        self.record = record
+        self.callback = callback
+        self.history: list = []
+        if self.anysr:
+            from .control import get_state
+
+            self.state = get_state(model)
+            widths = self.state.config.widths
+            if len(self.cfg.scale_groups) != len(widths):
+                raise ConfigError(f"{len(self.cfg.scale_groups)} scale groups for {len(widths)} widths "
+                                  f"{widths}: give one (low, high) range per width")
+            for t, (lo, hi) in enumerate(self.cfg.scale_groups):
+                for s in (lo, hi):
+                    if self.state.config.width_for_scale(s) != widths[t]:
+                        raise ConfigError(
+                            f"scale group {t + 1} ({lo}-{hi}) is not inside the config's width bounds "
+                            f"{self.state.config.scale_bounds}: scale {s} maps to width "
+                            f"{self.state.config.width_for_scale(s)}, not {widths[t]}")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr)
+        self.net = model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(model, device_ids=ids)
+        n = len(self.images) * self.cfg.repeat
+        self.steps_per_epoch = max(1, math.ceil(n / (self.cfg.batch_size * self.dist.world)))
+        self.total_steps = self.cfg.steps if self.cfg.steps is not None else self.cfg.epochs * self.steps_per_epoch
+        self.save_every = self.cfg.save_every or self.steps_per_epoch
+        self.step = 0
+        self._perm_cache: dict = {}
+
+    # -- schedule ------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
+        return self.cfg.lr * self.cfg.lr_gamma ** (epoch // self.cfg.lr_step_epochs)
+
+    # -- data ----------------------------------------------------------------
+    def _image_index(self, step: int, j: int) -> int:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: _rng(self.cfg.seed, 1, epoch).permutation(
+                len(self.images) * self.cfg.repeat) % len(self.images)}
+        perm = self._perm_cache[epoch]
+        pos = (within * self.dist.world + self.dist.rank) * self.cfg.batch_size + j
+        return int(perm[pos % len(perm)])
+
+    def draw_scale(self, rng: np.random.Generator):
+        """(group index or None, (s_h, s_w)) for one sample (Algorithm 1 lines 2-3)."""
+        cfg = self.cfg
+        if not self.anysr:
+            lo, hi, t = cfg.scale_min, cfg.scale_max, None
+        else:
+            t = int(rng.integers(0, len(cfg.scale_groups)))
+            lo, hi = cfg.scale_groups[t]
+        sh = float(rng.uniform(lo, hi))
+        sw = float(rng.uniform(lo, hi)) if cfg.asymmetric else sh
+        return t, (sh, sw)
+
+    def batch(self, step: int):
+        rng = _rng(self.cfg.seed, 2, step, self.dist.rank)
+        inps, coords, cells, gts, scales, groups = [], [], [], [], [], []
+        for j in range(self.cfg.batch_size):
+            hr = self.images[self._image_index(step, j)]
+            t, scale = self.draw_scale(rng)
+            lr, coord, cell, gt, eff = make_sample(hr, scale, self.cfg.patch, rng, self.cfg.augment, self.layout,
+                                                   self.cfg.sample_q)
+            inps.append(lr); coords.append(coord); cells.append(cell); gts.append(gt)
+            scales.append(eff); groups.append(t)
+        if self.layout == "points" and len({c.shape[0] for c in coords}) > 1:
+            q = min(c.shape[0] for c in coords)  # sample_q larger than some crop: keep a common count
+            coords, cells, gts = [c[:q] for c in coords], [c[:q] for c in cells], [g[:q] for g in gts]
+        dev = self.device
+        return ((torch.stack(inps).to(dev) - 0.5) / 0.5, torch.stack(coords).to(dev), torch.stack(cells).to(dev),
+                (torch.stack(gts).to(dev) - 0.5) / 0.5, torch.tensor(scales, dtype=torch.float32), groups)
+
+    # -- one step --------------------------------------------------------------
+    def train_step(self, step: int) -> dict:
+        from .control import use_scale
+
+        self.net.train()
+        inp, coord, cell, gt, scales, groups = self.batch(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(step)
+        seen = {}
+        ctx = contextlib.nullcontext()
+        hook = None
+        if self.anysr:
+            # Algorithm 1 line 4 (reset with probability p) happens once per sample inside the
+            # model's hooks, from its generator; seeded per (seed, step, rank) for exact resume
+            self.state.generator.manual_seed(int(_rng(self.cfg.seed, 3, step, self.dist.rank).integers(0, 2**62)))
+            ctx = use_scale(self.model, scales)
+            from .control import anysr_blocks
+
+            first = anysr_blocks(self.model)[0]
+
+            def _peek(module, args):  # read-only: which widths the hooks chose for this call
+                plan = getattr(module, "_anysr_plan", None)
+                if plan is not None and "widths" not in seen:
+                    seen["widths"] = list(plan[1])
+            hook = first.register_forward_pre_hook(_peek)
+        try:
+            with ctx:
+                pred = self.net(inp, coord, cell)
+        finally:
+            if hook is not None:
+                hook.remove()
+        loss = F.l1_loss(pred, gt)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+        rec = {"step": step, "loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.anysr:
+            widths = seen.get("widths", [])
+            if len(widths) == 1:
+                widths = widths * len(groups)
+            rec.update(groups=groups, widths=widths, scales=scales.tolist())
+        return rec
+
+    # -- checkpoints ------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    def state_dict(self) -> dict:
+        d = {"kind": "anysr_plugin.finetune", "step": self.step, "epoch": self.step // self.steps_per_epoch,
+             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+             "train_config": self.cfg.to_dict(), "world": self.dist.world}
+        if self.anysr:
+            d["anysr_config"] = self.state.config.to_dict()
+        return d
+
+    def save(self) -> Path | None:
+        if self.checkpoint_path is None or not self.dist.main:
+            return None
+        from .checkpoint import atomic_save
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return atomic_save(self.state_dict(), self.checkpoint_path)
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Load ``path`` (default ``out_dir/last.pt``); False when there is nothing to resume."""
+        from .checkpoint import load_file
+
+        path = Path(path) if path is not None else self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        ckpt = load_file(path)
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "anysr_plugin.finetune":
+            raise CheckpointError(f"{path} is not an anysr finetune checkpoint (no kind='anysr_plugin.finetune')")
+        if ckpt.get("world", 1) != self.dist.world:
+            raise CheckpointError(f"{path} was written by a {ckpt.get('world')}-process run; resume it with "
+                                  f"the same number of processes (now {self.dist.world}) to keep the data order")
+        self.model.load_state_dict(ckpt["model"], strict=True)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        return True
+
+    # -- loop ---------------------------------------------------------------------
+    def run(self, stop_after: int | None = None) -> list:
+        """Train to ``total_steps`` (or stop after ``stop_after`` more steps, for tests)."""
+        from tqdm.auto import tqdm
+
+        end = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.cfg.progress and self.dist.main),
+                   desc="finetune" if self.anysr else "train", unit="step", dynamic_ncols=True)
+        t0, n0, running = time.perf_counter(), self.step, None
+        try:
+            while self.step < end:
+                rec = self.train_step(self.step)
+                self.step += 1
+                running = rec["loss"] if running is None else 0.9 * running + 0.1 * rec["loss"]
+                if self.record:
+                    self.history.append(rec)
+                if self.callback is not None:
+                    self.callback(self, rec)
+                bar.update(1)
+                if self.step % max(1, self.cfg.log_every) == 0 or self.step == end:
+                    rate = (self.step - n0) * self.cfg.batch_size * self.dist.world / max(1e-9, time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{rec['lr']:.1e}", img_s=f"{rate:.1f}")
+                if self.step % self.save_every == 0 or self.step == self.total_steps:
+                    self.save()
+        finally:
+            bar.close()
+        return self.history
+
+
+def finetune(model: nn.Module, images, out_dir=None, resume: bool = True, record: bool = False,
+             **config) -> Trainer:
+    """Fine-tune ``model`` (Algorithm 1 if it is anysrified) on ``images``; returns the Trainer."""
+    cfg = TrainConfig(**config)
+    trainer = Trainer(model, images, cfg, out_dir, dist_info=init_distributed(cfg.device), record=record)
+    if resume:
+        trainer.resume()
+    trainer.run()
+    return trainer
+
+
+def sampling_statistics(history: Sequence[dict], widths: Sequence[float]) -> dict:
+    """Group frequencies, reset rate and width frequencies over recorded steps."""
+    groups = [g for r in history for g in r.get("groups", [])]
+    ws = [w for r in history for w in r.get("widths", [])]
+    T = len(widths)
+    n = max(1, len(groups))
+    group_freq = [sum(1 for g in groups if g == t) / n for t in range(T)]
+    # a reset is a sample of a group below T that ran the full network
+    below = [(g, w) for g, w in zip(groups, ws) if g is not None and g < T - 1]
+    reset_rate = sum(1 for g, w in below if w == widths[-1]) / max(1, len(below))
+    width_freq = {w: sum(1 for x in ws if x == w) / max(1, len(ws)) for w in widths}
+    return {"samples": len(groups), "group_freq": group_freq, "reset_rate": reset_rate, "width_freq": width_freq}
+
+
+__all__ = ["TrainConfig", "Trainer", "finetune", "anysrify_seeded", "make_sample", "load_hr_images", "init_distributed",
+           "DistInfo", "sampling_statistics", "PAPER_SCALE_GROUPS"]

@@ -32,7 +32,10 @@ class MethodAdapter:
 
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
         """Per-sample scale, a float (B, 2) tensor of (s_h, s_w), read from a call of the
-        model's ``forward``; None when this call carries no scale."""
+        model's ``forward``; None when this call carries no scale.
+
+        One row per sample: in ``train()`` Algorithm 1's reset is drawn once per row, so a
+        (1, 2) tensor means one draw for the whole batch."""
         return None
 
     def install(self, ctx) -> None:

@@ -163,11 +163,12 @@ def decide_widths(state: AnySRState, block, scale: torch.Tensor | None, batch: i
     return group
 
 
-def make_plan(module: nn.Module, blocks: list, call_scale: torch.Tensor | None, batch: int):
-    state = blocks[0]._anysr_state
-    override = blocks[0]._anysr_scale_override
+def make_plan(state: AnySRState, block, call_scale: torch.Tensor | None, batch: int, training: bool,
+              x: torch.Tensor | None = None):
+    """(scale (B, 2) the gates see, per-sample widths) for one call; `block` carries the user's controls."""
+    override = block._anysr_scale_override
     scale = override if override is not None else call_scale
-    widths = decide_widths(state, blocks[0], scale, batch, module.training)
+    widths = decide_widths(state, block, scale, batch, training, x)
     if scale is None:
         scale = as_scale_tensor(state.config.fallback_scale)
     if state.config.compat == "official":  # official-release compatibility: sign flip (official.py)
@@ -204,7 +205,7 @@ class PlanHook:
             if call_scale is not None:
                 call_scale = as_scale_tensor(call_scale)
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
-        plan = make_plan(module, blocks, call_scale, batch)
+        plan = make_plan(state, blocks[0], call_scale, batch, module.training)
         owner = id(module)
         for b in blocks:
             b._anysr_plan = plan
@@ -227,14 +228,8 @@ class ClearPlanHook:
 def plan_for_block(block, x: torch.Tensor):
     """(scale (B, 2) on x's device, per-sample widths) for this block call."""
     plan = block._anysr_plan
-    if plan is None:  # block called outside a hooked module: plan for itself
-        state = block._anysr_state
-        scale = block._anysr_scale_override
-        widths = decide_widths(state, block, scale, x.shape[0], False, x)
-        plan = (scale if scale is not None else as_scale_tensor(state.config.fallback_scale), widths)
-        if state.config.compat == "official":  # official-release compatibility: sign flip (official.py)
-            from .official import official_gate_scale
-            plan = (official_gate_scale(plan[0]), widths)
+    if plan is None:  # block called outside a hooked module: plan for itself (never a training draw)
+        plan = make_plan(block._anysr_state, block, None, x.shape[0], False, x)
     scale, widths = plan
     scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:

@@ -330,7 +330,7 @@ def pretrain(model: nn.Module, images, cfg: DemoConfig, out: Path | None, steps:
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the results dict (also written to ``cfg.out``)."""
     from .config import AnySRConfig
-    from .train import anysrify_seeded
+    from .injection import anysrify
     from .data import skimage_photos
     from .train import sampling_statistics
 
@@ -356,7 +356,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     say("[2/4] anysrify(model): in place, upstream names kept, identity-start gate")
     acfg = AnySRConfig(reset_prob=cfg.reset_prob, gate=cfg.gate, seed=cfg.seed)
-    model = anysrify_seeded(fresh_copy(), acfg, seed=cfg.seed)
+    model = anysrify(fresh_copy(), acfg)
 
     say(f"[3/4] fine-tuning with Algorithm 1 for {cfg.finetune_steps} steps (p = {cfg.reset_prob})")
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .blocks import BLOCK_TYPES, AnySRBlock, block_class_for
@@ -178,15 +179,20 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
 
     state = AnySRState(config, adapter.name, root_name)
     built = []
-    for (cls, module, parent, attr), target in zip(entries, targets):
-        new = cls(module, config, state)
+    # gate init from config.seed when given (identical on every DDP rank), the caller's RNG untouched
+    with torch.random.fork_rng(devices=[], enabled=config.seed is not None):
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        for (cls, module, parent, attr), target in zip(entries, targets):
+            built.append((parent, attr, cls(module, config, state), module, target))
+    for parent, attr, new, module, target in built:
+        cls = type(new)
         diff = full_width_reference(module, new, module_input_channels(cls, module))
         if not diff <= EQUIVALENCE_TOLERANCE:
             raise UnsupportedBlockError(
                 f"{target.name} ({type(module).__name__}) has the structure of a {cls.family} block but its "
                 f"forward differs from x + body(x) by {diff:.3g}; the model was not changed")
-        built.append((parent, attr, new))
-    for parent, attr, new in built:  # apply: nothing failed above
+    for parent, attr, new, _, _ in built:  # apply: nothing failed above
         parent._modules[attr] = new
     target_model._anysr_state = state
     hooked = [target_model] if root is target_model else [target_model, root]

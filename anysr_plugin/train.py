@@ -177,20 +177,6 @@ def make_sample(hr: torch.Tensor, scale: tuple, patch: int, rng: np.random.Gener
     return lr, coord, cell, gt, (hh / patch, ww / patch)
 
 
-def anysrify_seeded(model: nn.Module, config=None, seed: int = 0, adapter=None) -> nn.Module:
-    """``anysrify`` with the new gate parameters initialised from ``seed``.
-
-    The core draws the gate initialisation from torch's global RNG (``config.seed`` only
-    seeds Algorithm 1's generator); this makes it reproducible, and identical on every
-    DDP rank, without disturbing the caller's global RNG.
-    """
-    from .injection import anysrify
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return anysrify(model, config, adapter=adapter)
-
-
 # ----------------------------------------------------------------------------- distributed
 
 
@@ -469,5 +455,5 @@ def sampling_statistics(history: Sequence[dict], widths: Sequence[float]) -> dic
     return {"samples": len(groups), "group_freq": group_freq, "reset_rate": reset_rate, "width_freq": width_freq}
 
 
-__all__ = ["TrainConfig", "Trainer", "finetune", "anysrify_seeded", "make_sample", "load_hr_images", "init_distributed",
+__all__ = ["TrainConfig", "Trainer", "finetune", "make_sample", "load_hr_images", "init_distributed",
            "DistInfo", "sampling_statistics", "PAPER_SCALE_GROUPS"]

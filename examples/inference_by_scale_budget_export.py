@@ -10,10 +10,9 @@ import anysr_plugin as anysr
 from anysr_plugin.budget import use_budget
 from anysr_plugin.export import export_subnet
 from anysr_plugin.reference import build_reference, cell_for, make_coord
-from anysr_plugin.train import anysrify_seeded
 
-model = anysrify_seeded(build_reference("liif-edsr-baseline", n_resblocks=4, n_feats=32, hidden_list=[64, 64], seed=0),
-                        anysr.AnySRConfig(), seed=0)
+model = anysr.anysrify(build_reference("liif-edsr-baseline", n_resblocks=4, n_feats=32, hidden_list=[64, 64], seed=0),
+                       anysr.AnySRConfig(seed=0))
 if os.path.exists("anysr_demo/anysr.pt"):  # the demo's default size
     model.load_state_dict(torch.load("anysr_demo/anysr.pt", weights_only=True))
 model.eval()

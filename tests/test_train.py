@@ -7,7 +7,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.errors import CheckpointError, ConfigError
 from anysr_plugin.reference import build_reference
-from anysr_plugin.train import TrainConfig, Trainer, anysrify_seeded, sampling_statistics
+from anysr_plugin.train import TrainConfig, Trainer, sampling_statistics
 
 WIDTHS = (0.5, 0.7, 0.9, 1.0)
 
@@ -20,7 +20,7 @@ def _images(n=3, size=40, seed=0):
 
 def _tiny(seed=0, **cfg):
     m = build_reference("liif-edsr-baseline", seed=seed, n_resblocks=1, n_feats=8, hidden_list=[8])
-    return anysrify_seeded(m, anysr.AnySRConfig(seed=seed, **cfg), seed=seed)
+    return anysr.anysrify(m, anysr.AnySRConfig(seed=seed, **cfg))
 
 
 def _cfg(**kw):

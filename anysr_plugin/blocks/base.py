@@ -43,6 +43,16 @@ def sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_channels=None, in_index=No
     return conv._conv_forward(x, w, b)
 
 
+def add_residual(res: torch.Tensor, x: torch.Tensor, res_scale=1) -> torch.Tensor:
+    """``res * res_scale + x``; in place on `res` when no gradient is recorded (inference
+    then allocates no extra feature map per block, as the upstream ``res += x`` does)."""
+    if torch.is_grad_enabled():
+        return res.mul(res_scale) + x
+    if res_scale != 1:
+        res.mul_(res_scale)
+    return res.add_(x)
+
+
 def channel_mask(ns: list, channels: int, like: torch.Tensor) -> torch.Tensor:
     """(B, C, 1, 1) mask that keeps the first n_b channels of sample b."""
     n = torch.tensor(ns, device=like.device)
@@ -141,7 +151,8 @@ class AnySRBlock(nn.Module):
     def apply_gate(self, h: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         if self.anysr_gate is None:
             return h
-        return h * self.anysr_gate(h, scale, n)
+        gate = self.anysr_gate(h, scale, n)
+        return h.mul_(gate) if not torch.is_grad_enabled() else h * gate
 
     def apply_gate_masked(self, h: torch.Tensor, scale: torch.Tensor, ns: list, mask: torch.Tensor) -> torch.Tensor:
         if self.anysr_gate is None:
@@ -180,4 +191,4 @@ def full_width_reference(block: nn.Module, converted: AnySRBlock, channels: int,
     return float((ref.float() - out.float()).abs().max())
 
 
-__all__ = ["AnySRBlock", "sliced_conv", "channel_mask", "check_conv", "check_activation"]
+__all__ = ["AnySRBlock", "add_residual", "sliced_conv", "channel_mask", "check_conv", "check_activation"]

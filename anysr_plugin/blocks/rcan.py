@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import AnySRBlock, channel_mask, check_activation, check_conv, sliced_conv
+from .base import AnySRBlock, add_residual, channel_mask, check_activation, check_conv, sliced_conv
 
 
 class AnySRRCAB(AnySRBlock):
@@ -43,14 +43,14 @@ class AnySRRCAB(AnySRBlock):
         h = conv1(x) if full else sliced_conv(conv1, x, out_channels=n)
         h = act(self.apply_gate(h, scale, n))
         res = conv2(h) if full else sliced_conv(conv2, h, in_index=n)
-        return attention(res) + x
+        return add_residual(attention(res), x)
 
     def forward_masked(self, x, ns, scale):
         conv1, act, conv2, attention = self.body[0], self.body[1], self.body[2], self.body[3]
         mask = channel_mask(ns, self.channels, x)
         h = conv1(x) * mask
         h = act(self.apply_gate_masked(h, scale, ns, mask)) * mask
-        return attention(conv2(h)) + x
+        return add_residual(attention(conv2(h)), x)
 
     def conv_macs_per_pixel(self, width: float) -> int:
         n, c = self.width_channels(width), self.channels

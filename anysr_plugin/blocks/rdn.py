@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import AnySRBlock, channel_mask, check_activation, check_conv, sliced_conv
+from .base import AnySRBlock, add_residual, channel_mask, check_activation, check_conv, sliced_conv
 
 
 class AnySRRDB(AnySRBlock):
@@ -97,8 +97,8 @@ class AnySRRDB(AnySRBlock):
                 out = self.apply_gate(out, scale, g)
             feats = torch.cat((feats, act(out)), 1)
         if full:
-            return self.LFF(feats) + x
-        return sliced_conv(self.LFF, feats, in_index=self._input_index(g, len(self.convs), x.device)) + x
+            return add_residual(self.LFF(feats), x)
+        return add_residual(sliced_conv(self.LFF, feats, in_index=self._input_index(g, len(self.convs), x.device)), x)
 
     def forward_masked(self, x, ns, scale):
         mask = channel_mask(ns, self.channels, x)
@@ -108,7 +108,7 @@ class AnySRRDB(AnySRBlock):
             if k == self.gate_layer:
                 out = self.apply_gate_masked(out, scale, ns, mask)
             feats = torch.cat((feats, layer.conv[1](out) * mask), 1)
-        return self.LFF(feats) + x
+        return add_residual(self.LFF(feats), x)
 
     def conv_macs_per_pixel(self, width: float) -> int:
         g, G0 = self.width_channels(width), self.in_channels

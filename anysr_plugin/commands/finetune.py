@@ -84,8 +84,9 @@ def run(args) -> int:
     from ..checkpoint import load_upstream_checkpoint, atomic_write_text
     from ..config import AnySRConfig
     from ..errors import ConfigError
+    from ..injection import anysrify
     from ..reference.models import build_reference
-    from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, anysrify_seeded, init_distributed
+    from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -99,7 +100,7 @@ def run(args) -> int:
         over = {k: v for k, v in dict(widths=args.widths, scale_bounds=args.scale_bounds).items() if v is not None}
         cfg = AnySRConfig(reset_prob=args.reset_prob, gate=args.gate, interweave=args.interweave, seed=args.seed,
                           **over)
-        model = anysrify_seeded(model, cfg, seed=args.seed)  # gate init identical on every rank
+        model = anysrify(model, cfg)  # cfg.seed: gate init identical on every rank
         if args.init_from:  # vanilla upstream weights (anysr_* keys keep their identity start) or anysr weights
             load_upstream_checkpoint(model, args.init_from)
         if dist.main:

@@ -40,11 +40,12 @@ import torch
 from anysr_plugin.config import AnySRConfig
 from anysr_plugin.control import get_state
 from anysr_plugin.cost import count_params
+from anysr_plugin.injection import anysrify
 from anysr_plugin.data import ImageFolder, make_lr, skimage_photos
 from anysr_plugin.demo import TEST_PHOTOS, TRAIN_PHOTOS, model_cost, predict, prepare_out_dir
 from anysr_plugin.metrics import psnr
 from anysr_plugin.reference.models import build_reference
-from anysr_plugin.train import TrainConfig, Trainer, anysrify_seeded
+from anysr_plugin.train import TrainConfig, Trainer
 
 VARIANTS = {  # name -> AnySR config changes (None: the original model, no conversion)
     "original": None,
@@ -170,7 +171,7 @@ def main(argv=None):
         model = build()
         model.load_state_dict(pretrained.state_dict())
         if changes is not None:
-            model = anysrify_seeded(model, AnySRConfig(seed=a.seed, **changes), seed=a.seed)
+            model = anysrify(model, AnySRConfig(seed=a.seed, **changes))
         print(f"== fine-tuning {name!r}", flush=True)
         t0 = time.perf_counter()
         train(model, train_imgs, s, s["finetune_steps"], s["finetune_lr"], a, epochs=s["epochs"],

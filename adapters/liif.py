@@ -33,7 +33,6 @@ sections 0, 3, 4.3, 6, 8):
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import nn

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .control import anysr_blocks, get_state, unwrap, use_scale, use_width
+from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
 
 __all__ = ["bench_candidates", "bench_widths", "peak_memory", "format_markdown", "Candidate"]
 
@@ -153,14 +153,6 @@ def _quantiles(xs):
     return q[0], q[2]
 
 
-def _scale_pair(s):
-    if s is None:
-        return None
-    if isinstance(s, (tuple, list)):
-        return [float(s[0]), float(s[1])]
-    return [float(s), float(s)]
-
-
 def bench_widths(model: nn.Module, inputs: tuple, widths: Optional[Sequence[float]] = None,
                  scales: Sequence = (None,), original: Optional[nn.Module] = None,
                  make_inputs: Optional[Callable] = None, device="cpu", warmup: int = 3, repeats: int = 10,
@@ -196,7 +188,7 @@ def bench_widths(model: nn.Module, inputs: tuple, widths: Optional[Sequence[floa
         shape = next((list(x.shape) for x in xs if isinstance(x, torch.Tensor)), None)
         if original is not None:
             cands.append(Candidate("original", (lambda xs=xs: original(*xs)), model="original", width=1.0,
-                                   scale=_scale_pair(scale), input_shape=shape))
+                                   scale=None if scale is None else list(scale_pair(scale)), input_shape=shape))
         for w in widths:
             def run(xs=xs, w=w, scale=scale):
                 with contextlib.ExitStack() as st:
@@ -206,7 +198,7 @@ def bench_widths(model: nn.Module, inputs: tuple, widths: Optional[Sequence[floa
                             st.enter_context(use_scale(model, scale))
                     return model(*xs)
             cands.append(Candidate(f"anysr w={w:g}", run, model="anysr", width=float(w),
-                                   scale=_scale_pair(scale), input_shape=shape))
+                                   scale=None if scale is None else list(scale_pair(scale)), input_shape=shape))
     bench_candidates(cands, device, warmup, repeats, memory, progress, clock)
     results = []
     for c in cands:

@@ -112,6 +112,23 @@ def _require_blocks(model: nn.Module) -> list:
 # scales
 
 
+def scale_pair(scale) -> tuple:
+    """``(s_h, s_w)`` floats from a number or a pair; ScaleError unless both are positive and finite."""
+    if isinstance(scale, (tuple, list)):
+        if len(scale) != 2:
+            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
+        sh, sw = scale
+    else:
+        sh = sw = scale
+    try:
+        sh, sw = float(sh), float(sw)
+    except (TypeError, ValueError):
+        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
+    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
+        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
+    return sh, sw
+
+
 def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
     """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
     if isinstance(scale, torch.Tensor):
@@ -302,4 +319,4 @@ def width_for_scale(model: nn.Module, scale: float) -> float:
 
 
 __all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
-           "as_scale_tensor", "active_widths", "width_for_scale", "WidthError"]
+           "as_scale_tensor", "scale_pair", "active_widths", "width_for_scale", "WidthError"]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .control import anysr_blocks, get_state, unwrap, use_scale, use_width
+from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
 from .errors import AnySRError, ConfigError, ScaleError
 
 #: HR size (H, W) that Table V's per-block counts imply (60,000 LR pixels at x2)
@@ -231,18 +231,6 @@ class CostRow:
     gflops: float               # 2 * MACs / 1e9
     ratio: Optional[float]      # MACs / reference MACs at this scale
     block_conv_macs: Optional[int] = None
-
-
-def scale_pair(scale) -> tuple:
-    if isinstance(scale, (tuple, list)):
-        if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or an (s_h, s_w) pair, got {scale!r}")
-        sh, sw = float(scale[0]), float(scale[1])
-    else:
-        sh = sw = float(scale)
-    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
-    return sh, sw
 
 
 def sizes_for(scale, hr_size=None, lr_size=None) -> tuple:

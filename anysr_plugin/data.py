@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import torch
 
+from .control import scale_pair
 from .errors import ConfigError, ScaleError
 from .imresize import ImageError, imresize_matlab, resize_pil
 
@@ -114,7 +115,7 @@ class PairedFolders:
             raise ImageError(
                 f"{len(self.lr)} LR images in {lr_folder} but {len(self.hr)} HR images in {hr_folder}"
             )
-        self.scale = None if scale is None else _scale_pair(scale)
+        self.scale = None if scale is None else scale_pair(scale)
 
     def __len__(self) -> int:
         return len(self.hr)
@@ -139,21 +140,9 @@ class PairedFolders:
 
 
 # ----------------------------------------------------------------------------- LR synthesis
-def _scale_pair(scale: ScaleArg) -> Tuple[float, float]:
-    if isinstance(scale, (tuple, list)):
-        if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
-        sh, sw = float(scale[0]), float(scale[1])
-    else:
-        sh = sw = float(scale)
-    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
-    return sh, sw
-
-
 def lr_hr_sizes(hr_size: Tuple[int, int], scale: ScaleArg) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """``((h_lr, w_lr), (h_hr, w_hr))`` for an HR of ``hr_size`` at ``scale`` (LIIF's rule)."""
-    sh, sw = _scale_pair(scale)
+    sh, sw = scale_pair(scale)
     H, W = hr_size
     h_lr, w_lr = math.floor(H / sh + 1e-9), math.floor(W / sw + 1e-9)
     if h_lr < 1 or w_lr < 1:

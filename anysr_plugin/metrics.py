@@ -25,7 +25,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from .errors import CheckpointError, ConfigError, ScaleError
+from .control import scale_pair
+from .errors import CheckpointError, ConfigError
 from .imresize import ImageError
 
 __all__ = [
@@ -56,27 +57,11 @@ def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
     return (img * w).sum(dim=-3, keepdim=True) + 16.0 / 255.0
 
 
-def _scale_pair(scale: ScaleArg) -> Tuple[float, float]:
-    if isinstance(scale, (tuple, list)):
-        if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
-        sh, sw = scale
-    else:
-        sh = sw = scale
-    try:
-        sh, sw = float(sh), float(sw)
-    except (TypeError, ValueError):
-        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
-    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
-    return sh, sw
-
-
 def shave_for(protocol: Optional[str], scale: ScaleArg) -> Tuple[int, int]:
     """Border (rows, cols) cut before PSNR: ``ceil(s)`` (benchmark), ``ceil(s)+6`` (div2k), 0 (None)."""
     if protocol is None:
         return (0, 0)
-    sh, sw = _scale_pair(scale)
+    sh, sw = scale_pair(scale)
     # 1e-9 guards 2.0000000001 produced by float arithmetic on "integer" scales
     ch, cw = math.ceil(sh - 1e-9), math.ceil(sw - 1e-9)
     if protocol == "benchmark":

@@ -59,3 +59,13 @@ def _seed():
 @pytest.fixture(params=sorted(ENCODERS))
 def encoder_kind(request):
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """The suite's tensors are tiny: one intra-op thread is faster than two and cannot
+    oversubscribe a busy 2-core CI machine (some tests also spawn processes)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -43,7 +43,7 @@ def _conv(conv, x, weight, bias):
 def edsr_like_block(block, x, scale, width, kind, has_attention=False):
     """AnySR EDSR/RCAB block at `width`, one sample at a time."""
     outs = []
-    conv1, act, conv2 = block.body[0], block.body[1], block.body[2]
+    conv1, conv2 = block.body[0], block.body[2]
     n = floor_width(conv1.out_channels, width)
     for b in range(x.shape[0]):
         xb = x[b:b + 1]

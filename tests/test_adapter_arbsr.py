@@ -33,16 +33,6 @@ def repo_modules(root, *names):
         sys.path[:] = saved
         purge_modules()
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Toy-sized tensors: intra-op threads only add overhead (and contend on shared CI cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def make_arbrcan(tmp_path_factory):
     root = write_arbsr_repo(tmp_path_factory.mktemp("arbsr_repo"), images=False)

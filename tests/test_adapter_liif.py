@@ -1,7 +1,6 @@
 """LIIF-family adapter: detection, scale recovery from `cell`, gen_feat-first paths, config mapping."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch

@@ -39,16 +39,6 @@ def repo_modules(root, *names):
         sys.path[:] = saved
         purge_modules()
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Toy-sized tensors: intra-op threads only add overhead (and contend on shared CI cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def meta_repo(tmp_path_factory):
     return write_metasr_repo(tmp_path_factory.mktemp("metasr_repo"), images=False)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 import anysr_plugin as anysr
@@ -11,15 +10,6 @@ from anysr_plugin.bench import bench_widths, format_markdown, peak_memory
 from anysr_plugin.cli import main
 
 from conftest import tiny_edsr
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_bench_widths_report_is_well_formed():

@@ -16,15 +16,6 @@ from anysr_plugin.reference import make_edsr_baseline
 from conftest import tiny_edsr, tiny_rdn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_hand_computed_macs_tiny_edsr():
     # 2 blocks, C = 16, 3x3 convs, input 5x7 (35 pixels)
     o = tiny_edsr()

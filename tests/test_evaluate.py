@@ -19,15 +19,6 @@ from anysr_plugin.metrics import LPIPSMetric
 from conftest import tiny_edsr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _images(n=2, h=30, w=36, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []

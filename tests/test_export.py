@@ -18,15 +18,6 @@ CASES = [(fam, gate, iw) for fam in BUILDERS for gate in ("identity", "paper")
          for iw in ("interleave", "concat", "none")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(fam, gate="identity", iw="interleave", seed=0):
     torch.manual_seed(seed)
     m = anysr.anysrify(BUILDERS[fam](), anysr.AnySRConfig(gate=gate, interweave=iw))

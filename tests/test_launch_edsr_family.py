@@ -24,16 +24,6 @@ from lookalike_edsr_repo import write_arbsr_repo, write_metasr_repo
 PSNR_LINE = re.compile(r"\[Set5 x([\d.]+)(?:/x([\d.]+))?\]\tPSNR: ([\d.]+)")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Toy-sized tensors: intra-op threads only add overhead (and contend on shared CI cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def meta_repo(tmp_path_factory):
     return write_metasr_repo(tmp_path_factory.mktemp("metasr"))

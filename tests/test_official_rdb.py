@@ -23,15 +23,6 @@ SIZE_TABLE = {0.7: (98, 88, 536), 0.8: (114, 102, 550), 0.9: (128, 114, 562), 1.
 SCALE_OF_WIDTH = {0.7: 1.2, 0.8: 2.0, 0.9: 2.6, 1.0: 4.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny 64-channel convolutions: one intra-op thread is far faster on a loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------
 # independent model of the release's RDN_anysr (documented semantics)
 

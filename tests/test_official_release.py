@@ -3,7 +3,6 @@ against an independent implementation of the release's documented behaviour
 (research/upstream-liif-family.md sections 7.2-7.5), written here from those facts."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

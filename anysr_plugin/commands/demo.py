@@ -38,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("size and schedule (defaults: the small CPU demo; --quick shrinks them)")
     g.add_argument("--n-resblocks", type=int, default=None, help="EDSR residual blocks (default 4; paper 16)")
     g.add_argument("--n-feats", type=int, default=None, help="EDSR channels (default 32; paper 64)")
-    g.add_argument("--pretrain-steps", type=int, default=None, help="pretraining steps (default 200)")
-    g.add_argument("--finetune-steps", type=int, default=None, help="Algorithm-1 fine-tune steps (default 120)")
+    g.add_argument("--pretrain-steps", type=int, default=None, help="pretraining steps (default 1500)")
+    g.add_argument("--finetune-steps", type=int, default=None, help="Algorithm-1 fine-tune steps (default 400)")
     g.add_argument("--finetune-lr", type=float, default=None, help="fine-tune lr (default 1e-4; paper 1e-5 for "
                    "500 epochs)")
     g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (default 0.6)")

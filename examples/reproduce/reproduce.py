@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from anysr_plugin.config import AnySRConfig
 from anysr_plugin.control import get_state
@@ -91,8 +90,8 @@ def settings(a):
                  finetune_steps=a.finetune_steps or 20, epochs=None, eval_size=a.eval_size or 64)
     else:
         s = dict(model=dict(n_resblocks=4, n_feats=32, hidden_list=[64, 64]), patch=24, batch=8, sample_q=576,
-                 pretrain_steps=a.pretrain_steps or 400, pretrain_lr=5e-4, finetune_lr=1e-4,
-                 finetune_steps=a.finetune_steps or 200, epochs=None, eval_size=a.eval_size or 128)
+                 pretrain_steps=a.pretrain_steps or 1500, pretrain_lr=5e-4, finetune_lr=1e-4,
+                 finetune_steps=a.finetune_steps or 600, epochs=None, eval_size=a.eval_size or 128)
     return s
 
 
@@ -251,7 +250,7 @@ def render(results, tests, cmd):
               f"| AnySR† | {n['params_encoder'] / 1e6:.4f} M | " +
               " | ".join(f"{n['cost'][str(x)]['encoder_gflops']:.3f} ({n['cost'][str(x)]['encoder_gflops'] / o['cost'][str(x)]['encoder_gflops']:.3f}×)"
                          for x in scales) + " |",
-              f"| whole model, AnySR† / original | | " +
+              "| whole model, AnySR† / original | | " +
               " | ".join(f"{n['cost'][str(x)]['total_gflops'] / o['cost'][str(x)]['total_gflops']:.3f}×" for x in scales) + " |"]
     # Table VII
     abl = [v for v in ("AnySR", "w/o FI", "w/o ASE") if v in V]

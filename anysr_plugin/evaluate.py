@@ -37,6 +37,7 @@ from .cost import MacCounter, call_inputs, model_kind
 from .errors import ConfigError, ScaleError
 
 __all__ = ["EvalResult", "super_resolve", "evaluate", "results_to_json", "results_to_markdown", "parse_scale",
+           "parse_scales",
            "load_dataset"]
 
 
@@ -51,13 +52,21 @@ class EvalResult:
     images: int = 0
 
 
+def parse_scales(values) -> list:
+    """Command-line scale lists: ``["2", "3"]``, ``["2,3,4"]`` or ``["1.5x3", "6"]`` -> pairs.
+
+    Commas and spaces both separate scales (as ``anysr demo --scales 1.5,2,3``); an
+    asymmetric scale is written ``s_h x s_w``."""
+    return [parse_scale(piece) for value in values for piece in str(value).split(",") if piece.strip()]
+
+
 def parse_scale(text) -> tuple:
-    """``"2"`` -> (2, 2); ``"1.5x3"`` / ``"1.5,3"`` / ``(1.5, 3)`` -> (1.5, 3)."""
+    """``"2"`` -> (2, 2); ``"1.5x3"`` / ``"1.5/3"`` / ``(1.5, 3)`` -> (1.5, 3)."""
     if isinstance(text, (int, float)):
         return float(text), float(text)
     if isinstance(text, (tuple, list)):
         return float(text[0]), float(text[1])
-    parts = str(text).lower().replace("x", ",").replace("/", ",").split(",")
+    parts = str(text).lower().replace("x", "/").split("/")
     parts = [p for p in parts if p.strip()]
     try:
         vals = [float(p) for p in parts]
@@ -193,7 +202,7 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
         from .budget import Budget
 
         budget = Budget(model, gflops=budget_gflops)
-    scales = [parse_scale(s) for s in scales]
+    scales = parse_scales(scales)
     bar = None
     if progress:
         from tqdm import tqdm

@@ -151,3 +151,10 @@ def test_errors_and_scale_parsing():
         super_resolve(enc, torch.rand(3, 4, 4), (8, 8))
     with pytest.raises(ConfigError):
         evaluate(None, ("hr", _images(1)), [2])
+
+
+def test_scale_lists_accept_commas_and_spaces():
+    from anysr_plugin.evaluate import parse_scales
+
+    assert parse_scales(["2,3", "4", "1.5x3"]) == [(2.0, 2.0), (3.0, 3.0), (4.0, 4.0), (1.5, 3.0)]
+    assert parse_scales([2.5]) == [(2.5, 2.5)]

@@ -45,11 +45,11 @@ def run(args) -> int:
 
     from ..bench import bench_widths, dumps, format_markdown
     from ..cost import call_inputs, load_cli_model, parse_size
-    from ..evaluate import parse_scale
+    from ..evaluate import parse_scales
 
     original, model = load_cli_model(args)
     h, w = parse_size(args.lr_size)
-    scales = [parse_scale(s) for s in args.scales]
+    scales = parse_scales(args.scales)
     widths = None if args.widths == "all" else [float(v) for v in args.widths.split(",")]
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(args.batch, 3, h, w, generator=g)

@@ -40,10 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_table, load_cli_model, parse_size,
                         rows_to_markdown, sizes_for, to_json)
-    from ..evaluate import parse_scale
+    from ..evaluate import parse_scales
 
     original, model = load_cli_model(args)
-    scales = [parse_scale(s) for s in args.scales]
+    scales = parse_scales(args.scales)
     widths = args.widths if args.widths in ("policy", "all") else [float(w) for w in args.widths.split(",")]
     hr = parse_size(args.hr_size) if args.hr_size else None
     lr = parse_size(args.lr_size) if args.lr_size else None

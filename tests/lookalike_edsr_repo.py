@@ -24,6 +24,9 @@ call signatures and quirks the adapters must survive, at toy sizes so a whole
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1088,3 +1091,19 @@ def meta_args(**overrides):
 
 
 __all__ = ["write_metasr_repo", "write_arbsr_repo", "write_images", "meta_args", "META_SCALES", "ARB_PAIRS"]
+
+
+@contextlib.contextmanager
+def repo_modules(root, *names):
+    """Import `names` from the look-alike repo at `root` (repo first on sys.path, clashing
+    module names purged before and after)."""
+    from anysr_plugin.launch import purge_modules
+
+    saved = list(sys.path)
+    purge_modules()
+    sys.path.insert(0, str(root))
+    try:
+        yield [importlib.import_module(n) for n in names]
+    finally:
+        sys.path[:] = saved
+        purge_modules()

@@ -2,11 +2,8 @@
 scale from set_scale(scale, scale2), bare state dicts, ArbSR's pre_train loading rule."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib
 import inspect
-import sys
 
 import pytest
 import torch
@@ -16,22 +13,10 @@ import anysr_plugin as anysr
 from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.metasr import wrap_set_scale
 from anysr_plugin.blocks import AnySRBlock
-from anysr_plugin.launch import purge_modules
 
 from conftest import randomize_gates
-from lookalike_edsr_repo import meta_args, write_arbsr_repo
+from lookalike_edsr_repo import meta_args, repo_modules, write_arbsr_repo
 
-
-@contextlib.contextmanager
-def repo_modules(root, *names):
-    saved = list(sys.path)
-    purge_modules()
-    sys.path.insert(0, str(root))
-    try:
-        yield [importlib.import_module(n) for n in names]
-    finally:
-        sys.path[:] = saved
-        purge_modules()
 
 @pytest.fixture(scope="module")
 def make_arbrcan(tmp_path_factory):

@@ -7,11 +7,8 @@ repo so they carry upstream's module names (``model.metardn`` ...).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib
 import inspect
-import sys
 
 import pytest
 import torch
@@ -22,22 +19,10 @@ from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.metasr import (
     CALL_SCALE_ATTR, make_msdataloader_module, scale_from_pos_mat, wrap_set_scale)
 from anysr_plugin.errors import AdapterError, ConfigError
-from anysr_plugin.launch import purge_modules
 
 from conftest import randomize_gates
-from lookalike_edsr_repo import META_SCALES, meta_args, write_metasr_repo
+from lookalike_edsr_repo import META_SCALES, meta_args, repo_modules, write_metasr_repo
 
-
-@contextlib.contextmanager
-def repo_modules(root, *names):
-    saved = list(sys.path)
-    purge_modules()
-    sys.path.insert(0, str(root))
-    try:
-        yield [importlib.import_module(n) for n in names]
-    finally:
-        sys.path[:] = saved
-        purge_modules()
 
 @pytest.fixture(scope="module")
 def meta_repo(tmp_path_factory):

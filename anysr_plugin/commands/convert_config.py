@@ -9,12 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ._args import floats
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,8 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("AnySR options (default: the paper's)")
     g.add_argument("--anysr-config", type=Path, default=None, metavar="FILE",
                    help="start from this AnySR config YAML; the options below override it")
-    g.add_argument("--widths", type=_floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
-    g.add_argument("--scale-bounds", type=_floats, default=None, help="e.g. 1.75,2.55,3.25")
+    g.add_argument("--widths", type=floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
+    g.add_argument("--scale-bounds", type=floats, default=None, help="e.g. 1.75,2.55,3.25")
     g.add_argument("--lam", type=int, default=None, help="lambda (default: 4 EDSR/RCAN, 8 RDN)")
     g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (0.6)")
     g.add_argument("--gate", choices=("identity", "paper"), default=None)

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ._args import floats
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "500 epochs)")
     g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (default 0.6)")
     g.add_argument("--gate", choices=("identity", "paper"), default=None, help="gate kind (default identity)")
-    g.add_argument("--scales", type=_floats, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
+    g.add_argument("--scales", type=floats, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
     g.add_argument("--eval-size", type=int, default=None, help="centre crop of the test photographs (default 144)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)

@@ -9,12 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ._args import floats
 
 
 def _kv(text: str):
@@ -66,9 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--reset-prob", type=float, default=0.6, help="p (default 0.6)")
     a.add_argument("--gate", choices=("identity", "paper"), default="identity")
     a.add_argument("--interweave", choices=("interleave", "concat", "none"), default="interleave")
-    a.add_argument("--widths", type=_floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
-    a.add_argument("--scale-bounds", type=_floats, default=None, help="e.g. 1.75,2.55,3.25")
-    a.add_argument("--scale-groups", type=_floats, default=None,
+    a.add_argument("--widths", type=floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
+    a.add_argument("--scale-bounds", type=floats, default=None, help="e.g. 1.75,2.55,3.25")
+    a.add_argument("--scale-groups", type=floats, default=None,
                    help="flat low,high pairs, e.g. 1.1,1.7,1.8,2.5,2.6,3.2,3.3,4.0 (the paper's)")
     a.add_argument("--asymmetric", action="store_true", help="draw s_h and s_w independently in the group")
     p.add_argument("--no-progress", action="store_true")

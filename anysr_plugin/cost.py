@@ -164,7 +164,7 @@ def gate_macs(block, width: float) -> int:
         return 0
     from .gate import gate_input_length
 
-    n = block.width_channels(width)
+    n = block.gated_channels_at(width)
     g = block.anysr_gate
     hidden = g.fc1.weight.shape[0]
     return gate_input_length(g.channels, n, g.lam, g.interweave) * hidden + hidden * n

@@ -286,6 +286,10 @@ def test_macs_and_export(pair):
     assert block.conv_macs_per_pixel(0.7) == (
         sum((64 + 64 * k) * 64 * 9 for k in range(4)) + 320 * g * 9 + (320 + g) * 64 * 9
         + (384 + g) * g * 9 + (384 + 2 * g) * 64 * 9 + 536 * 64)
+    from anysr_plugin.cost import gate_macs
+
+    # the gate weighs the last 2g channels: fc1 98 -> 256, fc2 256 -> 88 at width 0.7 (size table)
+    assert gate_macs(block, 0.7) == 98 * 256 + 256 * 88 and gate_macs(block, 1.0) == 144 * 256 + 256 * 128
     with pytest.raises(AnySRError, match="export_subnet"):
         anysr.export_subnet(ours, 0.7)
 

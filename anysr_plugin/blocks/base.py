@@ -135,6 +135,10 @@ class AnySRBlock(nn.Module):
     def width_channels(self, width: float) -> int:
         return channels_at(self.channels, width)
 
+    def gated_channels_at(self, width: float) -> int:
+        """Channels the gate weights at `width` (its ``n`` in Eq. 8)."""
+        return self.width_channels(width)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from ..control import plan_for_block
 

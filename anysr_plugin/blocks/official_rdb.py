@@ -68,6 +68,9 @@ class OfficialRDB(AnySRRDB):
                                                device=param.device, dtype=param.dtype)
             self.anysr_gate.train(block.training)
 
+    def gated_channels_at(self, width: float) -> int:
+        return 2 * self.width_channels(width)  # the last two dense outputs' slices
+
     def extra_repr(self) -> str:
         return (f"family={self.family!r}, channels={self.channels}, widths={self.widths}, "
                 f"layers={len(self.convs)}, layout='official'")

@@ -19,7 +19,12 @@ reaches the whole block at the cost of one small MLP (``fc1: 80 -> 128``,
 ``fc2: 128 -> 64``; 18,624 parameters per RDB for G = 64, against 70,016 for the
 release's gate on the last two dense outputs).  ``rdb_gate="last"`` gates the last
 dense layer, the one that feeds LFF directly (closest to the release's choice).
-Both are measured by the reproduction script (examples/reproduce).
+Measured by ``python examples/rdb_gate_placement.py`` (LIIF-RDN, 3 RDBs x 8 layers, G0 = G = 32,
+CPU-size fine-tune; results in examples/rdb_gate_placement/): "first" and "last" are within
+0.01 dB of each other and 0.03-0.05 dB above no gate at x1.5 / x2 (33.91 / 33.92 / 33.86 dB at
+x1.5), so the default stays "first", whose gated features reach every later layer.  Slicing
+every dense layer makes the sub-RDB cheap: encoder cost 0.327 / 0.536 / 0.797 of the original
+at widths 0.5 / 0.7 / 0.9 (the release's four sliced layers save far less).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ CPU-size fine-tune; results in examples/rdb_gate_placement/): "first" and "last"
 0.01 dB of each other and 0.03-0.05 dB above no gate at x1.5 / x2 (33.91 / 33.92 / 33.86 dB at
 x1.5), so the default stays "first", whose gated features reach every later layer.  Slicing
 every dense layer makes the sub-RDB cheap: encoder cost 0.327 / 0.536 / 0.797 of the original
-at widths 0.5 / 0.7 / 0.9 (the release's four sliced layers save far less).
+at widths 0.5 / 0.7 / 0.9 (the release slices only four of the eight layers).
 """
 from __future__ import annotations
 

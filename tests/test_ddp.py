@@ -37,6 +37,7 @@ def _worker(rank, world, port, out_dir):
             loss.backward()
             opt.step()
         torch.save({k: v.detach() for k, v in model.state_dict().items()}, os.path.join(out_dir, f"r{rank}.pt"))
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -158,6 +158,7 @@ def _ddp_worker(rank, world, port, out):
         t.run()
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         torch.save({"flat": flat, "first_inp": first, "loss": [r["loss"] for r in t.history]}, f"{out}/rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 

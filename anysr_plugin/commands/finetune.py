@@ -123,6 +123,7 @@ def run(args) -> int:
     if dist.initialized_here:
         import torch.distributed as tdist
 
+        tdist.barrier()  # every rank done before the group goes away (gloo aborts otherwise)
         tdist.destroy_process_group()
     return 0
 

@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from torch import nn
 
 from anysr_plugin.reference import RCAN, RDN, make_edsr_baseline
 
@@ -69,3 +70,23 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class SRNOStub(nn.Module):
+    """Just enough of an SRNO (``sronet``) wrapper to hold an encoder under ``encoder.`` and
+    SRNO's own top-level ``conv00`` / ``conv0`` / ``fc1`` / ``fc2`` (names that must never be
+    taken for gate weights) for checkpoint-conversion tests; query_rgb returns the features."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+        self.conv00 = nn.Conv2d(266, 8, 1)
+        self.conv0 = nn.Conv2d(8, 8, 1)
+        self.fc1 = nn.Conv2d(8, 8, 1)
+        self.fc2 = nn.Conv2d(8, 3, 1)
+
+    def gen_feat(self, inp):
+        self.feat = self.encoder(inp)
+
+    def query_rgb(self, coord, cell):
+        return self.feat

@@ -13,12 +13,7 @@ import anysr_plugin as anysr
 from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.liif import defer_features, scale_from_cell
 from anysr_plugin.reference.encoders import EDSR
-
-
-def make_coord(h, w):
-    ys = -1 + 1 / h + 2 / h * torch.arange(h).float()
-    xs = -1 + 1 / w + 2 / w * torch.arange(w).float()
-    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)
+from anysr_plugin.reference.models import make_coord
 
 
 class SRNO(nn.Module):
@@ -56,7 +51,7 @@ def srno_model(seed=0):
 
 def grid(b, h_lr, s):
     h = round(h_lr * s)
-    return make_coord(h, h)[None].expand(b, -1, -1, -1), torch.full((b, 2), 2 / h)
+    return make_coord((h, h), flatten=False)[None].expand(b, -1, -1, -1), torch.full((b, 2), 2 / h)
 
 
 def test_detected_as_srno_not_liif():

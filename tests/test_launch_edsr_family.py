@@ -19,7 +19,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.launch import LaunchContext, purge_modules, run
 
-from lookalike_edsr_repo import write_arbsr_repo, write_metasr_repo
+from lookalike_edsr_repo import meta_args, repo_modules, write_arbsr_repo, write_metasr_repo
 
 PSNR_LINE = re.compile(r"\[Set5 x([\d.]+)(?:/x([\d.]+))?\]\tPSNR: ([\d.]+)")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,17 +100,9 @@ def test_metasr_train_resume_and_test(meta_repo, capsys):
 
 def test_metasr_pre_train_vanilla_and_fixed_widths(meta_repo, capsys, monkeypatch):
     # vanilla upstream weights: the look-alike net built without AnySR
-    monkeypatch.syspath_prepend(str(meta_repo))
-    purge_modules()
-    try:
-        import importlib
-
-        from lookalike_edsr_repo import meta_args
-
+    with repo_modules(meta_repo, "model.metardn") as (net_module,):
         torch.manual_seed(5)
-        vanilla = importlib.import_module("model.metardn").make_model(meta_args())
-    finally:
-        purge_modules()
+        vanilla = net_module.make_model(meta_args())
     torch.save(vanilla.state_dict(), meta_repo / "vanilla.pt")
     argv = ["--cpu", "--n_GPUs", "1", "--save", "pre", "--test_only", "--pre_train", "vanilla.pt"]
     out = launch("metasr", meta_repo, argv, capsys)
@@ -182,17 +174,9 @@ def test_arbsr_train_asymmetric_and_test(arb_repo, capsys):
 
 
 def test_arbsr_default_pre_train_vanilla(arb_repo, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(arb_repo))
-    purge_modules()
-    try:
-        import importlib
-
-        from lookalike_edsr_repo import meta_args
-
+    with repo_modules(arb_repo, "model.arbrcan") as (net_module,):
         torch.manual_seed(3)
-        vanilla = importlib.import_module("model.arbrcan").make_model(meta_args())
-    finally:
-        purge_modules()
+        vanilla = net_module.make_model(meta_args())
     (arb_repo / "model").mkdir(exist_ok=True)
     torch.save(vanilla.state_dict(), arb_repo / "model" / "RCAN_BIX4.pt")  # the default --pre_train
     out = launch("arbsr", arb_repo, ["--cpu", "True", "--n_GPUs", "1", "--save", "arbpre", "--test_only", "True",

@@ -16,6 +16,8 @@ from anysr_plugin.cli import main as cli_main
 from anysr_plugin.errors import AnySRError, CheckpointError, UnsupportedBlockError
 from anysr_plugin.reference.encoders import RDN, MeanShift
 
+from conftest import SRNOStub
+
 WIDTHS = (0.7, 0.8, 0.9, 1.0)
 #: documented per-width sizes (section 7.11): fc1 input, fc2 output, LFF input
 SIZE_TABLE = {0.7: (98, 88, 536), 0.8: (114, 102, 550), 0.9: (128, 114, 562), 1.0: (144, 128, 576)}
@@ -312,19 +314,8 @@ def test_default_path_is_unaffected():
 # key map and checkpoint conversion
 
 
-class SRNOLike(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = ours_rdn()
-        self.conv00 = nn.Conv2d(266, 8, 1)
-        self.fc1 = nn.Conv2d(8, 8, 1)
-        self.fc2 = nn.Conv2d(8, 3, 1)
-
-    def gen_feat(self, inp):
-        self.feat = self.encoder(inp)
-
-    def query_rgb(self, coord, cell):
-        return self.feat
+def SRNOLike():
+    return SRNOStub(ours_rdn())
 
 
 def release_sd(rel):

@@ -15,6 +15,8 @@ from anysr_plugin.cli import main as cli_main
 from anysr_plugin.errors import CheckpointError
 from anysr_plugin.reference.encoders import EDSR, MeanShift
 
+from conftest import SRNOStub
+
 
 # ---------------------------------------------------------------------------
 # independent model of the release's EDSR-anysr encoder (documented semantics)
@@ -172,20 +174,8 @@ def test_default_mode_stays_paper_faithful():
         assert not torch.allclose(rel(x), ours(x), atol=1e-3)
 
 
-class SRNOLike(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = EDSR(n_resblocks=2, n_feats=64)
-        self.conv00 = nn.Conv2d(266, 8, 1)
-        self.conv0 = nn.Conv2d(8, 8, 1)
-        self.fc1 = nn.Conv2d(8, 8, 1)
-        self.fc2 = nn.Conv2d(8, 3, 1)
-
-    def gen_feat(self, inp):
-        self.feat = self.encoder(inp)
-
-    def query_rgb(self, coord, cell):
-        return self.feat
+def SRNOLike():
+    return SRNOStub(EDSR(n_resblocks=2, n_feats=64))
 
 
 def release_checkpoint(path, encoder="edsr-anysr-baseline"):

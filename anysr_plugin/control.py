@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import AnySRConfig
-from .errors import AnySRWarning, NotAnySRError, ScaleError, WidthError
+from .errors import AnySRWarning, NotAnySRError, ScaleError
 
 
 class AnySRState:
@@ -312,11 +312,5 @@ def active_widths(model: nn.Module, scale) -> list:
     return decide_widths(state, blocks[0], as_scale_tensor(scale), 1, False)
 
 
-def width_for_scale(model: nn.Module, scale: float) -> float:
-    if not math.isfinite(scale) or scale <= 0:
-        raise ScaleError(f"scale must be a positive finite number, got {scale!r}")
-    return get_state(model).config.width_for_scale(scale)
-
-
 __all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
-           "as_scale_tensor", "scale_pair", "active_widths", "width_for_scale", "WidthError"]
+           "as_scale_tensor", "scale_pair", "active_widths"]

@@ -122,8 +122,8 @@ class InterweavingGate(nn.Module):
         x = pooled.new_zeros(pooled.shape[0], full)
         for n in sorted(set(ns)):
             rows = torch.tensor([b for b, nb in enumerate(ns) if nb == n], device=feat.device)
-            x[rows, : gate_input_length(self.channels, n, self.lam, self.interweave)] = \
-                self.gate_input(pooled[rows, :n], scale[rows], n)
+            part = self.gate_input(pooled[rows, :n], scale[rows], n)
+            x[rows, : part.shape[1]] = part
         h = F.relu(F.linear(x, self.fc1.weight, self.fc1.bias))
         z = F.linear(h, self.fc2.weight, self.fc2.bias)
         return self.activation(z)[:, :, None, None] * mask

@@ -64,5 +64,13 @@ def detect_adapter(model: nn.Module) -> MethodAdapter:
     return GENERIC
 
 
-__all__ = ["MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
+def adapter_for(model: nn.Module) -> MethodAdapter:
+    """The adapter a converted model was converted with, else the detected one."""
+    from ..control import unwrap
+
+    state = getattr(unwrap(model), "_anysr_state", None)
+    return state.adapter if state is not None else detect_adapter(unwrap(model))
+
+
+__all__ = ["adapter_for", "MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
            "available_adapters"]

@@ -38,6 +38,27 @@ class MethodAdapter:
         (1, 2) tensor means one draw for the whole batch."""
         return None
 
+    # -- what the tools ask (cost, bench, eval, demo, finetune) ------------------
+    # The tools never guess a model's kind: they ask its adapter for the arguments of one
+    # super-resolution forward and for a whole SR image.
+
+    def sr_inputs(self, model: nn.Module, inp: torch.Tensor, hr_size) -> tuple:
+        """``(args, kwargs)`` of one ``model(*args, **kwargs)`` call that super-resolves
+        ``inp`` (B, C, h, w) to ``hr_size`` (H, W).  Generic: the model is an encoder that
+        takes the LR image alone (its output is features, not an image)."""
+        return (inp,), {}
+
+    def super_resolve(self, model: nn.Module, lr: torch.Tensor, hr_size, scale=None,
+                      chunk: int = 30000) -> torch.Tensor:
+        """SR image (B, C, H, W) in [0, 1] from ``lr`` (B, C, h, w) in [0, 1], through the
+        method's own inference path.  ``scale`` is what the gates see (default: HR / LR
+        sizes).  The generic adapter has no super-resolution call."""
+        from ..errors import AdapterError
+
+        raise AdapterError(f"{type(model).__name__} has no super-resolution call known to adapter {self.name!r} "
+                           "(an encoder alone, or a model no adapter recognises): pass an SR model, "
+                           "or adapter=... naming its method")
+
     def install(self, ctx) -> None:
         """Hook this method into an upstream process before its script runs (the launcher).
 
@@ -59,6 +80,11 @@ class MethodAdapter:
 
 
 GENERIC = MethodAdapter()
+
+
+def sizes_scale(lr: torch.Tensor, hr_size) -> tuple:
+    """``(H / h, W / w)``: the scale a super-resolution from ``lr`` to ``hr_size`` performs."""
+    return (int(hr_size[0]) / lr.shape[-2], int(hr_size[1]) / lr.shape[-1])
 
 
 def find_tensor_arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:

@@ -32,13 +32,15 @@ sections 0, 3, 4.3, 6, 8):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 from torch import nn
 
+from ..coords import cell_for, make_coord
 from ..errors import ScaleError
-from .base import MethodAdapter, find_tensor_arg
+from .base import MethodAdapter, find_tensor_arg, sizes_scale
 
 #: upstream model-registry names this adapter serves
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
@@ -110,6 +112,45 @@ class LIIFAdapter(MethodAdapter):
         if inp is None or cell is None:
             return None
         return scale_from_cell(inp, cell)
+
+    # -- the tools' calls ------------------------------------------------------------
+    #: LIIF-family data convention: images in [0, 1] are fed as (x - 0.5) / 0.5
+    norm = (0.5, 0.5)
+
+    def query_grid(self, hr_size, batch: int, like: torch.Tensor) -> tuple:
+        """``(coord, cell)`` for every HR pixel: LIIF flattens the queries, (B, H*W, 2) each."""
+        H, W = int(hr_size[0]), int(hr_size[1])
+        coord = make_coord((H, W)).to(like).unsqueeze(0).expand(batch, H * W, 2)
+        return coord, cell_for((H, W), batch, H * W).to(like)
+
+    def sr_inputs(self, model: nn.Module, inp: torch.Tensor, hr_size) -> tuple:
+        return (inp, *self.query_grid(hr_size, inp.shape[0], inp)), {}
+
+    def query_image(self, model: nn.Module, coord, cell, hr_size, chunk: int) -> torch.Tensor:
+        """LIIF's ``batched_predict`` after ``gen_feat``: queries in chunks, back to (B, C, H, W)."""
+        H, W = int(hr_size[0]), int(hr_size[1])
+        out = torch.cat([model.query_rgb(coord[:, q:q + chunk], cell[:, q:q + chunk])
+                         for q in range(0, H * W, chunk)], dim=1)
+        return out.permute(0, 2, 1).reshape(out.shape[0], out.shape[2], H, W)
+
+    def super_resolve(self, model: nn.Module, lr: torch.Tensor, hr_size, scale=None,
+                      chunk: int = 30000) -> torch.Tensor:
+        from ..control import unwrap, use_scale
+        from ..injection import is_anysr
+
+        m = unwrap(model)
+        mean, std = self.norm
+        inp = (lr - mean) / std
+        with contextlib.ExitStack() as stack, torch.no_grad():
+            if is_anysr(m):  # gen_feat runs before any cell is visible: give the gates the scale
+                stack.enter_context(use_scale(m, scale if scale is not None else sizes_scale(lr, hr_size)))
+            m.gen_feat(inp)
+            coord, cell = self.query_grid(hr_size, inp.shape[0], inp)
+            out = self.query_image(m, coord, cell, hr_size, max(1, int(chunk)))
+        for attr in ("feat", "inp"):  # do not keep the last image's features alive
+            if isinstance(m.__dict__.get(attr), torch.Tensor):
+                m.__dict__[attr] = None
+        return (out * std + mean).clamp(0, 1)
 
     # -- launcher ---------------------------------------------------------------
     def install(self, ctx) -> None:

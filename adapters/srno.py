@@ -19,8 +19,10 @@ encoder).  Differences that matter here:
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from ..coords import cell_for, make_coord
 from .liif import LIIFAdapter, looks_srno
 
 SRNO_NAMES = ("sronet",)
@@ -38,6 +40,17 @@ class SRNOAdapter(LIIFAdapter):
 
     def detect(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.class_names or looks_srno(model)
+
+    def query_grid(self, hr_size, batch: int, like: torch.Tensor) -> tuple:
+        """SRNO queries the whole HR grid at once: coord (B, H, W, 2), cell (B, 2)."""
+        H, W = int(hr_size[0]), int(hr_size[1])
+        coord = make_coord((H, W), flatten=False).to(like).unsqueeze(0).expand(batch, H, W, 2)
+        return coord, cell_for((H, W), batch).to(like)
+
+    def query_image(self, model: nn.Module, coord, cell, hr_size, chunk: int) -> torch.Tensor:
+        # the Galerkin attention mixes all query positions, so the HR grid is one pass (as
+        # upstream SRNO's test does); chunking would change the result
+        return model.query_rgb(coord, cell)
 
 
 ADAPTER = SRNOAdapter()

@@ -249,34 +249,17 @@ def sizes_for(scale, hr_size=None, lr_size=None) -> tuple:
     return (h, w), (round(h * sh), round(w * sw))
 
 
-def model_kind(model: nn.Module) -> str:
-    """"srno" (coord grid (B, H, W, 2), cell (B, 2)), "liif" (coord (B, Q, 2), cell (B, Q, 2))
-    or "encoder" (one LR image), from the class name and structure."""
-    m = unwrap(model)
-    name = type(m).__name__.lower()
-    if "srno" in name or "sronet" in name or (hasattr(m, "conv00") and hasattr(m, "encoder")):
-        return "srno"
-    if hasattr(m, "encoder") and hasattr(m, "query_rgb"):
-        return "liif"
-    return "encoder"
-
-
 def call_inputs(model: nn.Module, lr_size, hr_size, batch: int = 1, lr=None) -> tuple:
-    """The inputs of one call that upsamples an LR of ``lr_size`` to ``hr_size``:
-    ``(inp,)`` for an encoder, ``(inp, coord, cell)`` for LIIF / SRNO (LIIF's coordinates)."""
-    from .reference.models import cell_for, make_coord
+    """The positional inputs of one call that upsamples an LR of ``lr_size`` to ``hr_size``,
+    as the model's method adapter builds them (``(inp,)`` for a bare encoder)."""
+    from .adapters import adapter_for
 
     inp = lr if lr is not None else torch.zeros(batch, 3, int(lr_size[0]), int(lr_size[1]))
-    kind = model_kind(model)
-    hr = (int(hr_size[0]), int(hr_size[1]))
-    if kind == "encoder":
-        return (inp,)
-    b = inp.shape[0]
-    if kind == "srno":
-        coord = make_coord(hr, flatten=False).unsqueeze(0).expand(b, *hr, 2).to(inp)
-        return inp, coord, cell_for(hr, b).to(inp)
-    coord = make_coord(hr).unsqueeze(0).expand(b, hr[0] * hr[1], 2).to(inp)
-    return inp, coord, cell_for(hr, b, hr[0] * hr[1]).to(inp)
+    args, kwargs = adapter_for(model).sr_inputs(unwrap(model), inp, hr_size)
+    if kwargs:
+        raise ConfigError(f"{type(unwrap(model)).__name__}: its adapter's call takes keyword inputs "
+                          f"{sorted(kwargs)}; count it with count_flops(model, *args, **kwargs)")
+    return tuple(args)
 
 
 def default_inputs(model: nn.Module) -> Callable:
@@ -481,6 +464,6 @@ def to_json(rows: Sequence, blocks: Sequence = ()) -> str:
 
 
 __all__ = ["count_flops", "count_params", "MacCounter", "meta_twin", "safe_deepcopy", "call_inputs",
-           "model_kind", "encoder_of", "build_model", "builtin_names", "BUILTIN_ENCODERS", "block_costs", "BlockCost", "cost_table",
+           "encoder_of", "build_model", "builtin_names", "BUILTIN_ENCODERS", "block_costs", "BlockCost", "cost_table",
            "CostRow", "sizes_for", "rows_to_markdown", "blocks_to_markdown", "to_json", "PAPER_HR_SIZE",
            "gate_macs"]

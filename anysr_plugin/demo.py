@@ -89,33 +89,10 @@ def prepare_out_dir(out: str | Path, force: bool = False, marker: str = MARKER) 
 
 def predict(model: nn.Module, lr: torch.Tensor, hr_size: Sequence[int], scale=None, width=None,
             chunk: int = 16384) -> torch.Tensor:
-    """SR image (3, H, W) in [0, 1] from an LR (3, h, w): LIIF's batched_predict path."""
-    from .control import use_scale, use_width
-    from .reference.models import make_coord
+    """SR image (3, H, W) in [0, 1] from an LR (3, h, w), through the model's adapter."""
+    from .evaluate import super_resolve
 
-    model.eval()
-    dev = next(model.parameters()).device
-    inp = ((lr.unsqueeze(0) - 0.5) / 0.5).to(dev)
-    H, W = int(hr_size[0]), int(hr_size[1])
-    with contextlib.ExitStack() as stack, torch.no_grad():
-        if scale is not None and _is_anysr(model):
-            stack.enter_context(use_scale(model, scale))
-        if width is not None:
-            stack.enter_context(use_width(model, width))
-        if hasattr(model, "conv00"):  # SRNO layout
-            coord = make_coord((H, W), flatten=False).unsqueeze(0).to(dev)
-            cell = torch.tensor([[2.0 / H, 2.0 / W]], device=dev)
-            model.gen_feat(inp)
-            rows = max(1, chunk // W)
-            out = torch.cat([model.query_rgb(coord[:, r:r + rows], cell) for r in range(0, H, rows)], dim=2)[0]
-        else:
-            coord = make_coord((H, W)).unsqueeze(0).to(dev)
-            cell = torch.tensor([2.0 / H, 2.0 / W], device=dev).expand(1, H * W, 2)
-            model.gen_feat(inp)
-            out = torch.cat([model.query_rgb(coord[:, q:q + chunk], cell[:, q:q + chunk])
-                             for q in range(0, H * W, chunk)], dim=1)[0]
-            out = out.t().reshape(3, H, W)
-    return (out * 0.5 + 0.5).clamp(0, 1).cpu()
+    return super_resolve(model, lr, hr_size, scale=scale, width=width, chunk=chunk)
 
 
 def _is_anysr(model) -> bool:
@@ -136,22 +113,13 @@ def _median_time(fn, repeats: int) -> float:
 
 def model_cost(model: nn.Module, lr_hw, hr_hw, scale, width=None) -> dict:
     """MACs (as the paper's FLOPs) of the encoder and of the whole forward, in G."""
-    from .cost import count_flops
-    from .reference.models import make_coord
+    from .cost import call_inputs, count_flops
 
     dev = next(model.parameters()).device
-    inp = torch.zeros(1, 3, *lr_hw, device=dev)
-    H, W = hr_hw
-    if hasattr(model, "conv00"):
-        coord = make_coord((H, W), flatten=False).unsqueeze(0).to(dev)
-        cell = torch.tensor([[2.0 / H, 2.0 / W]], device=dev)
-    else:
-        coord = make_coord((H, W)).unsqueeze(0).to(dev)
-        cell = torch.tensor([2.0 / H, 2.0 / W], device=dev).expand(1, H * W, 2)
-    anysr = _is_anysr(model)
-    kw = dict(width=width, scale=scale) if anysr else {}
-    enc = count_flops(model.encoder, inp, **kw)
-    total = count_flops(model, inp, coord, cell, **kw)
+    inputs = call_inputs(model, lr_hw, hr_hw, lr=torch.zeros(1, 3, *lr_hw, device=dev))
+    kw = dict(width=width, scale=scale) if _is_anysr(model) else {}
+    enc = count_flops(model.encoder, inputs[0], **kw)
+    total = count_flops(model, *inputs, **kw)
     return {"encoder_gflops": enc / 1e9, "total_gflops": total / 1e9}
 
 

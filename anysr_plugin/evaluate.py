@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .control import anysr_blocks, as_scale_tensor, get_state, unwrap, use_scale, use_width
-from .cost import MacCounter, call_inputs, model_kind
+from .cost import MacCounter, call_inputs
 from .errors import ConfigError, ScaleError
 
 __all__ = ["EvalResult", "super_resolve", "evaluate", "results_to_json", "results_to_markdown", "parse_scale",
@@ -102,47 +102,24 @@ def load_dataset(hr: Optional[str] = None, lr: Optional[str] = None, first_k: Op
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, hr_size, scale=None, width=None, chunk: int = 30000,
-                  norm: tuple = (0.5, 0.5)) -> torch.Tensor:
-    """SR of ``lr`` (3, h, w) or (1, 3, h, w) in [0, 1] to ``hr_size``: LIIF's batched_predict.
+                  ) -> torch.Tensor:
+    """SR of ``lr`` (3, h, w) or (1, 3, h, w) in [0, 1] to ``hr_size`` through the model's
+    method adapter (LIIF: ``batched_predict``; SRNO: one pass over the HR grid).
 
-    ``scale`` goes to the gates (``use_scale``), ``width`` fixes the sub-network
+    ``scale`` goes to the gates (default: HR / LR sizes), ``width`` fixes the sub-network
     (``use_width``; None = the scale policy).  Returns (3, H, W) in [0, 1].
     """
-    from .reference.models import cell_for, make_coord
+    from .adapters import adapter_for
 
-    kind = model_kind(model)
-    if kind == "encoder":
-        raise ConfigError(f"{type(unwrap(model)).__name__} is an encoder, not an SR model: evaluate a LIIF / "
-                          "SRNO model (e.g. --model liif-edsr-baseline) or --baseline bicubic")
     m = unwrap(model)
     m.eval()
     dev = next(m.parameters()).device
-    x = lr if lr.dim() == 4 else lr.unsqueeze(0)
-    inp = ((x - norm[0]) / norm[1]).to(dev)
-    H, W = int(hr_size[0]), int(hr_size[1])
-    anysr = bool(anysr_blocks(m))
-    with contextlib.ExitStack() as st, torch.no_grad():
-        if anysr and scale is not None:
-            st.enter_context(use_scale(m, scale))
-        if anysr and width is not None:
+    x = (lr if lr.dim() == 4 else lr.unsqueeze(0)).to(dev)
+    with contextlib.ExitStack() as st:
+        if width is not None and anysr_blocks(m):
             st.enter_context(use_width(m, width))
-        m.gen_feat(inp)
-        if kind == "srno":
-            coord = make_coord((H, W), flatten=False).unsqueeze(0).to(dev)
-            cell = cell_for((H, W), 1).to(dev)
-            # SRNO's Galerkin attention mixes all query positions, so the HR grid is one pass
-            # (as upstream SRNO's test does); chunking would change the result
-            out = m.query_rgb(coord, cell)[0]
-        else:
-            coord = make_coord((H, W)).unsqueeze(0).to(dev)
-            cell = cell_for((H, W), 1, H * W).to(dev)
-            out = torch.cat([m.query_rgb(coord[:, q:q + chunk], cell[:, q:q + chunk])
-                             for q in range(0, H * W, chunk)], dim=1)[0]
-            out = out.t().reshape(3, H, W)
-    for attr in ("feat", "inp"):  # do not keep the last image's features alive
-        if isinstance(m.__dict__.get(attr), torch.Tensor):
-            m.__dict__[attr] = None
-    return (out * norm[1] + norm[0]).clamp(0, 1).cpu()
+        out = adapter_for(m).super_resolve(m, x, hr_size, scale=scale, chunk=chunk)
+    return out[0].cpu()
 
 
 def _pairs_for_scale(kind, data, scale, bicubic: str):

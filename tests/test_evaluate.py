@@ -11,7 +11,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.cost import build_model, call_inputs, count_flops
 from anysr_plugin.data import bicubic_upsample, make_lr, save_image
-from anysr_plugin.errors import AnySRError, ConfigError, ScaleError
+from anysr_plugin.errors import AdapterError, AnySRError, ConfigError, ScaleError
 from anysr_plugin.evaluate import (evaluate, load_dataset, parse_scale, results_to_json, results_to_markdown,
                                    super_resolve)
 from anysr_plugin.metrics import LPIPSMetric
@@ -147,7 +147,7 @@ def test_errors_and_scale_parsing():
     with pytest.raises(ScaleError):
         parse_scale("-2")
     enc = anysr.anysrify(tiny_edsr())
-    with pytest.raises(ConfigError, match="encoder"):
+    with pytest.raises(AdapterError, match="encoder"):
         super_resolve(enc, torch.rand(3, 4, 4), (8, 8))
     with pytest.raises(ConfigError):
         evaluate(None, ("hr", _images(1)), [2])

@@ -221,6 +221,10 @@ class PlanHook:
             call_scale = state.adapter.scale_from_call(module, args, kwargs)
             if call_scale is not None:
                 call_scale = as_scale_tensor(call_scale)
+            # -- official-release compatibility: the nominal scale its gates see (official.py) --
+            if call_scale is not None and state.config.compat == "official":
+                from .official import release_call_scale
+                call_scale = release_call_scale(state.adapter, args, kwargs, call_scale)
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
         plan = make_plan(state, blocks[0], call_scale, batch, module.training)
         owner = id(module)

@@ -1,6 +1,6 @@
-"""The official AnySR release (CrispyFeSo4/AnySR): checkpoint key map and opt-in compatibility.
+"""The official AnySR release (CrispyFeSo4/AnySR): checkpoint key map, model spec and opt-in compatibility.
 
-Facts from research/upstream-liif-family.md section 7 (release commit 201f773):
+What the release is (its code as of commit 201f773, read, not copied):
 
 * Only ``sronet`` with an ``edsr-anysr-baseline`` (or ``rdn-anysr``) encoder is released.
 * EDSR block keys ``encoder.body.{i}.conv1|conv2|fc1|fc2.{weight,bias}``; ``fc1`` / ``fc2``
@@ -10,6 +10,17 @@ Facts from research/upstream-liif-family.md section 7 (release commit 201f773):
   interleave (a scale pair after every 16 of 64 channels = lambda 4, only after complete
   chunks, ``fc1`` columns a prefix, ``fc2`` rows ``[:n]``, GAP on the pre-ReLU ``conv1``
   output, ``sigmoid``) is the paper's, i.e. our ``gate="paper"``.
+* Its ``test.py`` builds a checkpoint with ``models[spec['name']](**spec['args'])`` and a
+  strict ``load_state_dict(spec['sd'])``; the ``sronet`` constructor first builds the
+  encoder with ``make(encoder_spec, load_sd=True)``, which opens ``encoder_spec['path']``
+  (an upstream-format checkpoint) -- so that file must exist.  Its registry knows
+  ``edsr-anysr-baseline(n_resblocks, n_feats, res_scale, scale, no_upsampling, rgb_range)``
+  and ``rdn-anysr(G0, RDNkSize, RDNconfig, scale, no_upsampling, rgb_range)``, not the
+  plain ``edsr-baseline`` / ``rdn`` (:func:`release_spec` writes its spec).
+* The gates get their scale as attributes (``encoder.scale`` / ``scale2``), set by the
+  test loop to the **nominal** scale of the test set (``benchmark-2.3`` -> 2.3, ``div2k-6``
+  -> 6), even when ``--mcell`` clips the cell by ``max(s / 4, 1)``.  Its test data has
+  ``h_lr = floor(H / s)`` and ``h_hr = round(h_lr * s)``, so ``h_hr / h_lr`` is not ``s``.
 
 Compatibility mode (``AnySRConfig(compat="official")``, never the default) reproduces the
 release's *inference* semantics where they differ from the paper:
@@ -25,7 +36,11 @@ release's *inference* semantics where they differ from the paper:
 4. RDN widths 0.7 / 0.8 / 0.9 / 1.0 (:data:`OFFICIAL_RDN_WIDTHS`) and the release's RDB
    layout (``blocks/official_rdb.py``: dense layers 4-7 sliced with prefix inputs, the gate
    on the last ``2g`` channels of the dense concatenation, ``fc1`` 144 -> 256, ``fc2``
-   256 -> 128), which anysrify builds for RDBs in compat mode only.
+   256 -> 128), which anysrify builds for RDBs in compat mode only;
+5. the scale read from an SRNO/LIIF call is the release's nominal one
+   (:func:`release_call_scale`): the HR size comes from ``coord`` (a clipped cell no longer
+   tells it), and ``h_hr / h_lr`` snaps to the 0.1-grid scale ``s`` with
+   ``round(h_lr * s) == h_hr`` on both axes when there is one.
 
 ``rdn-anysr`` checkpoints: the gate keys are ``RDBs.{i}.fc1`` / ``fc2`` (1x1 convolutions,
 ``(256, 144, 1, 1)`` / ``(128, 256, 1, 1)``) -> ``RDBs.{i}.anysr_gate.fc1`` / ``fc2``;
@@ -35,15 +50,17 @@ an unused ``add_mean``, which LIIF/SRNO's RDN lacks: they become the encoder's
 the round trip is lossless.
 
 A scale is "on the grid" when ``|10 s - round(10 s)| < 1e-3``: the release compares
-float32 values against the list [1.1, ..., 4.0]; ours come from ``cell`` and carry
-float error, hence the tolerance.  The release rounds the *training* scale to 0.1 before
-the lookup; our scale is the effective one read from ``cell`` (``round(L s) / L``), so
-compat mode is meant for running and evaluating release weights, not for retraining
-them bug-for-bug.
+float32 values against the list [1.1, ..., 4.0]; ours carry float error, hence the
+tolerance.  The release rounds the *training* scale to 0.1 before the lookup; ours is the
+effective one (``round(L s) / L``, snapped as in 5. only when a grid scale fits), so compat
+mode is meant for running and evaluating release weights, not for retraining them
+bug-for-bug.
 """
 from __future__ import annotations
 
+import math
 import re
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -127,6 +144,79 @@ def official_gate_scale(scale: torch.Tensor) -> torch.Tensor:
     signs = torch.tensor([official_sign(m) for m in scale.max(dim=1).values.tolist()],
                          dtype=scale.dtype, device=scale.device)
     return scale * signs[:, None]
+
+
+def _hr_size(grid: int | None, from_cell: float) -> float:
+    """One axis of the HR size: the coord grid's when it is the larger (a cell clipped by
+    ``max(s/4, 1)`` under-states it; a training coord is a subset of LR size), else the
+    cell's, as an int when it is one."""
+    if grid is not None and grid >= from_cell - 1e-3:
+        return grid
+    return float(round(from_cell)) if abs(from_cell - round(from_cell)) < 1e-3 else from_cell
+
+
+def _grid_tenths(lr: int, hr: float) -> set:
+    """Tenths ``t`` such that the release's test data (``h_hr = round(h_lr * s)``, ``s = t/10``)
+    gives ``hr`` from ``lr``; empty when ``hr`` is not a whole size."""
+    if hr != int(hr) or lr < 1:
+        return set()
+    hr = int(hr)
+    lo, hi = math.floor((hr - 0.5) / lr * 10) - 1, math.ceil((hr + 0.5) / lr * 10) + 1
+    return {t for t in range(max(lo, 1), hi + 1) if round(lr * (t / 10)) == hr}
+
+
+def nominal_scale(lr_size, hr_size) -> tuple:
+    """The release's nominal ``(s_h, s_w)`` for LR ``(h, w)`` and HR ``(H, W)`` sizes.
+
+    The 0.1-grid scale consistent with both axes (nearest to ``H/h``, ``W/w`` when several
+    fit a tiny input); per axis when no single one fits; ``H/h``, ``W/w`` where none does
+    (an off-grid scale: the release runs the full network for it anyway)."""
+    eff = [hr / lr for lr, hr in zip(lr_size, hr_size)]
+    cands = [_grid_tenths(lr, hr) for lr, hr in zip(lr_size, hr_size)]
+    mean = sum(eff) / 2
+
+    def nearest(ts, target):
+        return min(ts, key=lambda t: (abs(t / 10 - target), t)) / 10
+
+    both = cands[0] & cands[1]
+    if both:
+        t = nearest(both, mean)
+        return t, t
+    return tuple(nearest(c, e) if c else e for c, e in zip(cands, eff))
+
+
+def release_call_scale(adapter, args: tuple, kwargs: dict, call_scale: torch.Tensor) -> torch.Tensor:
+    """Compat item 5: the per-sample scale (B, 2) the release's gates see for an SRNO/LIIF
+    call ``forward(inp, coord, cell)``; `call_scale` (read from the cell) for other methods
+    or calls that do not fit.  ``coord`` is ``(B, H, W, 2)`` or ``(B, Q, 2)`` with
+    ``Q = H * W`` (the HR aspect then comes from the cell, which a clip scales evenly)."""
+    from .adapters.base import find_tensor_arg
+    from .adapters.liif import LIIFAdapter
+
+    if not isinstance(adapter, LIIFAdapter):
+        return call_scale
+    inp, coord, cell = (find_tensor_arg(args, kwargs, i, n) for i, n in enumerate(("inp", "coord", "cell")))
+    if not all(isinstance(t, torch.Tensor) for t in (inp, coord, cell)) or inp.dim() != 4 \
+            or coord.shape[0] != inp.shape[0] or cell.shape[0] != inp.shape[0] or cell.shape[-1] != 2:
+        return call_scale
+    lr = (int(inp.shape[-2]), int(inp.shape[-1]))
+    c = cell.detach().double().reshape(cell.shape[0], -1, 2)[:, 0, :].cpu()
+    if not bool((c > 0).all()):
+        return call_scale
+    out = []
+    for b in range(inp.shape[0]):
+        from_cell = (2.0 / float(c[b, 0]), 2.0 / float(c[b, 1]))
+        grid = (None, None)
+        if coord.dim() == 4:
+            grid = (int(coord.shape[1]), int(coord.shape[2]))
+        elif coord.dim() == 3:
+            q = int(coord.shape[1])
+            h = round(math.sqrt(q * float(c[b, 1]) / float(c[b, 0])))
+            if h > 0 and q % h == 0:
+                grid = (h, q // h)
+        hr = tuple(_hr_size(g, f) for g, f in zip(grid, from_cell))
+        out.append(nominal_scale(lr, hr))
+    return torch.tensor(out, dtype=call_scale.dtype, device=call_scale.device)
 
 
 def _sub_mean_pre_hook(module: nn.Module, args: tuple):
@@ -285,7 +375,151 @@ def convert_official_spec(spec: Mapping) -> dict:
     return out
 
 
+
+# ---------------------------------------------------------------------------
+# ours -> the release's own checkpoint (anysr convert-checkpoint --to-official)
+
+#: our upstream encoder name -> the release's registry name
+RELEASE_ENCODER_NAMES = {"edsr-baseline": "edsr-anysr-baseline", "rdn": "rdn-anysr"}
+#: keyword arguments the release's factories accept
+RELEASE_ENCODER_ARGS = {
+    "edsr-anysr-baseline": ("n_resblocks", "n_feats", "res_scale", "scale", "no_upsampling", "rgb_range"),
+    "rdn-anysr": ("G0", "RDNkSize", "RDNconfig", "scale", "no_upsampling", "rgb_range"),
+}
+RELEASE_SRONET_ARGS = ("encoder_spec", "width", "blocks")
+#: args our look-alike encoders accept that the release's do not: dropped when they hold these values
+_DROPPABLE_ARGS = {"edsr-baseline": {"shared_act": False}, "rdn": {"D": 16, "C": 8, "G": 64}}
+#: AnySR config fields that decide what the weights compute (reset_prob, seed, rdb_gate and
+#: fallback_scale do not: compat mode never resets, always builds the release's RDB layout,
+#: and the release always has a scale)
+_COMPAT_FIELDS = ("compat", "widths", "scale_bounds", "lam", "gate", "interweave")
+#: gate weight shapes of the release's blocks (fc1, fc2)
+_RELEASE_GATE_SHAPES = {"edsr": ((128, 72), (64, 128)), "rdn": ((256, 144), (128, 256))}
+
+
+class OfficialCompatError(CheckpointError):
+    """The checkpoint cannot become a release checkpoint; ``differences`` lists each reason."""
+
+    def __init__(self, source, differences):
+        self.differences = list(differences)
+        super().__init__(f"{source}: the official release cannot run this checkpoint as trained: "
+                         + "; ".join(self.differences)
+                         + ". Only models fine-tuned in compatibility mode (AnySRConfig from "
+                           "anysr_plugin.official.official_config, compat: official) convert; keep this one in "
+                           "our format")
+
+
+def _gated_blocks(sd: Mapping[str, torch.Tensor], family: str) -> dict:
+    """{block prefix: (fc1 weight shape, fc2 weight shape)} of the gates in `sd` (ours)."""
+    pattern = re.compile(r"^(?P<p>(?:.*\.)?(?:body|RDBs)\.\d+\.)anysr_gate\.(?P<l>fc1|fc2)\.weight$")
+    out = {}
+    for k, v in sd.items():
+        if (m := pattern.match(k)) is not None:
+            shapes = out.setdefault(m["p"], [None, None])
+            shapes[0 if m["l"] == "fc1" else 1] = tuple(v.shape[:2])
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def release_differences(spec: Mapping, sd: Mapping[str, torch.Tensor]) -> list:
+    """Every way `spec` (ours, with its ``anysr:`` entry) and `sd` (our key names) differ from
+    what the release's ``sronet`` + ``edsr-anysr-baseline`` / ``rdn-anysr`` runs; [] when none."""
+    from .errors import AnySRError
+
+    diffs = []
+    if not isinstance(spec, Mapping):
+        return ["no model spec ({'model': {'name', 'args', 'anysr'}})"]
+    if spec.get("name") != "sronet":
+        diffs.append(f"model name: found {spec.get('name')!r}, the release has only 'sronet'")
+    args = spec.get("args") if isinstance(spec.get("args"), Mapping) else {}
+    enc = args.get("encoder_spec") if isinstance(args.get("encoder_spec"), Mapping) else {}
+    enc_name, enc_args = enc.get("name"), enc.get("args") if isinstance(enc.get("args"), Mapping) else {}
+    family = {"edsr-baseline": "edsr", "rdn": "rdn"}.get(enc_name)
+    if family is None:
+        diffs.append(f"encoder: found {enc_name!r}, the release fine-tunes 'edsr-baseline' (as edsr-anysr-baseline) "
+                     "or 'rdn' (as rdn-anysr) only")
+    for k in sorted(set(args) - set(RELEASE_SRONET_ARGS)):
+        diffs.append(f"sronet arg {k!r}: the release's sronet takes only {', '.join(RELEASE_SRONET_ARGS)}")
+    if family is not None:
+        release_name = RELEASE_ENCODER_NAMES[enc_name]
+        droppable = _DROPPABLE_ARGS[enc_name]
+        for k in sorted(set(enc_args) - set(RELEASE_ENCODER_ARGS[release_name])):
+            if k in droppable and enc_args[k] == droppable[k]:
+                continue
+            need = f"must be {droppable[k]!r} (the release's)" if k in droppable else "is not one of its arguments"
+            diffs.append(f"encoder arg {k}={enc_args[k]!r}: {need} for the release's {release_name}")
+        required = {"no_upsampling": True}
+        required.update({"n_feats": 64, "res_scale": 1} if family == "edsr" else {"G0": 64, "RDNconfig": "B"})
+        for k, v in required.items():
+            found = enc_args.get(k, v if k != "no_upsampling" else False)
+            if found != v:
+                diffs.append(f"encoder arg {k}: found {found!r}, the release needs {v!r}")
+    section = spec.get("anysr")
+    if section is None:
+        diffs.append("the spec has no `anysr:` entry (not an AnySR checkpoint written by anysr_plugin)")
+        cfg = None
+    else:
+        try:
+            cfg = AnySRConfig.from_dict(section)
+        except AnySRError as exc:
+            diffs.append(f"anysr entry: {exc}")
+            cfg = None
+    if cfg is not None and family is not None:
+        want = official_config("rdn-anysr" if family == "rdn" else "edsr-anysr-baseline")
+        block_family = "rdb" if family == "rdn" else "edsr"
+        for field in _COMPAT_FIELDS:
+            found, need = getattr(cfg, field), getattr(want, field)
+            if field == "lam":
+                found, need = cfg.lam_for(block_family), want.lam_for(block_family)
+            if found != need:
+                diffs.append(f"anysr.{field}: found {found!r}, the release needs {need!r}")
+    if family is not None:
+        gates = _gated_blocks(sd, family)
+        fc1, fc2 = _RELEASE_GATE_SHAPES[family]
+        if not gates:
+            diffs.append("the weights hold no anysr_gate tensors")
+        for prefix, shapes in sorted(gates.items()):
+            if shapes != (fc1, fc2):
+                layout = "RDB layout" if family == "rdn" else "gate"
+                diffs.append(f"{layout} of {prefix.rstrip('.')}: gate weights {shapes[0]} / {shapes[1]}, the release's "
+                             f"are {fc1} / {fc2}")
+                break
+        unit = r"body\.\d+\.body\.0\.weight$" if family == "edsr" else r"RDBs\.\d+\.LFF\.weight$"
+        blocks = {k[:k.rindex("body.0.weight" if family == "edsr" else "LFF.weight")] for k in sd
+                  if re.search(unit, k)}
+        if gates and blocks - set(gates):
+            diffs.append(f"gated blocks: {len(blocks & set(gates))} of {len(blocks)} "
+                         f"{'residual blocks' if family == 'edsr' else 'RDBs'}, the release gates every one")
+        if family == "rdn" and not any(k.endswith("anysr_sub_mean.weight") for k in sd):
+            diffs.append("the RDN has no anysr_sub_mean (the release's RDN applies a trainable sub_mean; "
+                         "compat-mode models get one from prepare_official_model)")
+    return diffs
+
+
+def release_spec(spec: Mapping, path: str) -> dict:
+    """The release's own model spec (no ``sd``) for our compat-mode `spec`: ``sronet`` with an
+    ``edsr-anysr-baseline`` / ``rdn-anysr`` encoder and the release's arguments only.  Both
+    ``path`` entries name `path`: the release's ``sronet`` constructor opens
+    ``encoder_spec['path']`` (its contents do not end up in the model), and its
+    ``make(load_sd=True)`` (resume, demo.py) reloads ``path``: pointing both at the file
+    itself makes those load these weights.  Call :func:`release_differences` first."""
+    args = dict(spec["args"])
+    enc = args["encoder_spec"]
+    name = RELEASE_ENCODER_NAMES[enc["name"]]
+    enc_args = {k: v for k, v in (enc.get("args") or {}).items() if k in RELEASE_ENCODER_ARGS[name]}
+    args["encoder_spec"] = {"name": name, "path": str(path), "args": enc_args}
+    return {"name": "sronet", "path": str(path), "args": args}
+
+
+def to_release_checkpoint(spec: Mapping, sd: Mapping[str, torch.Tensor], path, source="checkpoint"):
+    """(release spec, release state dict) for our compat-mode checkpoint that will be written to
+    `path`; :class:`OfficialCompatError` naming every difference otherwise."""
+    diffs = release_differences(spec, sd)
+    if diffs:
+        raise OfficialCompatError(source, diffs)
+    return release_spec(spec, str(Path(path).resolve())), ours_to_official(sd)
+
 __all__ = ["OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "official_config", "official_group", "official_widths",
            "official_sign", "official_gate_scale", "prepare_official_model", "official_to_ours", "ours_to_official",
            "is_official_state_dict", "official_state_dict_kind", "official_encoder_family", "convert_official_spec",
-           "release_mean_shift"]
+           "release_mean_shift", "nominal_scale", "release_call_scale", "OfficialCompatError",
+           "release_differences", "release_spec", "to_release_checkpoint"]

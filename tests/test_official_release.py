@@ -1,108 +1,26 @@
-"""Official AnySR release: key map, spec conversion, and the opt-in compatibility mode checked
-against an independent implementation of the release's documented behaviour
-(research/upstream-liif-family.md sections 7.2-7.5), written here from those facts."""
+"""Official AnySR release: key map, spec conversion both ways, and the opt-in compatibility mode,
+checked against an independent implementation of the release's documented behaviour
+(``lookalike_anysr_release.py``: its registry, spec handling, encoders and test loop)."""
 from __future__ import annotations
-
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import anysr_plugin as anysr
 from anysr_plugin import official
 from anysr_plugin.cli import main as cli_main
 from anysr_plugin.errors import CheckpointError
-from anysr_plugin.reference.encoders import EDSR, MeanShift
+from anysr_plugin.reference.encoders import EDSR
 
+import lookalike_anysr_release as lookalike
 from conftest import SRNOStub
-
-
-# ---------------------------------------------------------------------------
-# independent model of the release's EDSR-anysr encoder (documented semantics)
-
-
-class USConv2d(nn.Conv2d):
-    """Prefix-sliced conv: input channels adapt to the input if us[0]; output int(C*width_mult) if us[1]."""
-
-    def __init__(self, cin, cout, k, us):
-        super().__init__(cin, cout, k, padding=k // 2)
-        self.us, self.width_mult = us, 1.0
-
-    def forward(self, x):
-        cin = x.shape[1] if self.us[0] else self.in_channels
-        cout = int(self.out_channels * self.width_mult) if self.us[1] else self.out_channels
-        return F.conv2d(x, self.weight[:cout, :cin], self.bias[:cout], self.stride, self.padding)
-
-
-class ReleaseBlock(nn.Module):
-    def __init__(self, nf=64):
-        super().__init__()
-        self.conv1 = USConv2d(nf, nf, 3, [False, True])
-        self.conv2 = USConv2d(nf, nf, 3, [True, False])
-        self.fc1 = USConv2d(nf + 8, 2 * nf, 1, [True, False])
-        self.fc2 = USConv2d(2 * nf, nf, 1, [False, True])
-        self.scale = self.scale2 = None
-
-    def set_width(self, w):
-        for m in (self.conv1, self.conv2, self.fc1, self.fc2):
-            m.width_mult = w
-
-    def attn(self, feature, r):
-        b, c = feature.shape[:2]
-        f = feature.mean(dim=(2, 3))
-        max_scale = max(r[0], r[1])
-        flag = -1 if max_scale * 10 % 2 == 1 else 1          # float32 tensor arithmetic, as released
-        r0 = (r * flag).expand(b, -1)
-        parts = []
-        for i in range(0, c, 16):
-            if i + 16 <= c:
-                parts += [f[:, i:i + 16], r0]
-            else:
-                parts.append(f[:, -(c - i):])
-        x = torch.cat(parts, 1).view(b, -1, 1, 1)
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
-
-    def forward(self, x):
-        out = self.conv1(x)
-        out = out * self.attn(out, torch.stack([self.scale, self.scale2]).float())
-        return x + self.conv2(F.relu(out))
-
-
-class ReleaseEDSR(nn.Module):
-    def __init__(self, n_resblocks=2, nf=64):
-        super().__init__()
-        self.sub_mean = MeanShift(1)
-        self.add_mean = MeanShift(1, sign=1)
-        self.head = nn.Sequential(nn.Conv2d(3, nf, 3, padding=1))
-        self.body = nn.Sequential(*[ReleaseBlock(nf) for _ in range(n_resblocks)], nn.Conv2d(nf, nf, 3, padding=1))
-        self.scale_list = [round(x * 0.1 + 1, 1) for x in range(1, 31)]
-        self.scale = self.scale2 = None
-
-    def forward(self, x):
-        x = self.sub_mean(x)
-        m = max(self.scale, self.scale2)
-        if m in self.scale_list[:7]:
-            width = 0.5
-        elif m in self.scale_list[7:15]:
-            width = 0.7
-        elif m in self.scale_list[15:22]:
-            width = 0.9
-        else:
-            width = 1.0
-        x = self.head(x)
-        res = x
-        for blk in self.body[:-1]:
-            blk.set_width(width)
-            blk.scale, blk.scale2 = self.scale, self.scale2
-            res = blk(res)
-        res = self.body[-1](res)
-        return res + x
+from lookalike_anysr_release import ReleaseEDSR
 
 
 def release_encoder(seed=0):
     torch.manual_seed(seed)
-    enc = ReleaseEDSR()
+    enc = ReleaseEDSR(n_resblocks=2)
     for blk in enc.body[:-1]:
         for m in (blk.fc1, blk.fc2):
             nn.init.normal_(m.weight, std=0.2)
@@ -227,3 +145,160 @@ def test_unsupported_release_files_are_refused(tmp_path):
     bad = {"encoder.body.0.fc1.weight": torch.zeros(128, 72, 3, 3)}
     with pytest.raises(CheckpointError, match="1x1"):
         official.official_to_ours(bad)
+
+
+# ---------------------------------------------------------------------------
+# the release's own checkpoints, both ways, through its registry and test loop
+
+from anysr_plugin.reference import encoders as reference_encoders  # noqa: E402
+from anysr_plugin.reference.models import make as reference_make, make_coord  # noqa: E402
+
+#: HR test image size (not square, not a multiple of the scales)
+HR_IMAGE = (67, 59)
+#: x1.5 .. x4 on and off the integer grid, x6 / x12 with the --mcell clip
+SCALES = (1.5, 2, 2.3, 2.7, 3, 3.7, 4, 6, 12)
+TOL = 1e-6
+
+
+def write_release_checkpoint(tmp_path, kind):
+    """A release checkpoint as its train.py saves one: its spec (``path`` keys, encoder
+    ``edsr-anysr-baseline`` / ``rdn-anysr``), built through its registry, gates trained."""
+    pretrain = tmp_path / f"srno_{kind}_epoch_1000.pth"  # the SRNO file its sronet constructor opens
+    torch.save({"model": {"name": "sronet", "args": {}, "sd": {}}}, pretrain)
+    enc_args = {"no_upsampling": True, "n_resblocks": 4} if kind == "edsr" else {"no_upsampling": True, "rgb_range": 1}
+    spec = {"name": "sronet", "path": str(pretrain),
+            "args": {"encoder_spec": {"name": "edsr-anysr-baseline" if kind == "edsr" else "rdn-anysr",
+                                      "path": str(pretrain), "args": enc_args}, "width": 16, "blocks": 4}}
+    torch.manual_seed(0)
+    model = lookalike.make(spec, load_sd=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("encoder.") and (".fc1." in name or ".fc2." in name):
+                p.normal_(0, 0.2)
+            if name == "encoder.sub_mean.bias":
+                p.add_(0.05)  # trained: must travel
+    path = tmp_path / f"anysr_{kind}_500.pth"
+    torch.save({"model": {**spec, "sd": model.state_dict()}, "optimizer": {"name": "adam"}, "epoch": 500}, path)
+    return path
+
+
+def ours_from(path):
+    """Our model from an upstream-format checkpoint of ours (spec + anysr entry + sd), strictly."""
+    spec = torch.load(path, weights_only=True)["model"]
+    model = reference_make({"name": spec["name"], "args": spec["args"]})
+    anysr.anysrify(model, anysr.AnySRConfig.from_dict(spec["anysr"]), adapter="srno")
+    official.prepare_official_model(model)
+    model.load_state_dict(spec["sd"])
+    return model.eval()
+
+
+def ours_eval_call(model, inp, hr_size, s, mcell=True):
+    """The same call as the release's test loop, without the scale attributes."""
+    coord = make_coord(hr_size, flatten=False).unsqueeze(0)
+    cell = torch.tensor([[2 / hr_size[0], 2 / hr_size[1]]])
+    with torch.no_grad():
+        return model(inp, coord, cell * (max(s / 4, 1) if mcell else 1))
+
+
+@pytest.fixture
+def short_rdn(monkeypatch):
+    """RDN config B with 2 RDBs instead of 16 in both our look-alike and the release's (the
+    layout of each RDB is the release's; the depth only costs time)."""
+    monkeypatch.setitem(reference_encoders.RDN_CONFIGS, "B", (2, 8, 64))
+    monkeypatch.setitem(lookalike.RDN_CONFIGS, "B", (2, 8, 64))
+
+
+@pytest.mark.parametrize("kind", ["edsr", "rdn"])
+def test_release_round_trip_through_its_registry(tmp_path, kind, short_rdn):
+    rel_path = write_release_checkpoint(tmp_path, kind)
+    rel_sd = torch.load(rel_path, weights_only=True)["model"]["sd"]
+    release_model = lookalike.test_make(torch.load(rel_path, weights_only=True)["model"], rel_path, load_sd=True).eval()
+
+    # release -> ours
+    assert cli_main(["convert-checkpoint", "--official", str(rel_path), "-o", str(tmp_path / "ours.pth")]) == 0
+    ours = ours_from(tmp_path / "ours.pth")
+    # ours -> release: the release's own spec, built by its registry and loaded strictly by its test_make
+    back = tmp_path / "back.pth"
+    assert cli_main(["convert-checkpoint", "--to-official", str(tmp_path / "ours.pth"), "-o", str(back)]) == 0
+    spec = torch.load(back, weights_only=True)["model"]
+    enc = spec["args"]["encoder_spec"]
+    assert enc["name"] == ("edsr-anysr-baseline" if kind == "edsr" else "rdn-anysr")
+    assert spec["path"] == enc["path"] == str(back.resolve()) and not any(k.startswith("anysr") for k in spec)
+    assert set(spec["sd"]) == set(rel_sd) and all(torch.equal(spec["sd"][k], rel_sd[k]) for k in rel_sd)
+    reloaded = lookalike.test_make(spec, back, load_sd=True).eval()
+
+    worst = {}
+    for s in SCALES:
+        lr, hr = lookalike.test_sizes(HR_IMAGE, s)
+        inp = torch.rand(1, 3, *lr, generator=torch.Generator().manual_seed(int(s * 10))) * 2 - 1
+        out = ours_eval_call(ours, inp, hr, s)
+        worst[s] = (float((lookalike.eval_call(release_model, inp, hr, s) - out).abs().max()),
+                    float((lookalike.eval_call(reloaded, inp, hr, s) - out).abs().max()))
+    assert all(a <= TOL and b <= TOL for a, b in worst.values()), worst
+
+    # ours -> release -> ours is the identity on tensors
+    assert cli_main(["convert-checkpoint", "--official", str(back), "-o", str(tmp_path / "ours2.pth")]) == 0
+    sd1 = torch.load(tmp_path / "ours.pth", weights_only=True)["model"]["sd"]
+    sd2 = torch.load(tmp_path / "ours2.pth", weights_only=True)["model"]["sd"]
+    assert set(sd1) == set(sd2) and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_without_the_nominal_scale_the_gates_would_differ(tmp_path):
+    """The same comparison with the cell-read scale (what compat mode did before): x2.3 runs
+    another width, x6 feeds the gates 4 under --mcell; so the tolerance above is meaningful."""
+    rel_path = write_release_checkpoint(tmp_path, "edsr")
+    release_model = lookalike.test_make(torch.load(rel_path, weights_only=True)["model"], rel_path, load_sd=True).eval()
+    assert cli_main(["convert-checkpoint", "--official", str(rel_path), "-o", str(tmp_path / "ours.pth")]) == 0
+    ours = ours_from(tmp_path / "ours.pth")
+    for s in (2.3, 6):
+        lr, hr = lookalike.test_sizes(HR_IMAGE, s)
+        inp = torch.rand(1, 3, *lr) * 2 - 1
+        cell_scale = min(hr[0] / lr[0], 4.0), min(hr[1] / lr[1], 4.0)
+        with anysr.use_scale(ours, cell_scale):
+            out = ours_eval_call(ours, inp, hr, s)
+        assert float((lookalike.eval_call(release_model, inp, hr, s) - out).abs().max()) > 1e-4, s
+
+
+def test_nominal_scale_from_sizes():
+    # the release's data: h_lr = floor(H / s), h_hr = round(h_lr * s)
+    for s in (1.5, 2.3, 2.7, 3.7, 6, 12, 2.0, 3.1):
+        for size in ((67, 59), (256, 256), (481, 321)):
+            lr, hr = lookalike.test_sizes(size, s)
+            assert official.nominal_scale(lr, hr) == (s, s), (s, size)
+    assert official.nominal_scale((40, 40), (100, 90)) == (2.5, 2.25)  # 2.25 fits no grid scale
+    assert official.nominal_scale((10, 20), (20, 60)) == (2.0, 3.0)   # anisotropic, both on the grid
+    assert official.nominal_scale((20, 20), (45, 45)) == (2.25, 2.25)  # off the grid: kept (full network)
+
+
+def call_scale_of(coord, cell, lr=(11, 9)):
+    from anysr_plugin.adapters import get_adapter
+
+    inp = torch.zeros(1, 3, *lr)
+    return official.release_call_scale(get_adapter("srno"), (inp, coord, cell), {}, torch.zeros(1, 2)).tolist()
+
+
+def test_release_call_scale_reads_the_hr_size_from_coord():
+    lr, hr = lookalike.test_sizes(HR_IMAGE, 6)
+    cell = torch.tensor([[2 / hr[0], 2 / hr[1]]])
+    grid = make_coord(hr, flatten=False).unsqueeze(0)
+    assert call_scale_of(grid, cell * 1.5, lr) == [[6.0, 6.0]]                  # --mcell: cell clipped to x4
+    assert call_scale_of(grid.reshape(1, -1, 2), cell * 1.5, lr) == [[6.0, 6.0]]  # flattened (B, Q, 2) coord
+    subset = grid[:, :lr[0], :lr[1]]                                         # training: an LR-size subset
+    assert call_scale_of(subset, cell, lr) == [[6.0, 6.0]]
+    lr, hr = lookalike.test_sizes(HR_IMAGE, 2.3)
+    (got,) = call_scale_of(make_coord(hr, flatten=False).unsqueeze(0), torch.tensor([[2 / hr[0], 2 / hr[1]]]), lr)
+    assert got == pytest.approx([2.3, 2.3]) and hr[0] / lr[0] != pytest.approx(2.3)
+
+
+def test_default_mode_still_reads_the_cell(tmp_path):
+    """compat mode is opt-in: the paper path's gates still see the (clipped) cell's scale."""
+    model = reference_make({"name": "sronet", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
+        "n_resblocks": 2, "no_upsampling": True}}, "width": 16, "blocks": 4}}).eval()
+    anysr.anysrify(model, anysr.AnySRConfig(gate="paper"), adapter="srno")
+    lr, hr = lookalike.test_sizes(HR_IMAGE, 6)
+    inp = torch.rand(1, 3, *lr)
+    with anysr.use_scale(model, (hr[0] / lr[0] / 1.5, hr[1] / lr[1] / 1.5)):
+        expected = ours_eval_call(model, inp, hr, 6)
+    assert torch.equal(ours_eval_call(model, inp, hr, 6), expected)
+    with anysr.use_scale(model, 6.0):
+        assert not torch.allclose(ours_eval_call(model, inp, hr, 6), expected, atol=1e-6)

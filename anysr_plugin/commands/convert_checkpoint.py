@@ -14,7 +14,11 @@
   with a ``compat: official`` AnySR config (RDN: widths 0.7/0.8/0.9/1.0 and the release's
   RDB layout) and a plain ``edsr-baseline`` / ``rdn`` encoder spec, written as ``OUT.pth``
   (upstream format, runs in an SRNO checkout) or ``OUT.safetensors`` + yaml.
-  ``--to-official`` goes back (ours -> release key names).
+  ``--to-official`` goes back: ``OUT.pth`` is the release's own checkpoint (its encoder names
+  ``edsr-anysr-baseline`` / ``rdn-anysr``, its arguments, its key names; ``path`` and
+  ``encoder_spec.path`` name OUT itself, which the release's ``sronet`` constructor opens), so
+  its ``test.py --model OUT.pth`` runs it.  Only a model fine-tuned in compatibility mode
+  converts; anything else is refused with every difference named.
 """
 from __future__ import annotations
 
@@ -101,9 +105,10 @@ def run(args) -> int:
         spec = official.convert_official_spec(spec)
         sd = official.official_to_ours(sd)
     elif args.to_official:
-        if not any("anysr_gate" in k for k in sd):
-            raise CheckpointError(f"{args.input}: holds no anysr_gate weights")
-        sd = official.ours_to_official(sd)
+        if _is_safetensors(args.out):
+            raise CheckpointError(f"-o {args.out}: the release's test.py reads torch.save files only; "
+                                  "write a .pth with --to-official")
+        spec, sd = official.to_release_checkpoint(spec, sd, args.out, source=str(args.input))
     else:
         if "anysr" not in spec:
             raise CheckpointError(f"{args.input}: the model spec has no `anysr:` entry; it is not an AnySR "

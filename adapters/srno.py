@@ -14,8 +14,9 @@ encoder).  Differences that matter here:
   ``min(s, 4)`` and the width is the full one for every s > 3.25 (see liif.py).
 * SRNO's own top-level ``fc1`` / ``fc2`` are decoder layers, never gate parameters:
   gate tensors are recognised by the ``anysr_`` prefix only.
-* The official release's checkpoints (``edsr-anysr-baseline`` encoder inside ``sronet``)
-  are converted by ``anysr convert-checkpoint --official`` (``anysr_plugin/official.py``).
+* The official release's checkpoints (``edsr-anysr-baseline`` or ``rdn-anysr`` encoder inside
+  ``sronet``) are converted by ``anysr convert-checkpoint --official`` / ``--to-official``
+  (``anysr_plugin/official.py``; in its compat mode the gates see the nominal, unclipped scale).
 """
 from __future__ import annotations
 

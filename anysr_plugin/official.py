@@ -404,9 +404,9 @@ class OfficialCompatError(CheckpointError):
         self.differences = list(differences)
         super().__init__(f"{source}: the official release cannot run this checkpoint as trained: "
                          + "; ".join(self.differences)
-                         + ". Only models fine-tuned in compatibility mode (AnySRConfig from "
-                           "anysr_plugin.official.official_config, compat: official) convert; keep this one in "
-                           "our format")
+                         + ". Only a model fine-tuned in compatibility mode converts (AnySRConfig = "
+                           "anysr_plugin.official.official_config(encoder); with convert-config: --compat official "
+                           "--gate paper, for RDN also --widths 0.7,0.8,0.9,1.0 --lam 8); keep this one in our format")
 
 
 def _gated_blocks(sd: Mapping[str, torch.Tensor], family: str) -> dict:

@@ -302,3 +302,92 @@ def test_default_mode_still_reads_the_cell(tmp_path):
     assert torch.equal(ours_eval_call(model, inp, hr, 6), expected)
     with anysr.use_scale(model, 6.0):
         assert not torch.allclose(ours_eval_call(model, inp, hr, 6), expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# --to-official refuses what the release cannot run as trained, naming every difference
+
+from anysr_plugin.reference.encoders import RDN  # noqa: E402
+
+
+def our_checkpoint(path, cfg, encoder="edsr-baseline", enc_args=None, drop=(), anysr_entry=True):
+    """An upstream-format checkpoint of ours (as `anysr launch` writes one) for an SRNO model."""
+    enc_args = {"no_upsampling": True, **(enc_args or {})}
+    if encoder == "rdn":
+        enc = RDN(G0=64, RDNconfig="B", D=1)
+    else:
+        enc = EDSR(n_resblocks=2, n_feats=enc_args.get("n_feats", 64), res_scale=enc_args.get("res_scale", 1))
+    model = SRNOStub(enc)
+    anysr.anysrify(model, cfg, adapter="srno")
+    if cfg.compat == "official":
+        official.prepare_official_model(model)
+    sd = {k: v for k, v in model.state_dict().items() if not any(d in k for d in drop)}
+    spec = {"name": "sronet", "args": {"encoder_spec": {"name": encoder, "args": enc_args}, "width": 8, "blocks": 4},
+            "sd": sd}
+    if anysr_entry:
+        spec["anysr"] = cfg.to_dict()
+    torch.save({"model": spec, "optimizer": {"name": "adam"}, "epoch": 3}, path)
+    return path
+
+
+EDSR_OK = official.official_config("edsr-anysr-baseline")
+REFUSED = {
+    "paper defaults": (dict(cfg=anysr.AnySRConfig()), ["anysr.compat", "anysr.gate"]),
+    "no compat": (dict(cfg=official.official_config(compat=None)), ["anysr.compat"]),
+    "identity gate": (dict(cfg=official.official_config(gate="identity")), ["anysr.gate"]),
+    "bounds": (dict(cfg=official.official_config(scale_bounds=(1.5, 2.5, 3.5))), ["anysr.scale_bounds"]),
+    "widths": (dict(cfg=official.official_config(widths=(0.25, 0.5, 0.75, 1.0))), ["anysr.widths"]),
+    "lam": (dict(cfg=official.official_config(lam=8)), ["anysr.lam", "gate of encoder.body.0"]),
+    "interweave": (dict(cfg=official.official_config(interweave="concat")), ["anysr.interweave"]),
+    "res_scale": (dict(cfg=EDSR_OK, enc_args={"res_scale": 0.1}), ["res_scale"]),
+    "not all gated": (dict(cfg=EDSR_OK, drop=("body.1.anysr_gate",)), ["gated blocks: 1 of 2"]),
+    "no anysr entry": (dict(cfg=EDSR_OK, anysr_entry=False), ["no `anysr:` entry"]),
+    "rdn paper layout": (dict(cfg=official.official_config("rdn-anysr", compat=None), encoder="rdn"),
+                         ["anysr.compat", "RDB layout of encoder.RDBs.0"]),
+    "rdn widths": (dict(cfg=official.official_config("rdn-anysr", widths=(0.5, 0.7, 0.9, 1.0)),
+                        encoder="rdn"), ["anysr.widths"]),
+    "rdn depth": (dict(cfg=official.official_config("rdn-anysr"), encoder="rdn", enc_args={"D": 1}),
+                  ["encoder arg D=1"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_to_official_refuses_checkpoints_not_trained_in_compat_mode(tmp_path, capsys, case):
+    kwargs, named = REFUSED[case]
+    src = our_checkpoint(tmp_path / "run.pth", **kwargs)
+    before = src.read_bytes()
+    out = tmp_path / "release.pth"
+    assert cli_main(["convert-checkpoint", "--to-official", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anysr convert-checkpoint: error: ") and "\n" not in err
+    for field in named:
+        assert field in err, (field, err)
+    assert not out.exists() and src.read_bytes() == before
+    ck = torch.load(src, weights_only=True)["model"]
+    with pytest.raises(official.OfficialCompatError) as info:
+        official.to_release_checkpoint({k: v for k, v in ck.items() if k != "sd"}, ck["sd"], out)
+    assert len(info.value.differences) >= len(named) and isinstance(info.value, CheckpointError)
+
+
+def test_to_official_names_every_difference_at_once(tmp_path):
+    cfg = official.official_config(compat=None, gate="identity", widths=(0.25, 0.5, 0.75, 1.0), lam=2)
+    src = our_checkpoint(tmp_path / "run.pth", cfg, enc_args={"res_scale": 0.5})
+    ck = torch.load(src, weights_only=True)["model"]
+    diffs = official.release_differences(ck, ck["sd"])
+    for field in ("anysr.compat", "anysr.gate", "anysr.widths", "anysr.lam", "res_scale", "gate of"):
+        assert sum(field in d for d in diffs) == 1, (field, diffs)
+
+
+def test_to_official_accepts_a_compat_model_of_ours_and_writes_the_release_spec(tmp_path):
+    src = our_checkpoint(tmp_path / "run.pth", official.official_config("rdn-anysr", seed=3, reset_prob=0.6),
+                         encoder="rdn", enc_args={"RDNconfig": "B"})
+    assert cli_main(["convert-checkpoint", "--to-official", str(src), "-o", str(tmp_path / "r.pth")]) == 0
+    spec = torch.load(tmp_path / "r.pth", weights_only=True)["model"]
+    path = str((tmp_path / "r.pth").resolve())
+    assert {k: v for k, v in spec.items() if k != "sd"} == {
+        "name": "sronet", "path": path, "args": {"encoder_spec": {"name": "rdn-anysr", "path": path, "args": {
+            "no_upsampling": True, "RDNconfig": "B"}}, "width": 8, "blocks": 4}}
+    assert spec["sd"]["encoder.RDBs.0.fc1.weight"].shape == (256, 144, 1, 1) and "encoder.sub_mean.bias" in spec["sd"]
+    # the release's test.py reads torch.save files only
+    assert cli_main(["convert-checkpoint", "--to-official", str(src), "-o", str(tmp_path / "r.safetensors")]) == 2
+    assert not (tmp_path / "r.safetensors").exists()

@@ -1,6 +1,6 @@
 """The official AnySR release's RDB layout (``RDB_any``), opt-in: ``AnySRConfig(compat="official")``.
 
-Facts from research/upstream-liif-family.md section 7.11; written here from those facts.
+Written here from documented facts about the release's ``RDB_any`` (its code read, not copied).
 anysrify uses this class for RDBs only in compat mode (``blocks.block_class_for``); the
 default path keeps the paper-faithful :class:`~anysr_plugin.blocks.rdn.AnySRRDB`.
 

@@ -11,7 +11,9 @@ import anysr_plugin as anysr
 from anysr_plugin import official
 from anysr_plugin.cli import main as cli_main
 from anysr_plugin.errors import CheckpointError
-from anysr_plugin.reference.encoders import EDSR
+from anysr_plugin.reference import encoders as reference_encoders
+from anysr_plugin.reference.encoders import EDSR, RDN
+from anysr_plugin.reference.models import make as reference_make, make_coord
 
 import lookalike_anysr_release as lookalike
 from conftest import SRNOStub
@@ -149,9 +151,6 @@ def test_unsupported_release_files_are_refused(tmp_path):
 
 # ---------------------------------------------------------------------------
 # the release's own checkpoints, both ways, through its registry and test loop
-
-from anysr_plugin.reference import encoders as reference_encoders  # noqa: E402
-from anysr_plugin.reference.models import make as reference_make, make_coord  # noqa: E402
 
 #: HR test image size (not square, not a multiple of the scales)
 HR_IMAGE = (67, 59)
@@ -311,8 +310,6 @@ def test_default_mode_still_reads_the_cell(tmp_path):
 
 # ---------------------------------------------------------------------------
 # --to-official refuses what the release cannot run as trained, naming every difference
-
-from anysr_plugin.reference.encoders import RDN  # noqa: E402
 
 
 def our_checkpoint(path, cfg, encoder="edsr-baseline", enc_args=None, drop=(), anysr_entry=True):

@@ -372,6 +372,9 @@ def add_model_arguments(p, default: str = "edsr-baseline") -> None:
                         "or the vanilla upstream weights of the model")
     p.add_argument("--config", default=None, help="AnySR config YAML (default: the paper's settings)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of the reference model")
+    p.add_argument("--repo", default=None, metavar="DIR",
+                   help="run the upstream model itself: build the --checkpoint's model spec with the LIIF / LTE / "
+                        "SRNO checkout DIR's own registry (--model is then not used)")
 
 
 def load_cli_model(args, anysrify_it: bool = True):
@@ -383,6 +386,10 @@ def load_cli_model(args, anysrify_it: bool = True):
     from .config import AnySRConfig
     from .injection import anysrify
 
+    if getattr(args, "repo", None):
+        from .upstream import load_repo_cli_model
+
+        return load_repo_cli_model(args, anysrify_it)
     kwargs = {}
     for item in getattr(args, "model_arg", []) or []:
         if "=" not in item:
@@ -390,23 +397,27 @@ def load_cli_model(args, anysrify_it: bool = True):
         k, v = item.split("=", 1)
         kwargs[k.strip()] = yaml.safe_load(v)
     original = build_model(args.model, seed=getattr(args, "seed", 0), **kwargs).eval()
+    args.model_source = {"source": "reference", "name": args.model, "args": kwargs, "seed": getattr(args, "seed", 0)}
     sd = None
     if getattr(args, "checkpoint", None):
-        sd = strip_wrapper_prefix(extract_state_dict(load_file(args.checkpoint)))
+        from .upstream import check_reference_checkpoint
+
+        obj = load_file(args.checkpoint)
+        check_reference_checkpoint(args.model, obj, args.checkpoint)
+        sd = strip_wrapper_prefix(extract_state_dict(obj))
     is_anysr_ckpt = sd is not None and any("anysr_" in k for k in sd)
     if sd is not None and not is_anysr_ckpt:
-        original.load_state_dict(sd)
+        from .upstream import load_fitting
+
+        load_fitting(original, sd, args.checkpoint, args.model)
     if not anysrify_it:
         return original, None
     cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else AnySRConfig()
     model = anysrify(safe_deepcopy(original), cfg).eval()
     if is_anysr_ckpt:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            from .errors import CheckpointError
+        from .upstream import load_fitting
 
-            raise CheckpointError(f"{args.checkpoint} does not fit {args.model}: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}")
+        load_fitting(model, sd, args.checkpoint, f"AnySR {args.model}")
         # the unconverted model gets the shared (non-gate) weights
         original.load_state_dict({k: v for k, v in sd.items() if "anysr_" not in k})
     return original, model

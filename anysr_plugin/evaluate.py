@@ -16,6 +16,9 @@ Protocol (the established arbitrary-scale SR evaluation, LIIF / SRNO test script
   or ``"div2k"`` (RGB, shave = ceil(s) + 6), averaged over images;
 * LPIPS (optional): ``metrics.LPIPSMetric`` (AlexNet; ``lpips_weights`` is a local file);
 * GFLOPs: 2 x MACs of the whole call (``count_flops`` on a meta twin), mean over images;
+  encoder GMACs: the multiply-adds of the module holding the AnySR blocks (LIIF / SRNO
+  ``encoder``) on the LR image at the width used -- what the width changes, reported
+  next to the width so every row says which sub-network ran and what it cost;
 * modes: ``"subnet"`` (AnySR†: the width of the scale's group), ``"full"`` (AnySR‡:
   width 1), a fixed width (a float), or ``"budget"`` (the largest width within
   ``budget_gflops`` for each image); ``baseline="bicubic"`` evaluates bicubic upscaling
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from .control import anysr_blocks, as_scale_tensor, get_state, unwrap, use_scale, use_width
-from .cost import MacCounter, call_inputs
+from .cost import MacCounter, call_inputs, encoder_of
 from .errors import ConfigError, ScaleError
 
 __all__ = ["EvalResult", "super_resolve", "evaluate", "results_to_json", "results_to_markdown", "parse_scale",
@@ -50,6 +53,7 @@ class EvalResult:
     gflops: Optional[float]
     mode: str = ""
     images: int = 0
+    encoder_gmacs: Optional[float] = None   # encoder multiply-adds (1e9) at the width used, mean over images
 
 
 def parse_scales(values) -> list:
@@ -174,6 +178,7 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
     if any(r[0] == "budget" for r in runs) and budget_gflops is None:
         raise ConfigError("mode 'budget' needs budget_gflops")
     counter = MacCounter(model) if (model is not None and count_gflops) else None
+    enc_counter = MacCounter(encoder_of(model)) if (model is not None and count_gflops) else None
     budget = None
     if any(r[0] == "budget" for r in runs):
         from .budget import Budget
@@ -188,7 +193,7 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
         bar = tqdm(total=(n_items or 0) * len(scales) * len(runs) or None, desc="eval", unit="img")
     results = []
     for scale in scales:
-        stats = {r[0]: {"psnr": [], "lpips": [], "gflops": [], "width": []} for r in runs}
+        stats = {r[0]: {"psnr": [], "lpips": [], "gflops": [], "width": [], "enc": []} for r in runs}
         for name, lr, hr in _pairs_for_scale(kind, items, scale, bicubic):
             hr_size = tuple(hr.shape[-2:])
             for mode, fixed in runs:
@@ -212,6 +217,9 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
                         ins = call_inputs(model, lr.shape[-2:], hr_size)
                         macs = counter(*ins, width=width, scale=scale) if anysr else counter(*ins)
                         gf = 2 * macs / 1e9
+                        lr_in = torch.zeros(1, 3, *lr.shape[-2:])
+                        enc = enc_counter(lr_in, width=width, scale=scale) if anysr else enc_counter(lr_in)
+                        stats[mode]["enc"].append(enc / 1e9)
                 s = stats[mode]
                 s["psnr"].append(float(psnr(sr[None], hr[None], protocol=protocol, scale=scale)))
                 if metric is not None:
@@ -232,16 +240,16 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
             results.append(EvalResult(_scale_out(scale), w, sum(s["psnr"]) / len(s["psnr"]),
                                       sum(s["lpips"]) / len(s["lpips"]) if s["lpips"] else None,
                                       sum(s["gflops"]) / len(s["gflops"]) if s["gflops"] else None,
-                                      mode, len(s["psnr"])))
+                                      mode, len(s["psnr"]), sum(s["enc"]) / len(s["enc"]) if s["enc"] else None))
     if bar is not None:
         bar.close()
     return results
 
 
 def results_to_json(results: Sequence[EvalResult], path=None) -> dict:
-    """``{"results": [{"scale", "width", "psnr", "lpips", "gflops"}, ...]}`` (exactly these keys)."""
+    """``{"results": [{"scale", "width", "psnr", "lpips", "gflops", "encoder_gmacs", "mode"}, ...]}``."""
     data = {"results": [{"scale": r.scale, "width": r.width, "psnr": r.psnr, "lpips": r.lpips,
-                         "gflops": r.gflops} for r in results]}
+                         "gflops": r.gflops, "encoder_gmacs": r.encoder_gmacs, "mode": r.mode} for r in results]}
     if path is not None:
         from .checkpoint import atomic_write_text
 
@@ -250,10 +258,12 @@ def results_to_json(results: Sequence[EvalResult], path=None) -> dict:
 
 
 def results_to_markdown(results: Sequence[EvalResult]) -> str:
-    lines = ["| scale | mode | width | PSNR (dB) | LPIPS | GFLOPs | images |", "|---|---|---|---|---|---|---|"]
+    lines = ["| scale | mode | width | encoder GMACs | PSNR (dB) | LPIPS | GFLOPs | images |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         sc = f"x{r.scale:g}" if not isinstance(r.scale, list) else f"x{r.scale[0]:g}/{r.scale[1]:g}"
-        lines.append(f"| {sc} | {r.mode} | {'-' if r.width is None else f'{r.width:g}'} | {r.psnr:.2f} | "
+        enc = "-" if r.encoder_gmacs is None else f"{r.encoder_gmacs:.3f}"
+        lines.append(f"| {sc} | {r.mode} | {'-' if r.width is None else f'{r.width:g}'} | {enc} | {r.psnr:.2f} | "
                      f"{'-' if r.lpips is None else f'{r.lpips:.4f}'} | "
                      f"{'-' if r.gflops is None else f'{r.gflops:.3f}'} | {r.images} |")
     return "\n".join(lines)

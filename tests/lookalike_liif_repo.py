@@ -4,8 +4,11 @@ Written here from the documented facts (research/upstream-liif-family.md section
 never copied: a ``models/`` registry with ``register`` / ``make(spec, args, load_sd)``
 (strict top-level ``load_state_dict``), EDSR-baseline / RDN encoders (the package's
 reference look-alikes, which keep the upstream key names), LIIF-like ``liif`` / ``lte`` /
-``metasr`` wrappers with ``(B, Q, 2)`` coord/cell and SRNO-like ``sronet`` / ``lte-fast``
-with ``(B, H, W, 2)`` coord and ``(B, 2)`` cell, a ``datasets/`` registry with
+``metasr`` wrappers with ``(B, Q, 2)`` coord/cell (call contract only, not their functions),
+an ``lte-fast`` with ``(B, H, W, 2)`` coord and ``(B, 2)`` cell, and a **faithful** SRNO
+``sronet`` + ``galerkin`` (written here, independently of ``anysr_plugin.reference.srno``,
+from upstream SRNO's documented code: unbiased-std LayerNorm on k and v, ``x + MLP(x +
+attn(x))``, fc1/fc2 through 256 hidden channels), a ``datasets/`` registry with
 per-sample-scale wrappers, ``utils.py``, a tiny ``train.py`` (``train_liif.py`` for LIIF)
 saving ``{'model': spec + sd, 'optimizer': {...}, 'epoch'}`` and supporting ``resume``,
 and ``test.py`` with ``batched_predict`` (``gen_feat`` first) / ``eval_psnr`` that
@@ -141,7 +144,120 @@ class MetaSR(_Implicit):
     pass
 '''
 
+MODELS_GALERKIN = '''
+import torch
+import torch.nn as nn
+
+from models import register
+
+
+class HeadNorm(nn.Module):
+    """SRNO's LayerNorm: (x - mean) / (unbiased std + eps) on the last axis, then weight, bias."""
+
+    def __init__(self, shape, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.eps = eps
+
+    def forward(self, t):
+        centred = t - t.mean(-1, keepdim=True)
+        return self.weight * (centred / (t.std(-1, keepdim=True) + self.eps)) + self.bias
+
+
+@register('galerkin')
+class simple_attn(nn.Module):
+    """out = x + MLP(x + attn(x)); attn = q (k^T v) / N per head, k and v normalised."""
+
+    def __init__(self, midc, heads):
+        super().__init__()
+        self.heads, self.headc = heads, midc // heads
+        self.qkv_proj = nn.Conv2d(midc, 3 * midc, 1)
+        self.o_proj1 = nn.Conv2d(midc, midc, 1)
+        self.o_proj2 = nn.Conv2d(midc, midc, 1)
+        self.kln = HeadNorm((heads, 1, self.headc))
+        self.vln = HeadNorm((heads, 1, self.headc))
+        self.act = nn.GELU()
+
+    def forward(self, x, name='0'):
+        n, c, h, w = x.shape
+        t = self.qkv_proj(x).flatten(2).transpose(1, 2)                 # (n, hw, 3c)
+        t = t.reshape(n, h * w, self.heads, 3 * self.headc).transpose(1, 2)
+        q = t[..., :self.headc]
+        k = self.kln(t[..., self.headc:2 * self.headc])
+        v = self.vln(t[..., 2 * self.headc:])
+        mixed = q @ (k.transpose(-2, -1) @ v / (h * w))                  # (n, heads, hw, headc)
+        mixed = mixed.transpose(1, 2).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return x + self.o_proj2(self.act(self.o_proj1(mixed + x)))
+'''
+
 MODELS_SRONET = '''
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import models
+from models import register
+from models.galerkin import simple_attn
+from utils import make_coord
+
+
+@register('sronet')
+class SRNO(nn.Module):
+    """SRNO as upstream documents it: the four nearest latent codes area-weighted, their
+    relative coords and the relative cell -> conv00 -> two Galerkin blocks -> fc2(gelu(fc1))
+    (hidden 256) + bilinear LR residual.  conv00 takes (C + 2) * 4 + 2 inputs (upstream
+    writes 266 for its 64-channel encoders)."""
+
+    def __init__(self, encoder_spec, width=256, blocks=16):
+        super().__init__()
+        self.width = width
+        self.encoder = models.make(encoder_spec)
+        self.conv00 = nn.Conv2d((self.encoder.out_dim + 2) * 4 + 2, width, 1)
+        self.conv0 = simple_attn(width, blocks)
+        self.conv1 = simple_attn(width, blocks)
+        self.fc1 = nn.Conv2d(width, 256, 1)
+        self.fc2 = nn.Conv2d(256, 3, 1)
+
+    def gen_feat(self, inp):
+        self.inp = inp
+        self.feat = self.encoder(inp)
+        return self.feat
+
+    def query_rgb(self, coord, cell):
+        feat = self.feat
+        n, _, h, w = feat.shape
+        lr_pos = make_coord((h, w)).cuda().permute(2, 0, 1).unsqueeze(0).expand(n, 2, h, w)
+        rels, codes, areas = [], [], []
+        for dy in (-1, 1):
+            for dx in (-1, 1):
+                moved = coord.clone()
+                moved[..., 0] += dy / h + 1e-6
+                moved[..., 1] += dx / w + 1e-6
+                moved = moved.clamp(-1 + 1e-6, 1 - 1e-6).flip(-1)
+                code = F.grid_sample(feat, moved, mode='nearest', align_corners=False)
+                centre = F.grid_sample(lr_pos, moved, mode='nearest', align_corners=False)
+                rel = coord.permute(0, 3, 1, 2) - centre
+                rel = torch.cat([rel[:, :1] * h, rel[:, 1:] * w], dim=1)
+                rels.append(rel)
+                codes.append(code)
+                areas.append((rel[:, 0] * rel[:, 1]).abs() + 1e-9)
+        total = sum(areas)
+        opposite = [areas[3], areas[2], areas[1], areas[0]]
+        codes = [c * (a / total).unsqueeze(1) for c, a in zip(codes, opposite)]
+        rel_cell = cell * torch.tensor([h, w], dtype=cell.dtype, device=cell.device)
+        x = torch.cat(rels + codes + [rel_cell[:, :, None, None].repeat(1, 1, *coord.shape[1:3])], dim=1)
+        x = self.conv1(self.conv0(self.conv00(x), 0), 1)
+        out = self.fc2(F.gelu(self.fc1(x)))
+        return out + F.grid_sample(self.inp, coord.flip(-1), mode='bilinear', padding_mode='border',
+                                   align_corners=False)
+
+    def forward(self, inp, coord, cell):
+        self.gen_feat(inp)
+        return self.query_rgb(coord, cell)
+'''
+
+MODELS_LTEP = '''
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -150,8 +266,9 @@ import models
 from models import register
 
 
-class _Fast(nn.Module):
-    """coord (B,H,W,2), cell (B,2) -> (B,3,H,W), with an LR bilinear residual."""
+@register('lte-fast')
+class LTEP(nn.Module):
+    """coord (B,H,W,2), cell (B,2) -> (B,3,H,W), with an LR bilinear residual (call shape only)."""
 
     def __init__(self, encoder_spec, width=16, blocks=2):
         super().__init__()
@@ -183,21 +300,11 @@ class _Fast(nn.Module):
     def forward(self, inp, coord, cell):
         self.gen_feat(inp)
         return self.query_rgb(coord, cell)
-
-
-@register('sronet')
-class SRNO(_Fast):
-    pass
-
-
-@register('lte-fast')
-class LTEP(_Fast):
-    pass
 '''
 
 MODELS_INIT = '''
 from .models import register, make
-from . import encoders, mlp, liif, sronet
+from . import encoders, mlp, liif, galerkin, sronet, ltep
 '''
 
 DATASETS_DATASETS = '''
@@ -536,6 +643,7 @@ def write_repo(root: Path, kind: str = "liif") -> Path:
     files = {
         "models/__init__.py": MODELS_INIT, "models/models.py": MODELS_MODELS, "models/encoders.py": MODELS_ENCODERS,
         "models/mlp.py": MODELS_MLP, "models/liif.py": MODELS_LIIF, "models/sronet.py": MODELS_SRONET,
+        "models/galerkin.py": MODELS_GALERKIN, "models/ltep.py": MODELS_LTEP,
         "datasets/__init__.py": DATASETS_INIT, "datasets/datasets.py": DATASETS_DATASETS,
         "datasets/image_folder.py": DATASETS_IMAGE_FOLDER, "datasets/wrappers.py": DATASETS_WRAPPERS,
         "utils.py": UTILS, "test.py": TEST.replace("{FAST}", str(fast)), train_script: TRAIN,

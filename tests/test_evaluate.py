@@ -126,11 +126,17 @@ def test_json_and_markdown(tmp_path, liif):
     data = json.loads(path.read_text())
     assert list(data) == ["results"]
     for row in data["results"]:
-        assert list(row) == ["scale", "width", "psnr", "lpips", "gflops"]
+        assert list(row) == ["scale", "width", "psnr", "lpips", "gflops", "encoder_gmacs", "mode"]
         assert isinstance(row["lpips"], float) and row["lpips"] >= 0
     assert data["results"][0]["width"] is None and data["results"][1]["width"] == 0.7
     md = results_to_markdown(res)
-    assert "| x2 | bicubic | - |" in md and "| x2 | subnet | 0.7 |" in md
+    assert "| x2 | bicubic | - | - |" in md and "| x2 | subnet | 0.7 | " in md
+    # the encoder's multiply-adds at the width that ran: 64x64 HR -> 32x32 LR, every conv of the encoder
+    enc = anysr.cost.encoder_of(liif)
+    expect = anysr.cost.count_flops(enc, torch.zeros(1, 3, 32, 32), width=0.7, scale=2.0) / 1e9
+    assert data["results"][1]["encoder_gmacs"] == pytest.approx(expect, rel=1e-9) and expect > 0
+    assert data["results"][0]["encoder_gmacs"] is None
+    assert f"| x2 | subnet | 0.7 | {expect:.3f} |" in md
 
 
 def test_lpips_missing_weights_error(tmp_path, monkeypatch):

@@ -6,12 +6,21 @@ Examples::
     anysr export --model liif-edsr-baseline --checkpoint ft.pth --width 0.7 --part encoder -o enc.onnx
     anysr export --width 0.5 -o sub.safetensors                     # state dict of the plain model
 
+    anysr export --repo ~/SRNO --checkpoint epoch-last.pth --width 0.7 --part encoder -o enc.pt
+    anysr export --repo ~/SRNO --checkpoint epoch-last.pth --width 0.7 -o sub.safetensors
+
 The format follows the suffix: ``.pt`` / ``.ts`` TorchScript (``torch.jit.trace``),
-``.pt2`` ``torch.export`` program, ``.onnx`` ONNX (needs the ``onnx`` package),
-``.pth`` / ``.safetensors`` the state dict.  With ``--scale`` the scale folds into the
-gates' ``fc1`` bias and the traced model keeps the original call signature; without it
-the traced model takes the scale as a last ``(B, 2)`` input.  Whole LIIF / SRNO models
-trace with their ``(inp, coord, cell)`` example at ``--lr-size`` x scale.
+``.pt2`` ``torch.export`` program (height and width dynamic), ``.onnx`` ONNX (height and
+width dynamic axes; needs the ``onnx`` package), ``.pth`` / ``.safetensors`` the state
+dict (``.safetensors`` carries the spec in its metadata:
+``anysr_plugin.upstream.load_export(path)`` rebuilds the sub-network).  With ``--scale``
+the scale folds into the gates' ``fc1`` bias and the graph keeps the original call
+signature; without it the graph takes the scale as a last ``(B, 2)`` input.
+
+Graphs run at any input size: an encoder is fully convolutional, and the export is
+checked at ``--lr-size`` and at a second size.  A whole LIIF / LTE / SRNO call builds its
+coordinate grid from the LR size in Python, which a trace would freeze; export its
+``--part encoder`` as a graph and run the decoder in PyTorch (docs/export.md).
 """
 from __future__ import annotations
 
@@ -41,6 +50,7 @@ def run(args) -> int:
 
     from ..checkpoint import atomic_save, save_safetensors
     from ..control import use_scale, use_width
+    from ..control import unwrap
     from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size
     from ..errors import ConfigError
     from ..evaluate import parse_scale
@@ -48,6 +58,13 @@ def run(args) -> int:
 
     _, model = load_cli_model(args)
     scale = parse_scale(args.scale) if args.scale is not None else None
+    ext = os.path.splitext(args.out)[1].lower()
+    graph = ext in (".pt", ".ts", ".pt2", ".onnx")
+    if graph and args.part == "model" and encoder_of(model) is not unwrap(model):
+        raise ConfigError(f"a traced whole {type(unwrap(model)).__name__} would only run at the traced LR size (its "
+                          "query grid is computed from that size in Python): export --part encoder as the graph "
+                          "(runs at any size) and -o FILE.safetensors for the decoder weights; docs/export.md shows "
+                          "the decoder call in PyTorch")
     src = encoder_of(model) if args.part == "encoder" else model
     sub = export_subnet(src, args.width, scale=scale)
     h, w = parse_size(args.lr_size)
@@ -68,7 +85,6 @@ def run(args) -> int:
         print(f"max |export - slimmable| = {diff:.3g}")
         if not diff <= 1e-4:
             raise ConfigError(f"the exported sub-network differs from the slimmable one by {diff:.3g}")
-    ext = os.path.splitext(args.out)[1].lower()
     if ext in (".pt", ".ts"):
         with torch.no_grad():
             traced = torch.jit.trace(sub, call, check_trace=False)
@@ -76,20 +92,59 @@ def run(args) -> int:
         torch.jit.save(traced, tmp)
         os.replace(tmp, args.out)
     elif ext == ".pt2":
-        program = torch.export.export(sub, call)
+        from torch.export import Dim
+
+        dyn = ({2: Dim("lr_h", min=2, max=16384), 3: Dim("lr_w", min=2, max=16384)},) + (None,) * (len(call) - 1)
+        if open_scale:  # ScaleInputModel.forward(*args): one varargs entry
+            dyn = (dyn,)
+        program = torch.export.export(sub, call, dynamic_shapes=dyn)
         torch.export.save(program, args.out)
     elif ext == ".onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise ConfigError("ONNX export needs the onnx package: pip install 'anysr_plugin[onnx]'") from None
-        torch.onnx.export(sub, call, args.out)
+        names = ["lr"] + [f"input{i}" for i in range(1, len(call))]
+        torch.onnx.export(sub, call, args.out, input_names=names, output_names=["out"], dynamo=False,
+                          dynamic_axes={"lr": {2: "lr_h", 3: "lr_w"}, "out": {2: "out_h", 3: "out_w"}})
     elif ext == ".pth":
         atomic_save(sub.state_dict(), args.out)
     elif ext == ".safetensors":
-        save_safetensors(sub.state_dict(), args.out)
+        from ..control import get_state
+        from ..upstream import export_metadata
+
+        meta = export_metadata(getattr(args, "model_source", {"source": "unknown"}), get_state(model).config,
+                               args.width, scale, args.part)
+        save_safetensors(sub.state_dict(), args.out, metadata=meta)
     else:
         raise ConfigError(f"unknown output format {ext!r}; use .pt/.ts, .pt2, .onnx, .pth or .safetensors")
+    if graph and not args.no_check:
+        _check_other_size(args.out, ext, src, args.width, s_example, open_scale, (h, w))
     print(f"wrote {args.out}: width {args.width:g}, scale {'input' if scale is None else scale}, "
           f"{count_params(sub):,} parameters (slimmable: {count_params(src):,})")
     return 0
+
+
+def _check_other_size(path, ext, src, width, scale, open_scale, size) -> None:
+    """Run the written graph on another LR size and compare it with the slimmable model."""
+    import torch
+
+    from ..control import use_scale, use_width
+    from ..errors import ConfigError
+
+    h, w = max(2, size[0] * 2 // 3 + 1), max(2, size[1] * 5 // 6 + 2)
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1))
+    call = (x,) + ((torch.tensor([list(scale)]),) if open_scale else ())
+    if ext in (".pt", ".ts"):
+        run = torch.jit.load(path)
+    elif ext == ".pt2":
+        run = torch.export.load(path).module()
+    else:
+        return  # ONNX needs onnxruntime to run
+    with torch.no_grad(), use_width(src, width), use_scale(src, scale):
+        ref = src(x)
+    with torch.no_grad():
+        diff = float((run(*call) - ref).abs().max())
+    print(f"max |export - slimmable| at LR {h}x{w} = {diff:.3g}")
+    if not diff <= 1e-4:
+        raise ConfigError(f"the exported graph differs from the slimmable model at LR {h}x{w} by {diff:.3g}")

@@ -6,7 +6,13 @@ Written here from the documented facts (research/upstream-liif-family.md section
   ``(C + 2) * 4 + 2`` channels (266 for the 64-channel encoders upstream hard-codes) to
   ``width``; ``conv0``/``conv1`` are Galerkin attention blocks ``simple_attn(width, blocks)``
   with ``qkv_proj``, ``o_proj1``, ``o_proj2``, ``kln``, ``vln`` (per-head LayerNorm affine
-  of shape ``(heads, 1, head_channels)``); ``fc1`` (width -> width), ``fc2`` (width -> 3).
+  of shape ``(heads, 1, head_channels)``); ``fc1`` (width -> 256, upstream's fixed hidden
+  size), ``fc2`` (256 -> 3).
+* The Galerkin block computes ``x + MLP(x + attn(x))`` -- the MLP's residual is the block
+  *input*, not the attention output -- and its key/value LayerNorm divides by
+  ``std + eps`` with the **unbiased** standard deviation (``Tensor.std``), not by
+  ``sqrt(var + eps)``.  A standard ``nn.LayerNorm`` here would load upstream weights with
+  every key matched and compute a different function (see docs/reference-models.md).
 * ``query_rgb(coord (B, H, W, 2), cell (B, 2)) -> (B, 3, H, W)``: the four nearest latent
   codes, area-weighted, with their relative coordinates and the relative cell
   ``cell * (H_feat, W_feat)``, then ``conv00 -> conv0 -> conv1 -> fc2(gelu(fc1))`` plus a
@@ -27,7 +33,8 @@ from .models import make, make_coord
 
 
 class HeadLayerNorm(nn.Module):
-    """LayerNorm over the last axis with a per-head affine of shape (heads, 1, head_channels)."""
+    """Upstream SRNO's LayerNorm: ``(x - mean) / (std + eps)`` over the last axis, ``std``
+    unbiased (Bessel-corrected), then a per-head affine of shape (heads, 1, head_channels)."""
 
     def __init__(self, shape, eps=1e-5):
         super().__init__()
@@ -37,12 +44,13 @@ class HeadLayerNorm(nn.Module):
 
     def forward(self, x):
         mean = x.mean(dim=-1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        std = x.std(dim=-1, keepdim=True)  # unbiased, as upstream
+        return (x - mean) / (std + self.eps) * self.weight + self.bias
 
 
 class simple_attn(nn.Module):  # noqa: N801 - upstream class name
-    """Galerkin-type linear attention over all positions, then a 1x1 MLP, both residual."""
+    """Galerkin-type linear attention over all positions, then a 1x1 MLP:
+    ``y = x + attn(x)``, output ``x + MLP(y)`` (both residuals are the block input ``x``)."""
 
     def __init__(self, midc, heads):
         super().__init__()
@@ -65,10 +73,13 @@ class simple_attn(nn.Module):  # noqa: N801 - upstream class name
         kv = torch.matmul(k.transpose(-2, -1), v) / (h * w)     # (B, heads, headc, headc)
         att = torch.matmul(q, kv).permute(0, 2, 1, 3).reshape(b, h, w, c).permute(0, 3, 1, 2)
         y = att + x
-        return self.o_proj2(self.act(self.o_proj1(y))) + y
+        return self.o_proj2(self.act(self.o_proj1(y))) + x
 
 
 class SRNO(nn.Module):
+    #: upstream's fc1 / fc2 hidden size (fixed, whatever ``width`` is)
+    HIDDEN = 256
+
     def __init__(self, encoder_spec=None, width=256, blocks=16, encoder: nn.Module | None = None):
         super().__init__()
         if (encoder_spec is None) == (encoder is None):
@@ -79,8 +90,8 @@ class SRNO(nn.Module):
         self.conv00 = nn.Conv2d((feat_dim + 2) * 4 + 2, width, 1)
         self.conv0 = simple_attn(width, blocks)
         self.conv1 = simple_attn(width, blocks)
-        self.fc1 = nn.Conv2d(width, width, 1)
-        self.fc2 = nn.Conv2d(width, 3, 1)
+        self.fc1 = nn.Conv2d(width, self.HIDDEN, 1)
+        self.fc2 = nn.Conv2d(self.HIDDEN, 3, 1)
 
     def gen_feat(self, inp):
         self.inp = inp

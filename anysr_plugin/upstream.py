@@ -1,0 +1,322 @@
+"""The user's upstream model, built by its own repository: ``--repo DIR --checkpoint FILE``.
+
+Why: the reference look-alikes (``--model NAME``) are our code; a number measured on
+them is a number about *our* model.  The tools (``anysr eval / flops / bench / export``)
+therefore build the model a checkpoint describes with the repository that wrote it:
+
+* LIIF / LTE / SRNO checkpoints carry their spec, ``{'model': {'name', 'args', 'sd', ...}}``;
+  the repo's own ``models.make`` builds it, imported from ``DIR`` with the launcher's
+  isolation (the repo root first on ``sys.path``, clashing modules purged before and
+  after), and through the launcher's build path (``build_anysr_model``), so a spec with
+  an ``anysr:`` entry is anysrified before its weights load and a vanilla one gets the
+  ``--config`` (default: the paper's) with fresh gates;
+* the unconverted model (``original``: the spec without ``anysr:``, the non-``anysr_*``
+  weights) is built the same way, for the tools' "vs original" figures;
+* the upstream code calls ``.cuda()`` unconditionally; on the models built here those
+  calls follow the model's device (a no-op while its parameters are not on CUDA);
+* the tools then drive the model only through its method adapter
+  (``adapter_for(model).sr_inputs / super_resolve``).
+
+Meta-SR / ArbSR checkpoints are bare state dicts: nothing says how to build the net
+(its ``main.py`` arguments), so they are refused with a pointer to ``anysr launch``.
+
+:func:`check_reference_checkpoint` is the other half: a checkpoint whose spec names a
+different model than a reference (``--model liif-edsr-baseline --checkpoint lte.pth``), or
+whose keys do not fit it, is a one-line :class:`CheckpointError` naming ``--repo``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import AdapterError, CheckpointError, ConfigError
+
+#: upstream model name -> the checkout ``--repo`` should name (messages)
+REPO_OF = {"liif": "LIIF (yinboc/liif) or LTE", "metasr": "LIIF (yinboc/liif) or LTE",
+           "lte": "LTE (jaewon-lee-b/lte)", "lte-fast": "LTE (jaewon-lee-b/lte)",
+           "sronet": "SRNO (2y7c3/Super-Resolution-Neural-Operator)"}
+#: reference model prefix -> the upstream model name it computes
+REFERENCE_WRAPPER = {"liif": "liif", "srno": "sronet"}
+#: key of the ``.safetensors`` metadata entry written by ``anysr export``
+EXPORT_META_KEY = "anysr_export"
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_spec(obj, path) -> dict | None:
+    """The model spec ``{'name', 'args', 'sd', ...}`` of a LIIF-style checkpoint, else None."""
+    spec = obj.get("model") if isinstance(obj, Mapping) else None
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        return dict(spec)
+    return None
+
+
+def _repo_hint(name) -> str:
+    return REPO_OF.get(name, f"the repository that defines {name!r}")
+
+
+def adapter_for_spec(name: str):
+    """The method adapter serving upstream model ``name`` (LIIF, LTE, SRNO families)."""
+    from .adapters.liif import ADAPTER as LIIF, LTE_ADAPTER as LTE
+    from .adapters.srno import ADAPTER as SRNO
+
+    for adapter in (SRNO, LTE if name in ("lte", "lte-fast") else LIIF):
+        if name in adapter.upstream_names:
+            return adapter
+    raise AdapterError(f"the checkpoint's model spec names {name!r}; --repo builds the LIIF / LTE / SRNO "
+                       f"models {', '.join(sorted(set(LIIF.upstream_names + SRNO.upstream_names)))}")
+
+
+def check_reference_checkpoint(reference: str, obj, path) -> None:
+    """Refuse a checkpoint whose spec names another model than reference ``reference``."""
+    spec = checkpoint_spec(obj, path)
+    if spec is None:
+        return
+    name = spec["name"]
+    prefix = reference.split("-", 1)[0]
+    wanted = REFERENCE_WRAPPER.get(prefix)
+    if wanted is None:  # a bare encoder reference
+        raise CheckpointError(f"{path} holds a whole {name!r} model (model.name in its spec), not the "
+                              f"{reference!r} encoder: run the model itself with --repo <{_repo_hint(name)} "
+                              "checkout>")
+    if name != wanted:
+        raise CheckpointError(f"{path} holds a {name!r} model (model.name in its spec); the reference "
+                              f"{reference!r} computes {wanted!r}, a different function: run it with "
+                              f"--repo <{_repo_hint(name)} checkout>")
+    enc = ((spec.get("args") or {}).get("encoder_spec") or {}).get("name")
+    ref_enc = reference.split("-", 1)[1]
+    if enc is not None and enc != ref_enc:
+        raise CheckpointError(f"{path}: its {name} model has a {enc!r} encoder, the reference {reference!r} "
+                              f"a {ref_enc!r} one: use --model {prefix}-{enc} (with --model-arg for its sizes) "
+                              f"or --repo <{_repo_hint(name)} checkout>")
+
+
+def load_fitting(model: nn.Module, sd: Mapping, path, name: str, spec_name: str | None = None) -> None:
+    """Strict ``load_state_dict`` whose failure is one line: what did not fit, and ``--repo``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{t} {len(keys)} (e.g. {', '.join(keys[:3])})" for t, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+        hint = (f"--repo <{_repo_hint(spec_name)} checkout>" if spec_name else
+                "--model-arg for the model's sizes, or --repo <the upstream checkout that wrote it>")
+        raise CheckpointError(f"{path} does not fit {name}: {'; '.join(parts)}; use {hint}")
+    model.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------
+# the repo's own registry
+
+
+@contextlib.contextmanager
+def repo_imports(repo: Path):
+    """The repo's top-level modules importable (root first on ``sys.path``, clashing
+    modules purged on entry and exit), as under ``anysr launch``."""
+    from .launch import purge_modules
+
+    saved = list(sys.path)
+    purge_modules()
+    sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+        purge_modules()
+
+
+@contextlib.contextmanager
+def _cuda_is_noop():
+    saved = torch.Tensor.cuda, nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    nn.Module.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, nn.Module.cuda = saved
+
+
+def _cuda_follows_device(fn):
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        p = next(self.parameters(), None)
+        if p is not None and p.device.type == "cuda":
+            return fn(self, *args, **kwargs)
+        with _cuda_is_noop():
+            return fn(self, *args, **kwargs)
+    call._anysr_cuda_guard = True
+    return call
+
+
+def follow_device(model: nn.Module) -> nn.Module:
+    """Make the upstream's hard-wired ``.cuda()`` calls follow the model's device (on its
+    class: ``forward``, ``gen_feat``, ``query_rgb``)."""
+    cls = type(model)
+    for name in ("forward", "gen_feat", "query_rgb"):
+        fn = cls.__dict__.get(name) or getattr(cls, name, None)
+        if callable(fn) and not getattr(fn, "_anysr_cuda_guard", False):
+            setattr(cls, name, _cuda_follows_device(fn))
+    return model
+
+
+def _context(repo: Path, adapter, anysr_config, log):
+    from .launch import LaunchContext
+
+    return LaunchContext(method=adapter.name, repo=repo, script=Path("<anysr tools>"), argv=[],
+                         anysr_config=anysr_config, log=log)
+
+
+def _repo_models(ctx):
+    from .launch import _import_repo_module
+
+    try:
+        return _import_repo_module(ctx, "models")
+    except ImportError as exc:
+        raise AdapterError(f"importing `models` from {ctx.repo} failed ({type(exc).__name__}: {exc}); install "
+                           "that repository's requirements") from None
+
+
+def _plain_spec(spec: Mapping) -> dict:
+    from .launch import ANYSR_KEY, INIT_FROM_KEY
+
+    return {k: copy.deepcopy(v) for k, v in spec.items() if k not in ("sd", ANYSR_KEY, INIT_FROM_KEY)}
+
+
+def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
+    """``(original, model, spec)`` built by ``repo``'s own registry from ``checkpoint``'s spec.
+
+    ``original``: the unconverted upstream model with the checkpoint's shared weights;
+    ``model``: the AnySR model (the spec's ``anysr:`` entry, else ``anysr_config`` / the
+    paper's settings with fresh gates); ``spec``: the checkpoint's spec without ``sd``.
+    Both are in eval mode.
+    """
+    from .checkpoint import ANYSR_KEY as GATE_MARK, load_file, strip_wrapper_prefix
+    from .config import AnySRConfig
+    from .launch import build_anysr_model
+
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"--repo {repo}: not a directory (give the upstream checkout's root)")
+    obj = load_file(checkpoint)
+    spec = checkpoint_spec(obj, checkpoint)
+    if spec is None:
+        raise CheckpointError(
+            f"{checkpoint} carries no model spec ({{'model': {{'name', 'args', 'sd'}}}} as LIIF / LTE / SRNO save); "
+            "a bare state dict (Meta-SR, ArbSR) does not say how to build its net: evaluate those with "
+            "`anysr launch metasr|arbsr -- main.py ... --test_only` in their repository")
+    if not isinstance(spec.get("sd"), Mapping):
+        raise CheckpointError(f"{checkpoint}: its model spec has no `sd` state dict")
+    spec["sd"] = strip_wrapper_prefix(spec["sd"])
+    adapter = adapter_for_spec(spec["name"])
+    cfg = anysr_config if anysr_config is not None else AnySRConfig()
+    ctx = _context(repo, adapter, cfg, log)
+    with repo_imports(repo):
+        models = _repo_models(ctx)
+        orig_make = models.make
+        original = orig_make(_plain_spec(spec))
+        load_fitting(original, {k: v for k, v in spec["sd"].items() if GATE_MARK not in k}, checkpoint,
+                     f"{spec['name']} as {repo} builds it")
+        model = build_anysr_model(ctx, adapter, orig_make, spec, load_sd=True)
+    follow_device(original)
+    follow_device(model)
+    return original.eval(), model.eval(), {k: v for k, v in spec.items() if k != "sd"}
+
+
+def build_spec_from_repo(repo, spec: Mapping) -> nn.Module:
+    """The unconverted model of ``spec`` (no weights) built by ``repo``'s registry."""
+    repo = Path(repo).resolve()
+    adapter = adapter_for_spec(spec["name"])
+    ctx = _context(repo, adapter, None, None)
+    with repo_imports(repo):
+        model = _repo_models(ctx).make(_plain_spec(spec))
+    return follow_device(model).eval()
+
+
+# ---------------------------------------------------------------------------
+# CLI
+
+
+def load_repo_cli_model(args, anysrify_it: bool = True):
+    """``(original, anysr_model)`` for ``--repo DIR --checkpoint FILE`` (see ``cost.load_cli_model``)."""
+    from .config import AnySRConfig
+
+    if not getattr(args, "checkpoint", None):
+        raise ConfigError("--repo DIR needs --checkpoint FILE: the checkpoint's model spec says what to build")
+    if getattr(args, "model_arg", None):
+        raise ConfigError("--model-arg does not apply with --repo: the checkpoint's spec gives the model's arguments")
+    cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else None
+    original, model, spec = build_from_repo(args.repo, args.checkpoint, cfg)
+    args.model = f"{spec['name']} ({Path(args.repo).name})"
+    args.model_source = {"source": "repo", "spec": spec}
+    return original, (model if anysrify_it else None)
+
+
+# ---------------------------------------------------------------------------
+# exported sub-networks (.safetensors metadata)
+
+
+def export_metadata(source: Mapping, config, width: float, scale, part: str) -> dict:
+    """The ``.safetensors`` metadata of an export: what to build and how to slice it."""
+    meta = {"format": "anysr-subnet", "version": 1, "model": source, "anysr": config.to_dict(),
+            "width": float(width), "scale": None if scale is None else [float(scale[0]), float(scale[1])],
+            "part": part}
+    return {EXPORT_META_KEY: json.dumps(meta, default=str)}
+
+
+def read_export_metadata(path) -> dict:
+    """The metadata dict :func:`export_metadata` stored in ``path`` (``.safetensors``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if EXPORT_META_KEY not in meta:
+        raise CheckpointError(f"{path} has no `{EXPORT_META_KEY}` metadata: not written by `anysr export`")
+    return json.loads(meta[EXPORT_META_KEY])
+
+
+def load_export(path, repo=None) -> nn.Module:
+    """Rebuild the static sub-network ``anysr export`` wrote to a ``.safetensors`` file.
+
+    The metadata names the model (a reference name + arguments, or an upstream spec,
+    then ``repo`` is its checkout), the AnySR config, the width, the folded scale and
+    the part; the model is built, anysrified, sliced with ``export_subnet`` and the
+    file's tensors loaded strictly.
+    """
+    from safetensors.torch import load_file as load_st
+
+    from .config import AnySRConfig
+    from .cost import build_model, encoder_of
+    from .export import export_subnet
+    from .injection import anysrify
+
+    meta = read_export_metadata(path)
+    src = meta["model"]
+    if src.get("source") == "repo":
+        if repo is None:
+            raise ConfigError(f"{path} holds an upstream {src['spec'].get('name')!r} sub-network: pass repo=<its "
+                              "checkout> to rebuild it")
+        model = build_spec_from_repo(repo, src["spec"])
+    else:
+        model = build_model(src["name"], seed=src.get("seed", 0), **(src.get("args") or {}))
+    anysrify(model, AnySRConfig.from_dict(meta["anysr"]))
+    target = encoder_of(model) if meta["part"] == "encoder" else model
+    sub = export_subnet(target, meta["width"], scale=meta["scale"])
+    sub.load_state_dict(load_st(str(path)))
+    return sub.eval()
+
+
+__all__ = ["build_from_repo", "build_spec_from_repo", "check_reference_checkpoint", "load_fitting",
+           "load_repo_cli_model", "follow_device", "repo_imports", "export_metadata", "read_export_metadata",
+           "load_export", "checkpoint_spec", "EXPORT_META_KEY"]

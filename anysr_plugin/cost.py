@@ -398,18 +398,19 @@ def load_cli_model(args, anysrify_it: bool = True):
         kwargs[k.strip()] = yaml.safe_load(v)
     original = build_model(args.model, seed=getattr(args, "seed", 0), **kwargs).eval()
     args.model_source = {"source": "reference", "name": args.model, "args": kwargs, "seed": getattr(args, "seed", 0)}
-    sd = None
+    sd = spec_name = None
     if getattr(args, "checkpoint", None):
-        from .upstream import check_reference_checkpoint
+        from .upstream import check_reference_checkpoint, checkpoint_spec
 
         obj = load_file(args.checkpoint)
         check_reference_checkpoint(args.model, obj, args.checkpoint)
+        spec_name = (checkpoint_spec(obj, args.checkpoint) or {}).get("name")
         sd = strip_wrapper_prefix(extract_state_dict(obj))
     is_anysr_ckpt = sd is not None and any("anysr_" in k for k in sd)
     if sd is not None and not is_anysr_ckpt:
         from .upstream import load_fitting
 
-        load_fitting(original, sd, args.checkpoint, args.model)
+        load_fitting(original, sd, args.checkpoint, args.model, spec_name)
     if not anysrify_it:
         return original, None
     cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else AnySRConfig()
@@ -417,7 +418,7 @@ def load_cli_model(args, anysrify_it: bool = True):
     if is_anysr_ckpt:
         from .upstream import load_fitting
 
-        load_fitting(model, sd, args.checkpoint, f"AnySR {args.model}")
+        load_fitting(model, sd, args.checkpoint, f"AnySR {args.model}", spec_name)
         # the unconverted model gets the shared (non-gate) weights
         original.load_state_dict({k: v for k, v in sd.items() if "anysr_" not in k})
     return original, model

@@ -13,7 +13,8 @@ therefore build the model a checkpoint describes with the repository that wrote 
 * the unconverted model (``original``: the spec without ``anysr:``, the non-``anysr_*``
   weights) is built the same way, for the tools' "vs original" figures;
 * the upstream code calls ``.cuda()`` unconditionally; on the models built here those
-  calls follow the model's device (a no-op while its parameters are not on CUDA);
+  calls follow the model's device (the CPU, or the meta device on which the cost tools
+  count a twin of the model);
 * the tools then drive the model only through its method adapter
   (``adapter_for(model).sr_inputs / super_resolve``).
 
@@ -138,10 +139,11 @@ def repo_imports(repo: Path):
 
 
 @contextlib.contextmanager
-def _cuda_is_noop():
+def _cuda_means(device):
+    """``.cuda()`` moves to ``device`` instead (the CPU, or the meta device of a cost twin)."""
     saved = torch.Tensor.cuda, nn.Module.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    nn.Module.cuda = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self.to(device)
+    nn.Module.cuda = lambda self, *a, **k: self.to(device)
     try:
         yield
     finally:
@@ -152,9 +154,9 @@ def _cuda_follows_device(fn):
     @functools.wraps(fn)
     def call(self, *args, **kwargs):
         p = next(self.parameters(), None)
-        if p is not None and p.device.type == "cuda":
+        if p is None or p.device.type == "cuda":
             return fn(self, *args, **kwargs)
-        with _cuda_is_noop():
+        with _cuda_means(p.device):
             return fn(self, *args, **kwargs)
     call._anysr_cuda_guard = True
     return call

@@ -3,18 +3,23 @@
 Examples::
 
     anysr eval --model liif-edsr-baseline --checkpoint ft.pth --hr Set5/HR --scales 2 3 4
+    anysr eval --repo ~/SRNO --checkpoint save/anysr/epoch-last.pth --hr Set5/HR --scales 2 3 4
     anysr eval --hr Set5/HR --baseline bicubic --baseline-only --scales 2 3 4
     anysr eval --model liif-edsr-baseline --hr B100 --scales 2.5 1.5x3 6 12 30 --modes subnet full 0.5
     anysr eval --lr Set5/LR_bicubic/X2 --hr Set5/HR --scales 2 --protocol benchmark --json res.json
     anysr eval ... --modes budget --budget-gflops 50
     anysr eval ... --lpips --lpips-weights alexnet-owt-7be5be79.pth
 
+``--repo DIR`` runs the upstream model itself (built by the checkout's own registry from the
+checkpoint's spec); ``--model`` runs a reference look-alike.  Each row gives the width that
+ran and the encoder's multiply-adds at that width next to the PSNR.
+
 Data: ``--hr`` (LR made by bicubic downsampling, ``--bicubic pil`` as LIIF / SRNO or
 ``matlab`` as Meta-SR / ArbSR) or ``--lr`` + ``--hr`` paired folders; without ``--hr``
 the scikit-image photographs are used.  Protocols: ``benchmark`` (Y, shave = scale),
 ``div2k`` (RGB, shave = scale + 6).  Modes: ``subnet`` (AnySR dagger: the scale group's
 width), ``full`` (AnySR double dagger), a width, or ``budget``.  ``--json PATH`` writes
-``{"results": [{"scale", "width", "psnr", "lpips", "gflops"}, ...]}``; a markdown table
+``{"results": [{"scale", "width", "psnr", "lpips", "gflops", "encoder_gmacs", "mode"}, ...]}``; a markdown table
 is printed (and written next to the JSON as .md, with a PSNR-vs-GFLOPs PNG when
 matplotlib is installed).
 """
@@ -66,6 +71,8 @@ def run(args) -> int:
                        bicubic=args.bicubic, lpips=args.lpips, lpips_weights=args.lpips_weights,
                        budget_gflops=args.budget_gflops, chunk=args.chunk, progress=True)
     md = results_to_markdown(results)
+    if model is not None:
+        print(f"model: {args.model}" + (f", checkpoint {args.checkpoint}" if args.checkpoint else "") + "\n")
     print(md)
     if args.json:
         from ..checkpoint import atomic_write_text

@@ -1,6 +1,6 @@
 """Writes look-alike LIIF / LTE / SRNO upstream repositories into a folder, for launcher tests.
 
-Written here from the documented facts (research/upstream-liif-family.md sections 1-5, 9),
+Written here from the documented facts (docs/upstream.md),
 never copied: a ``models/`` registry with ``register`` / ``make(spec, args, load_sd)``
 (strict top-level ``load_state_dict``), EDSR-baseline / RDN encoders (the package's
 reference look-alikes, which keep the upstream key names), LIIF-like ``liif`` / ``lte`` /

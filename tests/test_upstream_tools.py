@@ -179,8 +179,7 @@ def test_flops_bench_export_repo(repos, tmp_path, capsys):
     st = tmp_path / "sub.safetensors"
     assert main(["export", *base, "--width", "0.7", "--scale", "2", "-o", str(st)]) == 0
     meta = read_export_metadata(st)
-    assert meta["model"] == {"source": "repo", "spec": {k: v for k, v in SPECS["srno"].items()}} or \
-        meta["model"]["spec"]["name"] == "sronet"
+    assert meta["model"] == {"source": "repo", "spec": {**SPECS["srno"], "anysr": anysr.AnySRConfig().to_dict()}}
     assert meta["width"] == 0.7 and meta["scale"] == [2.0, 2.0] and meta["part"] == "model"
     rebuilt = load_export(st, repo=r["repo"])
     _, model, _ = build_from_repo(r["repo"], r["ckpt"])

@@ -1,6 +1,6 @@
 """A look-alike of upstream SRNO (``srno:models/sronet.py``, ``models/galerkin.py``).
 
-Written here from the documented facts (research/upstream-liif-family.md section 3.5):
+Written here from the documented facts (docs/upstream.md; docs/reference-models.md for the Galerkin block):
 
 * ``SRNO(encoder_spec, width=256, blocks=16)``; ``conv00`` is a 1x1 conv from
   ``(C + 2) * 4 + 2`` channels (266 for the 64-channel encoders upstream hard-codes) to

@@ -5,6 +5,7 @@ small scales run on a slimmer sub-network of the same weights, with a scale-awar
 interweaving gate in each block (AnySR, Sec. III).
 """
 from . import errors
+from .blocks import AnySRBlock, block_types, register_block_type, registered_block_type, unregister_block_type
 from .checkpoint import load_upstream_checkpoint
 from .config import AnySRConfig
 from .budget import use_budget
@@ -17,4 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["AnySRConfig", "anysrify", "inspect_targets", "is_anysr", "use_width", "use_scale", "set_width",
            "active_widths", "unwrap", "count_flops", "load_upstream_checkpoint", "errors", "__version__",
-           "export_subnet", "use_budget"]
+           "export_subnet", "use_budget", "AnySRBlock", "register_block_type", "unregister_block_type",
+           "registered_block_type", "block_types"]

@@ -21,9 +21,6 @@ INTERWEAVE_KINDS = ("interleave", "concat", "none")
 RDB_GATE_PLACES = ("first", "last")
 COMPAT_MODES = (None, "official")
 
-#: Paper defaults for lambda per block family (Sec. III-C: 4 for EDSR, 8 for RDN).
-DEFAULT_LAM = {"edsr": 4, "rcab": 4, "rdb": 8}
-
 CONFIG_VERSION = 1
 
 
@@ -40,7 +37,8 @@ class AnySRConfig:
                   s <= 1.75 -> widths[0], <= 2.55 -> widths[1], ...; above -> widths[-1].
                   Continuous, so 1.75 or 2.05 get their group's width, not the full one.
     lam           lambda of feature interweaving (scale pair inserted after every C/lambda
-                  features); None = paper default per block family (4 EDSR/RCAB, 8 RDB).
+                  features); None = each block type's ``default_lam`` (paper: 4 EDSR/RCAB,
+                  8 RDB; 4 RRDB).
     reset_prob    Algorithm 1 line 4: probability a training sample runs the full network.
     gate          "identity": 2*sigmoid with fc2 zero-initialised, so conversion preserves the
                   function exactly; "paper": sigmoid with default init.
@@ -121,9 +119,19 @@ class AnySRConfig:
             _fail(name, value, f"must be one of {', '.join(repr(a) for a in allowed)}")
 
     # -- policy -------------------------------------------------------------
-    def lam_for(self, family: str) -> int:
-        """Lambda for a block family ('edsr', 'rcab', 'rdb')."""
-        return self.lam if self.lam is not None else DEFAULT_LAM[family]
+    def lam_for(self, block_type) -> int:
+        """Lambda for a block type: ``lam`` when set, else the type's ``default_lam``.
+
+        ``block_type``: a block class (or block), or a registered type name ('edsr', 'rcab',
+        'rdb', 'rrdb', or a user type's), looked up in the block-type registry at call time.
+        """
+        if self.lam is not None:
+            return self.lam
+        if isinstance(block_type, str):
+            from .blocks.registry import get_block_type  # call-time lookup: config stays below blocks
+
+            block_type = get_block_type(block_type)
+        return block_type.default_lam
 
     def width_for_scale(self, scale: float) -> float:
         """Width of the scale group that `scale` (= max(s_h, s_w)) falls in."""

@@ -159,15 +159,8 @@ def _gate_params(block) -> int:
 
 
 def gate_macs(block, width: float) -> int:
-    """MACs of the two gate FC layers at ``width`` (per image)."""
-    if block.anysr_gate is None:
-        return 0
-    from .gate import gate_input_length
-
-    n = block.gated_channels_at(width)
-    g = block.anysr_gate
-    hidden = g.fc1.weight.shape[0]
-    return gate_input_length(g.channels, n, g.lam, g.interweave) * hidden + hidden * n
+    """MACs of the two gate FC layers at ``width`` (per image); the block type computes them."""
+    return block.gate_macs(width)
 
 
 @dataclass
@@ -184,7 +177,7 @@ class BlockCost:
     pixels: int              # LR pixels the block runs on
     conv_macs: int           # conv multiply-adds (no bias)
     conv_macs_ratio: float   # of full width
-    act_ops: int             # activations (ReLU) applied
+    act_ops: int             # activations applied (the block type counts them)
     gap_ops: int             # additions of the global average pool
     gate_macs: int
 
@@ -204,10 +197,7 @@ def block_costs(model: nn.Module, lr_size=(1, 1), widths: Optional[Sequence[floa
         full = b.conv_macs_per_pixel(1.0)
         for w in widths:
             n = b.width_channels(w)
-            if b.family == "rdb":
-                act = n * len(b.convs)
-            else:
-                act = n
+            act = b.activations_per_pixel(w)
             rows.append(BlockCost(names[id(b)], b.family, w, n, cp, gp, cp + gp, pixels,
                                   b.conv_macs_per_pixel(w) * pixels, b.conv_macs_per_pixel(w) / full,
                                   act * pixels, (n * pixels) if b.anysr_gate is not None else 0,

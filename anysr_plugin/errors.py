@@ -25,6 +25,10 @@ class UnsupportedBlockError(AnySRError, TypeError):
     """A module looks like a residual block but its structure cannot be converted."""
 
 
+class BlockTypeError(AnySRError, ValueError):
+    """A block type cannot be registered (name taken, not an AnySRBlock, methods missing) or is unknown."""
+
+
 class AlreadyAnySRError(AnySRError, RuntimeError):
     """anysrify was called on a model that already holds AnySR blocks."""
 

@@ -21,185 +21,33 @@ without one the exported model takes the scale as an extra input:
 ``exported(*args, scale=(s_h, s_w) or a (B, 2) tensor)`` (or positionally as the
 last argument, which is how a trace receives it).
 
-Key names stay those of the upstream block (``body.0.weight``, ``convs.3.conv.0.weight``,
-``LFF.weight``); the gate lives under ``gate`` (``gate.fc1``, ``gate.fc1_scale``,
-``gate.fc2``).
+This module is the generic walk only: each block type builds its own static form
+(``AnySRBlock.export_static``, in the block type's file), and the closed-form gate is
+``gate.StaticGate``.  Key names stay those of the upstream block (``body.0.weight``,
+``convs.3.conv.0.weight``, ``LFF.weight``, ``RDB1.conv1.weight``); the gate lives under
+``gate`` (``gate.fc1``, ``gate.fc1_scale``, ``gate.fc2``).
 """
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .blocks import AnySRBlock, StaticBlock, StaticRCAB, StaticRDB, StaticResBlock, StaticRRDB
 from .config import channels_at
 from .control import PlanHook, ClearPlanHook, anysr_blocks, as_scale_tensor, get_state, unwrap
 from .errors import AnySRError, NotAnySRError, ScaleError
-from .gate import interleave_layout
+from .gate import InterweavingGate, StaticGate
 
-__all__ = ["export_subnet", "StaticGate", "StaticResBlock", "StaticRCAB", "StaticRDB", "ScaleInputModel",
-           "static_blocks"]
+__all__ = ["export_subnet", "StaticGate", "StaticBlock", "StaticResBlock", "StaticRCAB", "StaticRDB", "StaticRRDB",
+           "ScaleInputModel", "static_blocks"]
 
 _ANYSR_ATTRS = ("_anysr_state", "_anysr_plan", "_anysr_plan_owner", "_anysr_fixed_width",
                 "_anysr_scale_override", "_anysr_budget")
 
 
-def _sliced_conv_module(conv: nn.Conv2d, out_index=None, in_index=None) -> nn.Conv2d:
-    """A new Conv2d holding ``conv.weight[out_index][:, in_index]`` (contiguous copies)."""
-    w = conv.weight.detach()
-    b = conv.bias.detach() if conv.bias is not None else None
-    if out_index is not None:
-        w = w[:out_index]
-        b = b[:out_index] if b is not None else None
-    if in_index is not None:
-        w = w[:, :in_index] if isinstance(in_index, int) else w.index_select(1, in_index.to(w.device))
-    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                    dilation=conv.dilation, groups=1, bias=b is not None, padding_mode=conv.padding_mode,
-                    device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if b is not None:
-            new.bias.copy_(b)
-    new.train(conv.training)
-    return new
-
-
-class StaticGate(nn.Module):
-    """The gate of one width in closed form: ``act(fc2(relu(fc1(gap(h)) + fc1_scale(s))))``.
-
-    ``fc1``: n -> 2C (feature columns of the AnySR ``fc1``, its bias plus the folded
-    scale term when the scale is fixed); ``fc1_scale``: 2 -> 2C without bias, absent when
-    folded; ``fc2``: 2C -> n (the first n rows).  ``kind`` "identity" = 2*sigmoid,
-    "paper" = sigmoid.
-    """
-
-    def __init__(self, gate, n: int, scale=None):
-        super().__init__()
-        feat_cols, scale_cols, length = interleave_layout(gate.channels, n, gate.lam, gate.interweave)
-        w1 = gate.fc1.weight.detach()
-        b1 = gate.fc1.bias.detach().clone()
-        hidden = w1.shape[0]
-        self.kind = gate.kind
-        self.channels = n
-        self.fc1 = nn.Linear(n, hidden, device=w1.device, dtype=w1.dtype)
-        w_scale = w1.new_zeros(hidden, 2)
-        for c in scale_cols:
-            w_scale[:, 0] += w1[:, c]
-            w_scale[:, 1] += w1[:, c + 1]
-        with torch.no_grad():
-            self.fc1.weight.copy_(w1[:, feat_cols])
-        self.folded_scale = None
-        if scale is not None:
-            s = as_scale_tensor(scale, device=w1.device).to(w1.dtype)
-            if s.shape[0] != 1:
-                raise ScaleError("a folded scale must be one (s_h, s_w) pair, not per-sample scales")
-            b1 = b1 + (w_scale @ s[0])
-            self.folded_scale = tuple(float(v) for v in s[0].tolist())
-            self.fc1_scale = None
-        else:
-            self.fc1_scale = nn.Linear(2, hidden, bias=False, device=w1.device, dtype=w1.dtype)
-            with torch.no_grad():
-                self.fc1_scale.weight.copy_(w_scale)
-        with torch.no_grad():
-            self.fc1.bias.copy_(b1)
-        self.fc2 = nn.Linear(hidden, n, device=w1.device, dtype=w1.dtype)
-        with torch.no_grad():
-            self.fc2.weight.copy_(gate.fc2.weight.detach()[:n])
-            self.fc2.bias.copy_(gate.fc2.bias.detach()[:n])
-        # the exported model's root sets this per call when the scale is not folded
-        self.scale_input = None
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, kind={self.kind!r}, folded_scale={self.folded_scale}"
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        pooled = h.mean(dim=(2, 3))
-        z = self.fc1(pooled)
-        if self.fc1_scale is not None:
-            s = self.scale_input
-            if s is None:
-                raise ScaleError("this exported sub-network was exported without a fixed scale: call it "
-                                 "with scale=(s_h, s_w) (or export with export_subnet(..., scale=s))")
-            z = z + self.fc1_scale(s.to(z.dtype))
-        z = self.fc2(F.relu(z))
-        a = 2.0 * torch.sigmoid(z) if self.kind == "identity" else torch.sigmoid(z)
-        return h * a[:, :, None, None]
-
-
-class StaticResBlock(nn.Module):
-    """EDSR ResBlock of one width: ``x + res_scale * conv2(act(gate(conv1(x))))``, conv1: C -> n."""
-
-    def __init__(self, block, n: int, scale=None):
-        super().__init__()
-        conv1, act, conv2 = block.body[0], block.body[1], block.body[2]
-        self.body = nn.Sequential(_sliced_conv_module(conv1, out_index=n), copy.deepcopy(act),
-                                  _sliced_conv_module(conv2, in_index=n))
-        self.res_scale = block.res_scale
-        self.gate = StaticGate(block.anysr_gate, n, scale) if block.anysr_gate is not None else None
-
-    def forward(self, x):
-        h = self.body[0](x)
-        if self.gate is not None:
-            h = self.gate(h)
-        res = self.body[2](self.body[1](h))
-        return res * self.res_scale + x
-
-
-class StaticRCAB(nn.Module):
-    """RCAB of one width: ``x + CA(conv2(act(gate(conv1(x)))))``; the CALayer keeps all C channels."""
-
-    def __init__(self, block, n: int, scale=None):
-        super().__init__()
-        conv1, act, conv2, att = block.body[0], block.body[1], block.body[2], block.body[3]
-        self.body = nn.Sequential(_sliced_conv_module(conv1, out_index=n), copy.deepcopy(act),
-                                  _sliced_conv_module(conv2, in_index=n), copy.deepcopy(att))
-        self.gate = StaticGate(block.anysr_gate, n, scale) if block.anysr_gate is not None else None
-
-    def forward(self, x):
-        h = self.body[0](x)
-        if self.gate is not None:
-            h = self.gate(h)
-        return self.body[3](self.body[2](self.body[1](h))) + x
-
-
-class _DenseLayer(nn.Module):
-    def __init__(self, conv: nn.Conv2d, act: nn.Module):
-        super().__init__()
-        self.conv = nn.Sequential(conv, act)
-
-
-class StaticRDB(nn.Module):
-    """RDB of one growth ``g``: dense layer k reads ``G0 + k*g`` channels (the gathered columns)."""
-
-    def __init__(self, block, g: int, scale=None):
-        super().__init__()
-        layers = []
-        for k, layer in enumerate(block.convs):
-            conv, act = layer.conv[0], layer.conv[1]
-            index = None if k == 0 else block._input_index(g, k, conv.weight.device)
-            layers.append(_DenseLayer(_sliced_conv_module(conv, out_index=g, in_index=index), copy.deepcopy(act)))
-        self.convs = nn.Sequential(*layers)
-        self.LFF = _sliced_conv_module(block.LFF, in_index=block._input_index(g, len(block.convs),
-                                                                               block.LFF.weight.device))
-        self.gate_layer = block.gate_layer
-        self.gate = StaticGate(block.anysr_gate, g, scale) if block.anysr_gate is not None else None
-
-    def forward(self, x):
-        feats = x
-        for k, layer in enumerate(self.convs):
-            out = layer.conv[0](feats)
-            if k == self.gate_layer and self.gate is not None:
-                out = self.gate(out)
-            feats = torch.cat((feats, layer.conv[1](out)), 1)
-        return self.LFF(feats) + x
-
-
-_STATIC = {"edsr": StaticResBlock, "rcab": StaticRCAB, "rdb": StaticRDB}
-
-
 def static_blocks(model: nn.Module) -> list:
-    return [m for m in model.modules() if isinstance(m, (StaticResBlock, StaticRCAB, StaticRDB))]
+    """The exported (static) blocks of an exported sub-network."""
+    return [m for m in model.modules() if isinstance(m, StaticBlock)]
 
 
 class ScaleInputModel(nn.Module):
@@ -286,13 +134,13 @@ def export_subnet(model: nn.Module, width: float, scale=None) -> nn.Module:
         name = names[id(block)]
         twin_block = twin_modules[name]
         n = channels_at(twin_block.channels, width)
-        static = _STATIC[twin_block.family](twin_block, n, scale)
+        static = twin_block.export_static(n, scale)  # each block type owns its static form
         static.train(twin_block.training)
         parent_name, _, attr = name.rpartition(".")
         parent = twin_modules[parent_name] if parent_name else twin
         parent._modules[attr] = static
     _strip_anysr(twin)
-    leftovers = [type(m).__name__ for m in twin.modules() if type(m).__module__.startswith("anysr_plugin.blocks")]
+    leftovers = [type(m).__name__ for m in twin.modules() if isinstance(m, (AnySRBlock, InterweavingGate))]
     if leftovers:  # pragma: no cover - defensive
         raise AnySRError(f"export left slimmable modules behind: {leftovers}")
     twin.eval()

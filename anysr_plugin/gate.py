@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, ScaleError
 
 
 def interleave_layout(channels: int, n: int, lam: int, interweave: str = "interleave"):
@@ -136,3 +136,71 @@ def gate_param_count(channels: int, lam: int, interweave: str = "interleave") ->
     extra = 2 if interweave == "concat" else 2 * lam
     return 2 * channels * (channels + extra) + 2 * channels + channels * 2 * channels + channels
 
+
+
+class StaticGate(nn.Module):
+    """The gate of one width in closed form, for exported sub-networks:
+    ``act(fc2(relu(fc1(gap(h)) + fc1_scale(s))))``, multiplied onto ``h``.
+
+    The interleaved gate input enters ``fc1`` linearly, so
+    ``fc1(interleave(f, s)) = W_feat f + W_scale s + b1`` with ``W_feat`` the feature
+    columns and ``W_scale`` the sums of the s_h and of the s_w columns: exactly the
+    sliced computation without a scatter.  ``fc1``: n -> 2C (plus the folded scale term
+    in its bias when ``scale`` is a fixed ``(s_h, s_w)`` pair); ``fc1_scale``: 2 -> 2C
+    without bias, absent when folded (else the exported model's root sets
+    ``scale_input`` per call); ``fc2``: 2C -> n (the first n rows).
+    """
+
+    def __init__(self, gate: InterweavingGate, n: int, scale=None):
+        super().__init__()
+        feat_cols, scale_cols, length = interleave_layout(gate.channels, n, gate.lam, gate.interweave)
+        w1 = gate.fc1.weight.detach()
+        b1 = gate.fc1.bias.detach().clone()
+        hidden = w1.shape[0]
+        self.kind = gate.kind
+        self.channels = n
+        self.fc1 = nn.Linear(n, hidden, device=w1.device, dtype=w1.dtype)
+        w_scale = w1.new_zeros(hidden, 2)
+        for c in scale_cols:
+            w_scale[:, 0] += w1[:, c]
+            w_scale[:, 1] += w1[:, c + 1]
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1[:, feat_cols])
+        self.folded_scale = None
+        if scale is not None:
+            pair = torch.as_tensor(scale, dtype=torch.float32).flatten()
+            if pair.numel() != 2:
+                raise ScaleError(f"a folded scale must be one (s_h, s_w) pair, got {scale!r}")
+            # the runtime gate sees the float32 plan scale cast to the block's dtype: fold the same value
+            s = pair.to(device=w1.device, dtype=w1.dtype)
+            b1 = b1 + (w_scale @ s)
+            self.folded_scale = tuple(float(v) for v in pair.tolist())
+            self.fc1_scale = None
+        else:
+            self.fc1_scale = nn.Linear(2, hidden, bias=False, device=w1.device, dtype=w1.dtype)
+            with torch.no_grad():
+                self.fc1_scale.weight.copy_(w_scale)
+        with torch.no_grad():
+            self.fc1.bias.copy_(b1)
+        self.fc2 = nn.Linear(hidden, n, device=w1.device, dtype=w1.dtype)
+        with torch.no_grad():
+            self.fc2.weight.copy_(gate.fc2.weight.detach()[:n])
+            self.fc2.bias.copy_(gate.fc2.bias.detach()[:n])
+        # the exported model's root sets this per call when the scale is not folded
+        self.scale_input = None
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kind={self.kind!r}, folded_scale={self.folded_scale}"
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        pooled = h.mean(dim=(2, 3))
+        z = self.fc1(pooled)
+        if self.fc1_scale is not None:
+            s = self.scale_input
+            if s is None:
+                raise ScaleError("this exported sub-network was exported without a fixed scale: call it "
+                                 "with scale=(s_h, s_w) (or export with export_subnet(..., scale=s))")
+            z = z + self.fc1_scale(s.to(z.dtype))
+        z = self.fc2(F.relu(z))
+        a = 2.0 * torch.sigmoid(z) if self.kind == "identity" else torch.sigmoid(z)
+        return h * a[:, :, None, None]

@@ -1,12 +1,17 @@
 """anysrify: plan, validate, then apply the block surgery, in place.
 
-1. **Plan**: walk the adapter's block root; every module whose class name marks it
-   as a block family (``ResBlock``, ``RCAB``, ``RDB``) is a candidate; matched blocks
-   are not descended into.
-2. **Validate**: each candidate's structure is checked (layer kinds and shapes) and
-   its conversion, run at full width with a neutral gate on a small random input,
-   must reproduce the original block's output; lambda must divide the channels.
-   Any failure raises before the model is touched, naming what was found.
+1. **Plan**: walk the adapter's block root depth-first and offer every module to the
+   registered block types in lookup order (blocks/registry.py).  A type whose structure
+   check passes makes the module a candidate; a type whose class-name pattern matches
+   while its structure check fails marks the module *skipped*, with the reason (names add
+   knowledge, structure decides).  Candidates are not descended into.
+2. **Validate**: a candidate's gate-less conversion, run at full width on a small random
+   input, must reproduce the module's own output (this proves the upstream forward is the
+   residual the block type computes); lambda must divide the gated channels.  One
+   representative per block *signature* is run and its verdict reused for the others
+   (:func:`block_signature`).  A failure on a module whose class name marks it as a block
+   raises before the model is touched; a module matched by structure alone whose forward
+   computes something else is left as it is, with a warning.
 3. **Apply**: each block is replaced in its parent by an AnySR block that adopts the
    original children (same attribute names, same ``Parameter`` objects); gates are
    created on the block's device and dtype; two hooks are installed (control.py).
@@ -14,16 +19,16 @@
 from __future__ import annotations
 
 import collections
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .blocks import BLOCK_TYPES, AnySRBlock, block_class_for
-from .blocks.base import full_width_reference
+from .blocks import AnySRBlock, block_types
 from .config import AnySRConfig, channels_at
 from .control import AnySRState, ClearPlanHook, PlanHook, unwrap
-from .errors import AlreadyAnySRError, AnySRError, ConfigError, NoBlocksError, UnsupportedBlockError
+from .errors import AlreadyAnySRError, AnySRError, AnySRWarning, ConfigError, NoBlocksError, UnsupportedBlockError
 
 #: a converted block must reproduce its original to this precision at conversion time
 EQUIVALENCE_TOLERANCE = 1e-4
@@ -33,10 +38,11 @@ EQUIVALENCE_TOLERANCE = 1e-4
 class Target:
     name: str          # dotted path from the model root
     upstream_type: str  # class name of the original block
-    family: str        # "edsr" | "rcab" | "rdb"
-    channels: int      # channels the gate sees (C, or the growth G for RDB)
+    family: str        # the block type's registry name ("edsr", "rcab", "rdb", "rrdb", or a user type's)
+    channels: int      # channels the gate sees (C, or the growth for dense blocks)
     lam: int
     width_channels: dict = field(default_factory=dict)  # width -> floor(C * w)
+    validated_by: str = ""  # the module whose full-width check covers this one (same signature)
 
 
 @dataclass
@@ -44,6 +50,9 @@ class Skipped:
     name: str
     upstream_type: str
     reason: str
+    #: True: anysrify refuses the model (the module is a block it cannot convert);
+    #: False: matched by structure alone but not this computation, left unconverted (warning)
+    fatal: bool = True
 
 
 @dataclass
@@ -56,6 +65,7 @@ class TargetReport:
     targets: list
     skipped: list
     module_types: dict  # class name -> count, everything walked
+    validations: int = 0  # full-width checks actually run (one per block signature)
 
     def __str__(self) -> str:
         verb = "replaced" if self.converted else "would replace"
@@ -70,25 +80,69 @@ class TargetReport:
         return "\n".join(lines)
 
 
-def _family_of(module: nn.Module):
-    for cls in BLOCK_TYPES:
-        if cls.is_candidate(module):
-            return cls
-    return None
+# ---------------------------------------------------------------------------
+# block signatures: one full-width check per distinct block
 
 
-def _walk(root: nn.Module, prefix: str):
-    """Yield (name, module, parent, attr) depth-first, not descending into candidates."""
-    stack = [(prefix, root, None, None)]
-    while stack:
-        name, module, parent, attr = stack.pop()
-        yield name, module, parent, attr
-        if parent is not None and (_family_of(module) is not None or isinstance(module, AnySRBlock)):
+_PRIMITIVES = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _value_key(value, depth: int = 0):
+    """Hashable description of a plain attribute: primitives by value, tensors by shape,
+    dtype and device, containers element-wise, anything else by identity (so only the very
+    same object, e.g. a shared function, makes two blocks alike)."""
+    if isinstance(value, _PRIMITIVES):
+        return type(value), value
+    if isinstance(value, (torch.dtype, torch.device)):
+        return type(value), str(value)
+    if isinstance(value, torch.Tensor):
+        return "tensor", tuple(value.shape), value.dtype, str(value.device)
+    if isinstance(value, (tuple, list)) and depth < 4:
+        return type(value), tuple(_value_key(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 4:
+        return dict, tuple(sorted((repr(k), _value_key(v, depth + 1)) for k, v in value.items()))
+    return "object", id(value)
+
+
+def _tensor_key(t):
+    return None if t is None else (type(t), tuple(t.shape), t.dtype, str(t.device))
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def block_signature(cls, module: nn.Module, config: AnySRConfig):
+    """What decides the full-width check's verdict, or None when `module` must be checked alone.
+
+    Two modules with equal signatures run the same code (the block type, the upstream class
+    and its ``forward`` code object, every submodule's class) on the same structure (module
+    tree, parameter and buffer shapes, dtypes, devices, plain attributes such as
+    ``res_scale``, negative slopes, paddings, train/eval mode) under the same config.  The
+    check asks whether that code is the residual computation the block type implements; the
+    weight *values* only flow through that computation, so its verdict carries over.  A
+    module with hooks or an instance-level ``forward`` (code outside the class) gets None.
+    """
+    seen: dict = {}
+    parts = []
+    for path, sub in module.named_modules(remove_duplicate=False):
+        if any(getattr(sub, d, None) for d in _HOOK_DICTS) or "forward" in sub.__dict__:
+            return None
+        if id(sub) in seen:  # a submodule used twice inside the block
+            parts.append((path, "alias", seen[id(sub)]))
             continue
-        children = list(module._modules.items())
-        for child_attr, child in reversed(children):
-            if child is not None:
-                stack.append((f"{name}.{child_attr}" if name else child_attr, child, module, child_attr))
+        seen[id(sub)] = path
+        attrs = tuple(sorted((k, _value_key(v)) for k, v in sub.__dict__.items()
+                             if not k.startswith("_") and k != "training"))
+        params = tuple((k, _tensor_key(p)) for k, p in sub._parameters.items())
+        buffers = tuple((k, _tensor_key(b)) for k, b in sub._buffers.items())
+        parts.append((path, type(sub), sub.training, attrs, params, buffers))
+    forward_code = getattr(type(module).forward, "__code__", None)
+    cfg = repr(sorted(config.to_dict().items()))
+    return cls, type(module), forward_code, cfg, tuple(parts)
+
+
+# ---------------------------------------------------------------------------
+# plan and validate
 
 
 def _resolve(model: nn.Module, config, adapter):
@@ -105,31 +159,103 @@ def _resolve(model: nn.Module, config, adapter):
     return config, adapter, root, root_name
 
 
-def _plan(model: nn.Module, config: AnySRConfig, adapter, root: nn.Module, root_name: str):
-    targets, skipped, entries = [], [], []
-    types = collections.Counter()
-    for name, module, parent, attr in _walk(root, root_name):
-        types[type(module).__name__] += 1
-        if isinstance(module, AnySRBlock):
-            continue
-        cls = _family_of(module)
-        if cls is None or parent is None:
-            continue
-        cls = block_class_for(cls, config)  # compat="official": the release's RDB layout
-        problem = cls.structure_problem(module)
-        lam = config.lam_for(cls.family)
-        channels = cls.gated_channels(module) if problem is None else 0
-        if problem is None and config.interweave == "interleave" and channels % lam:
-            problem = f"lambda={lam} does not divide the {channels} gated channels (set AnySRConfig.lam)"
-        if problem is None and channels_at(channels, config.widths[0]) < 1:
-            problem = f"width {config.widths[0]} leaves no channel of {channels}"
-        if problem is not None:
-            skipped.append(Skipped(name, type(module).__name__, problem))
-            continue
-        targets.append(Target(name, type(module).__name__, cls.family, channels, lam,
-                              {w: channels_at(channels, w) for w in config.widths}))
-        entries.append((cls, module, parent, attr))
-    return targets, skipped, dict(types), entries
+class _Planner:
+    """One walk of the block root: targets, skipped modules, and the verdict cache."""
+
+    def __init__(self, config: AnySRConfig):
+        self.config = config
+        self.types = block_types()
+        self.targets, self.skipped, self.entries = [], [], []
+        self.verdicts: dict = {}  # signature -> (difference, representative name)
+        self.validations = 0
+
+    def _difference(self, cls, module: nn.Module, name: str):
+        sig = block_signature(cls, module, self.config)
+        if sig is not None and sig in self.verdicts:
+            return self.verdicts[sig]
+        self.validations += 1
+        try:
+            diff = cls.full_width_difference(module, self.config)
+        except Exception as exc:  # a forward that cannot run on a plain (B, C, H, W) input
+            diff = f"its forward does not run on a (2, {cls.input_channels(module)}, 6, 6) input " \
+                   f"({type(exc).__name__}: {exc})"
+        if sig is not None:
+            self.verdicts[sig] = (diff, name)
+        return diff, name
+
+    def _problem(self, cls, module: nn.Module, name: str):
+        """None if `cls` converts `module`, else why not; plus the representative's name."""
+        channels = cls.gated_channels(module)
+        lam = self.config.lam_for(cls)
+        if self.config.interweave == "interleave" and channels % lam:
+            return f"lambda={lam} does not divide the {channels} gated channels (set AnySRConfig.lam)", ""
+        if channels_at(channels, self.config.widths[0]) < 1:
+            return f"width {self.config.widths[0]} leaves no channel of {channels}", ""
+        diff, rep = self._difference(cls, module, name)
+        if isinstance(diff, str):
+            return f"has the structure of a {cls.family!r} block but {diff}", rep
+        if not diff <= EQUIVALENCE_TOLERANCE:
+            same = f" (checked on {rep}, same block signature)" if rep != name else ""
+            return (f"has the structure of a {cls.family!r} block but its forward differs from that "
+                    f"type's x + body(x) by {diff:.3g}{same}"), rep
+        return None, rep
+
+    def offer(self, module: nn.Module, name: str, parent: nn.Module, attr: str) -> bool:
+        """Match `module` against the block types; True when it must not be descended into."""
+        named = None  # (cls, problem): a type whose name pattern matched but whose structure did not
+        fits = []
+        for base in self.types:
+            cls = base.variant_for(self.config)
+            try:
+                problem = cls.structure_problem(module)
+            except Exception as exc:  # a structure check must not break the walk on odd modules
+                problem = f"{cls.__name__}.structure_problem raised {type(exc).__name__}: {exc}"
+            if problem is None:
+                fits.append(cls)
+            elif named is None and base.name_matches(module):
+                named = (cls, problem)
+        upstream = type(module).__name__
+        if not fits:
+            if named is not None:
+                self.skipped.append(Skipped(name, upstream, named[1]))
+            return named is not None
+        by_name = named is not None or any(cls.name_matches(module) for cls in fits)
+        first = None
+        for cls in fits:
+            problem, rep = self._problem(cls, module, name)
+            if problem is None:
+                channels = cls.gated_channels(module)
+                self.targets.append(Target(name, upstream, cls.family, channels, self.config.lam_for(cls),
+                                           {w: channels_at(channels, w) for w in self.config.widths}, rep))
+                self.entries.append((cls, module, parent, attr))
+                return True
+            first = first or problem
+        fatal = by_name or not first.startswith("has the structure")
+        if not fatal:
+            first += "; not converted (its class name does not mark it as a block)"
+        self.skipped.append(Skipped(name, upstream, first, fatal))
+        return fatal
+
+    def walk(self, root: nn.Module, root_name: str):
+        counts = collections.Counter()
+        stack = [(root_name, root, None, None)]
+        while stack:
+            name, module, parent, attr = stack.pop()
+            counts[type(module).__name__] += 1
+            if isinstance(module, AnySRBlock):
+                continue
+            if parent is not None and self.offer(module, name, parent, attr):
+                continue
+            for child_attr, child in reversed(list(module._modules.items())):
+                if child is not None:
+                    stack.append((f"{name}.{child_attr}" if name else child_attr, child, module, child_attr))
+        return dict(counts)
+
+
+def _plan(config: AnySRConfig, root: nn.Module, root_name: str) -> "tuple[_Planner, dict]":
+    planner = _Planner(config)
+    types = planner.walk(root, root_name)
+    return planner, types
 
 
 def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None) -> TargetReport:
@@ -139,13 +265,15 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
     if state is not None:
         config, adapter = state.config, state.adapter_name
     config, adapter, root, root_name = _resolve(model, config, adapter)
-    targets, skipped, types, _ = _plan(model, config, adapter, root, root_name)
+    planner, types = _plan(config, root, root_name)
+    targets = planner.targets
     if state is not None:
         for name, module in model.named_modules():
             if isinstance(module, AnySRBlock):
                 targets.append(Target(name, module.upstream_type, module.family, module.channels, module.lam,
                                       {w: channels_at(module.channels, w) for w in config.widths}))
-    return TargetReport(adapter.name, root_name, state is not None, targets, skipped, types)
+    return TargetReport(adapter.name, root_name, state is not None, targets, planner.skipped, types,
+                        planner.validations)
 
 
 def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None) -> nn.Module:
@@ -155,7 +283,9 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     ``adapter``: None to detect ("liif", "srno", ...; generic when none matches), a
     name, or a MethodAdapter.  Raises ``NoBlocksError`` when nothing is convertible,
     ``UnsupportedBlockError`` when a block-like module cannot be converted (nothing
-    is changed then), ``AlreadyAnySRError`` on a second call.
+    is changed then), ``AlreadyAnySRError`` on a second call.  Modules that have a
+    block type's structure but compute something else are left unconverted, with an
+    ``AnySRWarning``.
     """
     if isinstance(model, nn.parallel.DistributedDataParallel):
         raise AnySRError("anysrify the model before wrapping it in DistributedDataParallel "
@@ -166,16 +296,23 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
         raise AlreadyAnySRError(f"{type(target_model).__name__} already holds AnySR blocks; "
                                 "anysrify converts a model once")
     config, adapter, root, root_name = _resolve(target_model, config, adapter)
-    targets, skipped, types, entries = _plan(target_model, config, adapter, root, root_name)
-    if skipped:
-        details = "\n".join(f"  {s.name} ({s.upstream_type}): {s.reason}" for s in skipped)
-        raise UnsupportedBlockError(f"{len(skipped)} block-like module(s) cannot be converted; the model "
+    planner, types = _plan(config, root, root_name)
+    fatal = [s for s in planner.skipped if s.fatal]
+    if fatal:
+        details = "\n".join(f"  {s.name} ({s.upstream_type}): {s.reason}" for s in fatal)
+        raise UnsupportedBlockError(f"{len(fatal)} block-like module(s) cannot be converted; the model "
                                     f"was not changed:\n{details}")
-    if not entries:
+    left = [s for s in planner.skipped if not s.fatal]
+    if not planner.entries:
         seen = ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
+        also = "".join(f"; {s.name} ({s.upstream_type}) {s.reason}" for s in left)
         raise NoBlocksError(
-            f"no convertible block (EDSR ResBlock, RCAB, RDB) under {root_name or type(root).__name__!r} "
-            f"(adapter {adapter.name!r}); module types seen: {seen}")
+            f"no convertible block under {root_name or type(root).__name__!r} (adapter {adapter.name!r}; "
+            f"block types: {', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. "
+            "Register a block type for your block (anysr_plugin.register_block_type, docs/block-types.md)")
+    if left:
+        warnings.warn("AnySR left these modules unconverted: " + "; ".join(
+            f"{s.name} ({s.upstream_type}) {s.reason}" for s in left), AnySRWarning, stacklevel=2)
 
     state = AnySRState(config, adapter.name, root_name)
     built = []
@@ -183,16 +320,9 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     with torch.random.fork_rng(devices=[], enabled=config.seed is not None):
         if config.seed is not None:
             torch.manual_seed(config.seed)
-        for (cls, module, parent, attr), target in zip(entries, targets):
-            built.append((parent, attr, cls(module, config, state), module, target))
-    for parent, attr, new, module, target in built:
-        cls = type(new)
-        diff = full_width_reference(module, new, module_input_channels(cls, module))
-        if not diff <= EQUIVALENCE_TOLERANCE:
-            raise UnsupportedBlockError(
-                f"{target.name} ({type(module).__name__}) has the structure of a {cls.family} block but its "
-                f"forward differs from x + body(x) by {diff:.3g}; the model was not changed")
-    for parent, attr, new, _, _ in built:  # apply: nothing failed above
+        for cls, module, parent, attr in planner.entries:
+            built.append((parent, attr, cls(module, config, state)))
+    for parent, attr, new in built:  # apply: everything was validated above
         parent._modules[attr] = new
     target_model._anysr_state = state
     hooked = [target_model] if root is target_model else [target_model, root]
@@ -203,14 +333,9 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     return model
 
 
-def module_input_channels(cls, module: nn.Module) -> int:
-    if cls.family == "rdb":
-        return module.convs[0].conv[0].in_channels
-    return module.body[0].in_channels
-
-
 def is_anysr(model: nn.Module) -> bool:
     return getattr(unwrap(model), "_anysr_state", None) is not None
 
 
-__all__ = ["anysrify", "inspect_targets", "is_anysr", "TargetReport", "Target", "Skipped"]
+__all__ = ["anysrify", "inspect_targets", "is_anysr", "TargetReport", "Target", "Skipped", "block_signature",
+           "EQUIVALENCE_TOLERANCE"]

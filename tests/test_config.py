@@ -1,6 +1,7 @@
 import pytest
 
 from anysr_plugin import AnySRConfig
+from anysr_plugin.blocks import AnySRRDB
 from anysr_plugin.config import channels_at
 from anysr_plugin.errors import AnySRError, ConfigError, WidthError
 
@@ -11,6 +12,7 @@ def test_paper_defaults():
     assert cfg.scale_bounds == (1.75, 2.55, 3.25)
     assert cfg.reset_prob == 0.6 and cfg.gate == "identity" and cfg.interweave == "interleave"
     assert cfg.lam_for("edsr") == 4 and cfg.lam_for("rcab") == 4 and cfg.lam_for("rdb") == 8
+    assert cfg.lam_for(AnySRRDB) == 8 and cfg.lam_for("rrdb") == 4
     assert AnySRConfig(lam=6).lam_for("rdb") == 6
 
 

@@ -1,4 +1,9 @@
-"""What every slimmable AnySR block shares: adoption, the two execution paths, validation.
+"""What every block type shares: the block-type contract, adoption, the two execution paths.
+
+A *block type* is one subclass of :class:`AnySRBlock`; it owns everything about one
+upstream block family (its matching rule, default lambda, sliced and masked forward,
+static export and cost) and is registered in the open registry (``registry.py``), so a
+new block type is one new class, in the package or in user code.
 
 A converted block *adopts* the upstream block's children under their original
 attribute names (so ``body.0.weight`` stays ``body.0.weight`` and the very same
@@ -16,13 +21,16 @@ block (see control.py); a block called outside such a call plans for itself.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import AnySRConfig, channels_at
-from ..gate import InterweavingGate
+from ..gate import InterweavingGate, StaticGate, gate_input_length
 
 #: activations a sub-block may use between its convolutions
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU)
@@ -43,6 +51,45 @@ def sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_channels=None, in_index=No
     return conv._conv_forward(x, w, b)
 
 
+def static_conv(conv: nn.Conv2d, out_index=None, in_index=None) -> nn.Conv2d:
+    """A new plain Conv2d holding ``conv.weight[:out_index][:, in_index]`` (copies), for export."""
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else None
+    if out_index is not None:
+        w = w[:out_index]
+        b = b[:out_index] if b is not None else None
+    if in_index is not None:
+        w = w[:, :in_index] if isinstance(in_index, int) else w.index_select(1, in_index.to(w.device))
+    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    dilation=conv.dilation, groups=1, bias=b is not None, padding_mode=conv.padding_mode,
+                    device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    new.train(conv.training)
+    return new
+
+
+def activate(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``act(h)`` on the first ``h.shape[1]`` channels: a per-channel ``PReLU(C)`` uses the
+    slopes of those channels (its other activations need no slicing)."""
+    if isinstance(act, nn.PReLU) and act.num_parameters > 1 and h.shape[1] != act.num_parameters:
+        return F.prelu(h, act.weight[: h.shape[1]])
+    return act(h)
+
+
+def static_activation(act: nn.Module, channels: int) -> nn.Module:
+    """The activation of a sub-network with ``channels`` channels (a sliced PReLU(C), else a copy)."""
+    if isinstance(act, nn.PReLU) and act.num_parameters > 1:
+        w = act.weight.detach()
+        new = nn.PReLU(channels, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            new.weight.copy_(w[:channels])
+        return new
+    return copy.deepcopy(act)
+
+
 def add_residual(res: torch.Tensor, x: torch.Tensor, res_scale=1) -> torch.Tensor:
     """``res * res_scale + x``; in place on `res` when no gradient is recorded (inference
     then allocates no extra feature map per block, as the upstream ``res += x`` does)."""
@@ -60,6 +107,16 @@ def channel_mask(ns: list, channels: int, like: torch.Tensor) -> torch.Tensor:
     return keep.to(like.dtype)[:, :, None, None]
 
 
+@functools.lru_cache(maxsize=4096)
+def dense_input_index(in_channels: int, growth: int, g: int, layers: int, device) -> torch.Tensor:
+    """Input columns a dense layer reads after `layers` earlier dense layers at growth ``g``
+    (of ``growth``): ``[0, in_channels)`` plus the first ``g`` columns of every earlier
+    layer's slot, so each weight column means the same feature at every width.  Cached
+    (read-only tensors, keyed by device)."""
+    cols = list(range(in_channels)) + [in_channels + j * growth + i for j in range(layers) for i in range(g)]
+    return torch.tensor(cols, dtype=torch.long, device=device)
+
+
 def check_conv(conv, what: str, in_ch=None, out_ch=None):
     """None if `conv` is a plain 2-D convolution of the expected size, else the reason."""
     if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
@@ -73,34 +130,90 @@ def check_conv(conv, what: str, in_ch=None, out_ch=None):
     return None
 
 
-def check_activation(act, what: str):
+def check_activation(act, what: str, channels=None):
+    """None if `act` is a supported activation (a PReLU with 1 or ``channels`` slopes), else the reason."""
     if not isinstance(act, ACTIVATIONS):
         return f"{what} is {type(act).__name__}, expected an activation ({', '.join(a.__name__ for a in ACTIVATIONS)})"
+    if isinstance(act, nn.PReLU) and channels is not None and act.num_parameters not in (1, channels):
+        return f"{what} is PReLU({act.num_parameters}) on {channels} channels; expected PReLU(1) or PReLU({channels})"
     return None
 
 
+class StaticBlock(nn.Module):
+    """Marker base of the plain modules ``export_static`` returns (one width, no control flow)."""
+
+
 class AnySRBlock(nn.Module):
-    """Base of the slimmable blocks.  Subclasses set ``family`` and ``name_pattern``
-    and implement ``structure_problem``, ``_adopt``, ``forward_sliced``,
-    ``forward_masked`` and ``conv_macs_per_pixel``."""
+    """Base of every block type.
+
+    A block type sets the class attributes
+
+    * ``family``: its registry name (unique);
+    * ``default_lam``: lambda of its gate when ``AnySRConfig.lam`` is None;
+    * ``name_pattern`` (optional): a regex on upstream class names that only *adds*
+      knowledge: a module whose class name matches but whose structure does not is
+      reported as skipped with the reason (structure alone decides support);
+    * ``priority`` (optional, default 0): lookup order in the registry;
+
+    and implements ``structure_problem``, ``gated_channels``, ``input_channels``,
+    ``_adopt``, ``forward_sliced``, ``forward_masked``, ``export_static`` and
+    ``conv_macs_per_pixel`` (see docs/block-types.md).
+    """
 
     family: str = ""
-    #: regex on the upstream class name that marks a candidate of this family
-    name_pattern: str = r"$^"
+    default_lam: int = 4
+    #: regex on the upstream class name (knowledge only; None = match by structure alone)
+    name_pattern: str | None = None
+    priority: int = 0
+
+    #: what a block type must implement (checked by register_block_type)
+    REQUIRED = ("structure_problem", "gated_channels", "input_channels", "_adopt", "forward_sliced",
+                "forward_masked", "export_static", "conv_macs_per_pixel")
 
     # -- matching -------------------------------------------------------------
     @classmethod
-    def is_candidate(cls, module: nn.Module) -> bool:
-        return re.search(cls.name_pattern, type(module).__name__) is not None
+    def name_matches(cls, module: nn.Module) -> bool:
+        """True when the upstream class name says this is a block of this type."""
+        return cls.name_pattern is not None and re.search(cls.name_pattern, type(module).__name__) is not None
 
     @classmethod
     def structure_problem(cls, module: nn.Module):  # pragma: no cover - abstract
-        """None when `module` can be converted, else a sentence saying why not."""
+        """None when `module` has this type's structure (layer kinds and shapes), else a
+        sentence saying why not."""
         raise NotImplementedError
 
     @classmethod
     def gated_channels(cls, module: nn.Module) -> int:  # pragma: no cover - abstract
+        """Channels the gate weights at full width (C, or the growth of a dense block)."""
         raise NotImplementedError
+
+    @classmethod
+    def input_channels(cls, module: nn.Module) -> int:  # pragma: no cover - abstract
+        """Channels the upstream block reads (the validation input's channels)."""
+        raise NotImplementedError
+
+    @classmethod
+    def variant_for(cls, config: AnySRConfig) -> type:
+        """The class anysrify builds for this type under `config` (a compat layout, or cls)."""
+        return cls
+
+    @classmethod
+    def full_width_difference(cls, module: nn.Module, config: AnySRConfig, seed: int = 0) -> float:
+        """Max abs difference between `module` and its gate-less conversion at full width on a
+        small random input: proves the upstream forward is the residual this type computes.
+        0.0 on the meta device (no values to compare)."""
+        param = next(module.parameters())
+        if param.device.type == "meta":
+            return 0.0
+        converted = cls(module, config.replace(interweave="none"))
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn(2, cls.input_channels(module), 6, 6, generator=g).to(param.device, param.dtype)
+        with torch.no_grad():
+            ref = module(x.clone())
+            out = converted.forward_sliced(x.clone(), converted.channels, torch.ones(2, 2, device=param.device))
+        if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
+            return float("inf")
+        return float((ref.float() - out.float()).abs().max())
 
     # -- construction ---------------------------------------------------------
     def __init__(self, block: nn.Module, config: AnySRConfig, state=None):
@@ -108,7 +221,7 @@ class AnySRBlock(nn.Module):
         self._adopt(block)
         self.upstream_type = type(block).__name__
         self.channels = self.gated_channels(block)
-        self.lam = config.lam_for(self.family)
+        self.lam = config.lam_for(type(self))
         self.widths = config.widths
         param = next(block.parameters())
         self.anysr_gate = None
@@ -126,6 +239,7 @@ class AnySRBlock(nn.Module):
         self._anysr_budget = None
 
     def _adopt(self, block: nn.Module) -> None:  # pragma: no cover - abstract
+        """Take over the upstream block's children under their own attribute names."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -164,35 +278,44 @@ class AnySRBlock(nn.Module):
         return h * self.anysr_gate.forward_masked(h, scale, ns, mask)
 
     def forward_sliced(self, x, n, scale):  # pragma: no cover - abstract
+        """The block at ``n`` gated channels for the whole batch (really smaller convolutions)."""
         raise NotImplementedError
 
     def forward_masked(self, x, ns, scale):  # pragma: no cover - abstract
+        """Per-sample widths ``ns``: full-size convolutions with the channels >= n_b zeroed,
+        equal to each sample's ``forward_sliced``."""
         raise NotImplementedError
 
+    # -- export ---------------------------------------------------------------
+    def export_static(self, n: int, scale=None) -> nn.Module:  # pragma: no cover - abstract
+        """A plain module (a :class:`StaticBlock`) computing ``forward_sliced(x, n, scale)``
+        with physically sliced weights; its gate is ``self.static_gate(n, scale)``."""
+        raise NotImplementedError
+
+    def static_gate(self, n: int, scale=None):
+        """The gate at ``n`` channels in closed form (None without a gate); ``scale``:
+        an ``(s_h, s_w)`` pair folded into the gate, or None (an input at run time)."""
+        return StaticGate(self.anysr_gate, n, scale) if self.anysr_gate is not None else None
+
+    # -- cost -----------------------------------------------------------------
     def conv_macs_per_pixel(self, width: float) -> int:  # pragma: no cover - abstract
         """Multiply-accumulates of the block's convolutions per input pixel at `width`."""
         raise NotImplementedError
 
+    def gate_macs(self, width: float) -> int:
+        """MACs of the two gate FC layers at ``width`` (per image)."""
+        if self.anysr_gate is None:
+            return 0
+        n = self.gated_channels_at(width)
+        g = self.anysr_gate
+        hidden = g.fc1.weight.shape[0]
+        return gate_input_length(g.channels, n, g.lam, g.interweave) * hidden + hidden * n
 
-def full_width_reference(block: nn.Module, converted: AnySRBlock, channels: int, generator_seed: int = 0):
-    """Max abs difference between the upstream block and its conversion at full width
-    with a neutral gate, on a small random input (validates the forward semantics)."""
-    param = next(block.parameters())
-    if param.device.type == "meta":
-        return 0.0
-    g = torch.Generator(device="cpu").manual_seed(generator_seed)
-    x = torch.randn(2, channels, 6, 6, generator=g).to(param.device, param.dtype)
-    gate, converted.anysr_gate = converted.anysr_gate, None
-    plan, converted._anysr_plan = converted._anysr_plan, (torch.ones(1, 2, device=param.device), [1.0])
-    try:
-        with torch.no_grad():
-            ref = block(x.clone())
-            out = converted(x.clone())
-    finally:
-        converted.anysr_gate, converted._anysr_plan = gate, plan
-    if ref.shape != out.shape:
-        return float("inf")
-    return float((ref.float() - out.float()).abs().max())
+    def activations_per_pixel(self, width: float) -> int:
+        """Activation evaluations per pixel at ``width`` (one activation over the n channels)."""
+        return self.width_channels(width)
 
 
-__all__ = ["AnySRBlock", "add_residual", "sliced_conv", "channel_mask", "check_conv", "check_activation"]
+__all__ = ["AnySRBlock", "StaticBlock", "add_residual", "sliced_conv", "static_conv", "activate",
+           "static_activation", "channel_mask", "dense_input_index", "check_conv", "check_activation",
+           "ACTIVATIONS"]

@@ -1,7 +1,7 @@
 """The official AnySR release's RDB layout (``RDB_any``), opt-in: ``AnySRConfig(compat="official")``.
 
 Written here from documented facts about the release's ``RDB_any`` (its code read, not copied).
-anysrify uses this class for RDBs only in compat mode (``blocks.block_class_for``); the
+anysrify uses this class for RDBs only in compat mode (``AnySRRDB.variant_for``); the
 default path keeps the paper-faithful :class:`~anysr_plugin.blocks.rdn.AnySRRDB`.
 
 Layout of one RDB with ``C = 8`` dense layers of growth ``G`` on ``G0`` input channels,
@@ -35,7 +35,7 @@ import torch
 
 from ..errors import AnySRError
 from ..gate import InterweavingGate
-from .base import sliced_conv
+from .base import activate, sliced_conv
 from .rdn import AnySRRDB
 
 #: dense layers of the release's RDB (RDN config B)
@@ -44,6 +44,8 @@ RELEASE_LAYERS = 8
 SLICED_OUTPUT = (4, 6)
 #: layers (and LFF) that read a prefix of their input columns
 PREFIX_INPUT = (5, 6, 7)
+NO_EXPORT = ("the official release's RDB layout (compat='official') reads shifting prefixes, not gathered "
+             "columns; export_subnet does not support it (convert with the default compat=None to export)")
 #: the concatenation is split before the gated tail at G0 + GATE_SPLIT_LAYERS * G
 GATE_SPLIT_LAYERS = 6
 
@@ -76,8 +78,10 @@ class OfficialRDB(AnySRRDB):
                 f"layers={len(self.convs)}, layout='official'")
 
     def _input_index(self, g, layer, device):
-        raise AnySRError("the official release's RDB layout (compat='official') reads shifting prefixes, "
-                         "not gathered columns; export_subnet does not support it")
+        raise AnySRError(NO_EXPORT)
+
+    def export_static(self, g, scale=None):
+        raise AnySRError(NO_EXPORT)
 
     def forward_sliced(self, x, g, scale):
         full = g == self.channels
@@ -89,7 +93,7 @@ class OfficialRDB(AnySRRDB):
             else:
                 out = sliced_conv(conv, feats, out_channels=g if k in SLICED_OUTPUT else None,
                                   in_index=feats.shape[1] if k in PREFIX_INPUT else None)
-            feats = torch.cat((feats, act(out)), 1)
+            feats = torch.cat((feats, activate(act, out)), 1)
         split = self.in_channels + GATE_SPLIT_LAYERS * self.channels
         if self.anysr_gate is not None:
             tail = feats[:, split:]

@@ -1,38 +1,42 @@
 """RCAN residual channel-attention block: ``body = [conv, act, conv, CALayer]``, ``x + body(x)``.
 
 Matches LIIF/LTE ``models/rcan.py``, Meta-SR ``model/metarcan.py`` and ArbSR
-``model/arbrcan.py`` ``RCAB`` (all ignore ``res_scale`` in forward; so do we).
-The slimmable part is the conv pair exactly as in the EDSR block; the CALayer sees
-the restored ``C`` channels, so it keeps operating on all channels.
+``model/arbrcan.py`` ``RCAB`` (all ignore ``res_scale`` in forward; so do we), and any
+renamed class with that structure.  The slimmable part is the conv pair exactly as in
+the EDSR block; the CALayer sees the restored ``C`` channels, so it keeps operating on
+all channels.
 """
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
-from .base import AnySRBlock, add_residual, channel_mask, check_activation, check_conv, sliced_conv
+from .base import AnySRBlock, StaticBlock, activate, add_residual, channel_mask, sliced_conv, static_activation, \
+    static_conv
+from .edsr import conv_pair_macs, conv_pair_problem
 
 
 class AnySRRCAB(AnySRBlock):
     family = "rcab"
+    default_lam = 4
     name_pattern = r"(?i)^rcab$"
 
     @classmethod
     def structure_problem(cls, module: nn.Module):
         body = getattr(module, "body", None)
-        if not isinstance(body, nn.Sequential):
-            return "has no `body` nn.Sequential"
-        if len(body) != 4:
-            kinds = ", ".join(type(m).__name__ for m in body)
-            return f"body has {len(body)} layers [{kinds}], expected [conv, act, conv, channel attention]"
-        c = getattr(body[0], "out_channels", None)
-        return (check_conv(body[0], "body.0", in_ch=c, out_ch=c) or check_activation(body[1], "body.1")
-                or check_conv(body[2], "body.2", in_ch=c, out_ch=c)
-                or (None if not isinstance(body[3], (nn.Conv2d, nn.Sequential))
-                    else f"body.3 is {type(body[3]).__name__}, expected a channel-attention layer"))
+        problem = conv_pair_problem(body, 4, "conv, act, conv, channel attention")
+        if problem is None and isinstance(body[3], (nn.Conv2d, nn.Sequential)):
+            problem = f"body.3 is {type(body[3]).__name__}, expected a channel-attention layer"
+        return problem
 
     @classmethod
     def gated_channels(cls, module: nn.Module) -> int:
         return module.body[0].out_channels
+
+    @classmethod
+    def input_channels(cls, module: nn.Module) -> int:
+        return module.body[0].in_channels
 
     def _adopt(self, block: nn.Module) -> None:
         self.body = block.body
@@ -41,7 +45,7 @@ class AnySRRCAB(AnySRBlock):
         conv1, act, conv2, attention = self.body[0], self.body[1], self.body[2], self.body[3]
         full = n == self.channels
         h = conv1(x) if full else sliced_conv(conv1, x, out_channels=n)
-        h = act(self.apply_gate(h, scale, n))
+        h = activate(act, self.apply_gate(h, scale, n))
         res = conv2(h) if full else sliced_conv(conv2, h, in_index=n)
         return add_residual(attention(res), x)
 
@@ -52,9 +56,29 @@ class AnySRRCAB(AnySRBlock):
         h = act(self.apply_gate_masked(h, scale, ns, mask)) * mask
         return add_residual(attention(conv2(h)), x)
 
+    def export_static(self, n, scale=None):
+        return StaticRCAB(self, n, scale)
+
     def conv_macs_per_pixel(self, width: float) -> int:
-        n, c = self.width_channels(width), self.channels
-        k1 = self.body[0].kernel_size[0] * self.body[0].kernel_size[1]
-        k2 = self.body[2].kernel_size[0] * self.body[2].kernel_size[1]
         # the channel attention runs on a pooled 1x1 map: a per-image cost, not per pixel
-        return c * n * k1 + n * c * k2
+        return conv_pair_macs(self.body[0], self.body[2], self.channels, self.width_channels(width))
+
+
+class StaticRCAB(StaticBlock):
+    """RCAB of one width: ``x + CA(conv2(act(gate(conv1(x)))))``; the CALayer keeps all C channels."""
+
+    def __init__(self, block: AnySRRCAB, n: int, scale=None):
+        super().__init__()
+        conv1, act, conv2, att = block.body[0], block.body[1], block.body[2], block.body[3]
+        self.body = nn.Sequential(static_conv(conv1, out_index=n), static_activation(act, n),
+                                  static_conv(conv2, in_index=n), copy.deepcopy(att))
+        self.gate = block.static_gate(n, scale)
+
+    def forward(self, x):
+        h = self.body[0](x)
+        if self.gate is not None:
+            h = self.gate(h)
+        return self.body[3](self.body[2](self.body[1](h))) + x
+
+
+__all__ = ["AnySRRCAB", "StaticRCAB"]

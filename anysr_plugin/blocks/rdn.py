@@ -2,7 +2,7 @@
 
 Matches LIIF/LTE/SRNO ``models/rdn.py`` and Meta-SR / EDSR-PyTorch ``RDB``.
 
-Slicing (DESIGN 2.8).  At width w every dense layer produces only its first
+Slicing.  At width w every dense layer produces only its first
 ``g = floor(G*w)`` growth filters.  Later layers and ``LFF`` read exactly the channels
 they read in the full network: the input index of layer k is ``[0, G0)`` plus the
 first ``g`` columns of every earlier layer's slot (an index gather), so a sub-RDB is a
@@ -31,11 +31,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import AnySRBlock, add_residual, channel_mask, check_activation, check_conv, sliced_conv
+from .base import (AnySRBlock, StaticBlock, activate, add_residual, channel_mask, check_activation, check_conv,
+                   dense_input_index, sliced_conv, static_activation, static_conv)
 
 
 class AnySRRDB(AnySRBlock):
     family = "rdb"
+    default_lam = 8  # paper Sec. III-C: lambda 8 for RDN
     name_pattern = r"(?i)^rdb$"
 
     @classmethod
@@ -46,13 +48,15 @@ class AnySRRDB(AnySRBlock):
         first = getattr(convs[0], "conv", None)
         if not isinstance(first, nn.Sequential) or len(first) != 2:
             return "convs.0 has no `conv` = nn.Sequential(conv, act)"
+        if not isinstance(first[0], nn.Conv2d):
+            return f"convs.0.conv.0 is {type(first[0]).__name__}, expected a plain nn.Conv2d"
         g0, g = first[0].in_channels, first[0].out_channels
         for k, layer in enumerate(convs):
             seq = getattr(layer, "conv", None)
             if not isinstance(seq, nn.Sequential) or len(seq) != 2:
                 return f"convs.{k} has no `conv` = nn.Sequential(conv, act)"
             problem = (check_conv(seq[0], f"convs.{k}.conv.0", in_ch=g0 + k * g, out_ch=g)
-                       or check_activation(seq[1], f"convs.{k}.conv.1"))
+                       or check_activation(seq[1], f"convs.{k}.conv.1", g))
             if problem:
                 return problem
         return check_conv(lff, "LFF", in_ch=g0 + len(convs) * g, out_ch=g0)
@@ -61,15 +65,21 @@ class AnySRRDB(AnySRBlock):
     def gated_channels(cls, module: nn.Module) -> int:
         return module.convs[0].conv[0].out_channels
 
+    @classmethod
+    def input_channels(cls, module: nn.Module) -> int:
+        return module.convs[0].conv[0].in_channels
+
+    @classmethod
+    def variant_for(cls, config):
+        if config.compat == "official":  # the official release's RDB layout (opt-in)
+            from .official_rdb import OfficialRDB
+
+            return OfficialRDB
+        return cls
+
     def __init__(self, block, config, state=None):
         super().__init__(block, config, state)
         self.gate_layer = 0 if config.rdb_gate == "first" else len(self.convs) - 1
-        self._index_cache: dict = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_index_cache"] = {}
-        return state
 
     def _adopt(self, block: nn.Module) -> None:
         self.convs = block.convs
@@ -81,12 +91,7 @@ class AnySRRDB(AnySRBlock):
 
     def _input_index(self, g: int, layer: int, device) -> torch.Tensor:
         """Full-network input channels read by `layer` (len(convs) = LFF) at growth g."""
-        key = (g, layer, device)
-        if key not in self._index_cache:
-            G, G0 = self.channels, self.in_channels
-            cols = list(range(G0)) + [G0 + j * G + i for j in range(layer) for i in range(g)]
-            self._index_cache[key] = torch.tensor(cols, dtype=torch.long, device=device)
-        return self._index_cache[key]
+        return dense_input_index(self.in_channels, self.channels, g, layer, device)
 
     def forward_sliced(self, x, g, scale):
         full = g == self.channels
@@ -100,7 +105,7 @@ class AnySRRDB(AnySRBlock):
                                   in_index=None if k == 0 else self._input_index(g, k, x.device))
             if k == self.gate_layer:
                 out = self.apply_gate(out, scale, g)
-            feats = torch.cat((feats, act(out)), 1)
+            feats = torch.cat((feats, activate(act, out)), 1)
         if full:
             return add_residual(self.LFF(feats), x)
         return add_residual(sliced_conv(self.LFF, feats, in_index=self._input_index(g, len(self.convs), x.device)), x)
@@ -123,3 +128,43 @@ class AnySRRDB(AnySRBlock):
             macs += (G0 + k * g) * g * kh * kw
         kh, kw = self.LFF.kernel_size
         return macs + (G0 + len(self.convs) * g) * G0 * kh * kw
+
+    def activations_per_pixel(self, width: float) -> int:
+        return self.width_channels(width) * len(self.convs)
+
+    def export_static(self, g, scale=None):
+        return StaticRDB(self, g, scale)
+
+
+class _DenseLayer(nn.Module):
+    def __init__(self, conv: nn.Conv2d, act: nn.Module):
+        super().__init__()
+        self.conv = nn.Sequential(conv, act)
+
+
+class StaticRDB(StaticBlock):
+    """RDB of one growth ``g``: dense layer k reads ``G0 + k*g`` channels (the gathered columns)."""
+
+    def __init__(self, block: AnySRRDB, g: int, scale=None):
+        super().__init__()
+        layers = []
+        for k, layer in enumerate(block.convs):
+            conv, act = layer.conv[0], layer.conv[1]
+            index = None if k == 0 else block._input_index(g, k, conv.weight.device)
+            layers.append(_DenseLayer(static_conv(conv, out_index=g, in_index=index), static_activation(act, g)))
+        self.convs = nn.Sequential(*layers)
+        self.LFF = static_conv(block.LFF, in_index=block._input_index(g, len(block.convs), block.LFF.weight.device))
+        self.gate_layer = block.gate_layer
+        self.gate = block.static_gate(g, scale)
+
+    def forward(self, x):
+        feats = x
+        for k, layer in enumerate(self.convs):
+            out = layer.conv[0](feats)
+            if k == self.gate_layer and self.gate is not None:
+                out = self.gate(out)
+            feats = torch.cat((feats, layer.conv[1](out)), 1)
+        return self.LFF(feats) + x
+
+
+__all__ = ["AnySRRDB", "StaticRDB"]

@@ -1,0 +1,109 @@
+"""The open registry of block types: what anysrify can convert.
+
+A block type is one :class:`~anysr_plugin.blocks.base.AnySRBlock` subclass.  The
+built-in types register themselves when ``anysr_plugin.blocks`` is imported; user code
+adds its own with :func:`register_block_type` (see docs/block-types.md).
+
+Lookup order (what anysrify tries on each module): higher ``priority`` first; at equal
+priority the *later* registration first.  Built-ins have priority 0, so a user type
+registered at the default priority is tried before them.  The first type whose structure
+fits and whose conversion reproduces the module at full width converts it.
+
+Registering a ``family`` name that is already registered raises :class:`BlockTypeError`
+(unregister the old type first to replace it).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from typing import Iterator
+
+from ..errors import BlockTypeError
+from .base import AnySRBlock
+
+_LOCK = threading.Lock()
+_ORDER = itertools.count()
+#: family -> (priority, registration number, class)
+_TYPES: dict = {}
+
+
+def _check(cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, AnySRBlock)) or cls is AnySRBlock:
+        raise BlockTypeError(f"register_block_type expects a subclass of anysr_plugin.AnySRBlock, got {cls!r}")
+    if not isinstance(cls.family, str) or not cls.family:
+        raise BlockTypeError(f"{cls.__name__}.family must be a non-empty string naming the block type")
+    lam = cls.default_lam
+    if isinstance(lam, bool) or not isinstance(lam, int) or lam < 1:
+        raise BlockTypeError(f"{cls.__name__}.default_lam must be a positive integer, got {lam!r}")
+    if isinstance(cls.priority, bool) or not isinstance(cls.priority, int):
+        raise BlockTypeError(f"{cls.__name__}.priority must be an integer, got {cls.priority!r}")
+    missing = [m for m in AnySRBlock.REQUIRED if getattr(cls, m) is getattr(AnySRBlock, m)]
+    if missing:
+        raise BlockTypeError(f"{cls.__name__} does not implement {', '.join(missing)} "
+                             "(every block type implements these; see docs/block-types.md)")
+
+
+def register_block_type(cls=None, *, priority: int | None = None):
+    """Register block type `cls` (an AnySRBlock subclass); returns `cls`, so it also works
+    as a class decorator (``@register_block_type``).  ``priority`` overrides ``cls.priority``.
+
+    Raises :class:`BlockTypeError` when the family name is taken or `cls` does not
+    implement the block-type contract.
+    """
+    if cls is None:
+        return lambda c: register_block_type(c, priority=priority)
+    _check(cls)
+    prio = cls.priority if priority is None else priority
+    if isinstance(prio, bool) or not isinstance(prio, int):
+        raise BlockTypeError(f"priority must be an integer, got {prio!r}")
+    with _LOCK:
+        if cls.family in _TYPES:
+            other = _TYPES[cls.family][2]
+            raise BlockTypeError(f"block type name {cls.family!r} is already registered (by "
+                                 f"{other.__module__}.{other.__qualname__}); choose another `family` or "
+                                 f"unregister_block_type({cls.family!r}) first")
+        _TYPES[cls.family] = (prio, next(_ORDER), cls)
+    return cls
+
+
+def unregister_block_type(cls_or_family) -> type:
+    """Remove a block type (its class or family name); returns the class."""
+    family = cls_or_family if isinstance(cls_or_family, str) else getattr(cls_or_family, "family", None)
+    with _LOCK:
+        entry = _TYPES.get(family)
+        if entry is None or (not isinstance(cls_or_family, str) and entry[2] is not cls_or_family):
+            raise BlockTypeError(f"block type {cls_or_family!r} is not registered; registered: "
+                                 f"{', '.join(sorted(_TYPES))}")
+        del _TYPES[family]
+    return entry[2]
+
+
+@contextlib.contextmanager
+def registered_block_type(cls, *, priority: int | None = None) -> Iterator[type]:
+    """``with registered_block_type(MyBlock): ...``: registered inside the block only."""
+    register_block_type(cls, priority=priority)
+    try:
+        yield cls
+    finally:
+        unregister_block_type(cls)
+
+
+def block_types() -> tuple:
+    """The registered block types in lookup order."""
+    with _LOCK:
+        entries = sorted(_TYPES.values(), key=lambda e: (-e[0], -e[1]))
+    return tuple(e[2] for e in entries)
+
+
+def get_block_type(family: str) -> type:
+    """The block type registered under `family`."""
+    with _LOCK:
+        entry = _TYPES.get(family)
+    if entry is None:
+        raise BlockTypeError(f"unknown block type {family!r}; registered: {', '.join(sorted(_TYPES))}")
+    return entry[2]
+
+
+__all__ = ["register_block_type", "unregister_block_type", "registered_block_type", "block_types",
+           "get_block_type"]

@@ -84,15 +84,16 @@ class TargetReport:
 # block signatures: one full-width check per distinct block
 
 
-_PRIMITIVES = (bool, int, float, complex, str, bytes, type(None))
+_PRIMITIVES = frozenset((bool, int, float, complex, str, bytes, type(None)))
 
 
 def _value_key(value, depth: int = 0):
     """Hashable description of a plain attribute: primitives by value, tensors by shape,
     dtype and device, containers element-wise, anything else by identity (so only the very
     same object, e.g. a shared function, makes two blocks alike)."""
-    if isinstance(value, _PRIMITIVES):
-        return type(value), value
+    kind = type(value)
+    if kind in _PRIMITIVES:  # exact types: a subclass (an enum, a str subclass) goes by identity
+        return kind, value
     if isinstance(value, (torch.dtype, torch.device)):
         return type(value), str(value)
     if isinstance(value, torch.Tensor):
@@ -111,7 +112,11 @@ def _tensor_key(t):
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def block_signature(cls, module: nn.Module, config: AnySRConfig):
+def _config_key(config: AnySRConfig) -> str:
+    return repr(sorted(config.to_dict().items()))
+
+
+def block_signature(cls, module: nn.Module, config: AnySRConfig, config_key: str | None = None):
     """What decides the full-width check's verdict, or None when `module` must be checked alone.
 
     Two modules with equal signatures run the same code (the block type, the upstream class
@@ -121,24 +126,26 @@ def block_signature(cls, module: nn.Module, config: AnySRConfig):
     check asks whether that code is the residual computation the block type implements; the
     weight *values* only flow through that computation, so its verdict carries over.  A
     module with hooks or an instance-level ``forward`` (code outside the class) gets None.
+    ``config_key``: ``_config_key(config)`` when the caller has it already.
     """
     seen: dict = {}
     parts = []
     for path, sub in module.named_modules(remove_duplicate=False):
-        if any(getattr(sub, d, None) for d in _HOOK_DICTS) or "forward" in sub.__dict__:
+        d = sub.__dict__
+        if "forward" in d or any(d.get(h) for h in _HOOK_DICTS):
             return None
         if id(sub) in seen:  # a submodule used twice inside the block
             parts.append((path, "alias", seen[id(sub)]))
             continue
         seen[id(sub)] = path
-        attrs = tuple(sorted((k, _value_key(v)) for k, v in sub.__dict__.items()
-                             if not k.startswith("_") and k != "training"))
+        # attribute order is part of the key: same class built the same way -> same order
+        attrs = tuple((k, _value_key(v)) for k, v in d.items() if k[0] != "_" and k != "training")
         params = tuple((k, _tensor_key(p)) for k, p in sub._parameters.items())
         buffers = tuple((k, _tensor_key(b)) for k, b in sub._buffers.items())
         parts.append((path, type(sub), sub.training, attrs, params, buffers))
     forward_code = getattr(type(module).forward, "__code__", None)
-    cfg = repr(sorted(config.to_dict().items()))
-    return cls, type(module), forward_code, cfg, tuple(parts)
+    return (cls, type(module), forward_code, config_key if config_key is not None else _config_key(config),
+            tuple(parts))
 
 
 # ---------------------------------------------------------------------------
@@ -168,9 +175,10 @@ class _Planner:
         self.targets, self.skipped, self.entries = [], [], []
         self.verdicts: dict = {}  # signature -> (difference, representative name)
         self.validations = 0
+        self.config_key = _config_key(config)
 
     def _difference(self, cls, module: nn.Module, name: str):
-        sig = block_signature(cls, module, self.config)
+        sig = block_signature(cls, module, self.config, self.config_key)
         if sig is not None and sig in self.verdicts:
             return self.verdicts[sig]
         self.validations += 1

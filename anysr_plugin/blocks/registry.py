@@ -38,7 +38,8 @@ def _check(cls) -> None:
         raise BlockTypeError(f"{cls.__name__}.default_lam must be a positive integer, got {lam!r}")
     if isinstance(cls.priority, bool) or not isinstance(cls.priority, int):
         raise BlockTypeError(f"{cls.__name__}.priority must be an integer, got {cls.priority!r}")
-    missing = [m for m in AnySRBlock.REQUIRED if getattr(cls, m) is getattr(AnySRBlock, m)]
+    missing = [m for m in AnySRBlock.REQUIRED
+               if next(k for k in cls.__mro__ if m in k.__dict__) is AnySRBlock]
     if missing:
         raise BlockTypeError(f"{cls.__name__} does not implement {', '.join(missing)} "
                              "(every block type implements these; see docs/block-types.md)")

@@ -290,3 +290,22 @@ def test_a_user_type_can_take_over_a_builtin_structure():
         assert {type(b) for b in model.body[:2]} == {CountedResBlock}
         assert model.body[0].lam == 2
     assert type(anysr.anysrify(tiny_edsr()).body[0]) is anysr.blocks.AnySRResBlock
+
+
+def test_the_documented_example_runs():
+    """docs/block-types.md's example, executed as written on a model with Bottleneck blocks."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "block-types.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {"model": _net()}
+    try:
+        exec(compile(code, "docs/block-types.md", "exec"), scope)
+        model = scope["model"]
+        assert [type(b).__name__ for b in model.blocks] == ["SlimBottleneck"] * 3
+        x = torch.rand(1, 3, 6, 6)
+        with torch.no_grad(), anysr.use_width(model, 0.5), anysr.use_scale(model, 1.5):
+            ref = model(x)
+        torch.testing.assert_close(anysr.export_subnet(model, 0.5, scale=1.5)(x), ref, atol=1e-5, rtol=1e-4)
+    finally:
+        unregister_block_type("my-bottleneck")

@@ -22,7 +22,6 @@ block (see control.py); a block called outside such a call plans for itself.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 
 import torch
@@ -107,14 +106,34 @@ def channel_mask(ns: list, channels: int, like: torch.Tensor) -> torch.Tensor:
     return keep.to(like.dtype)[:, :, None, None]
 
 
-@functools.lru_cache(maxsize=4096)
 def dense_input_index(in_channels: int, growth: int, g: int, layers: int, device) -> torch.Tensor:
     """Input columns a dense layer reads after `layers` earlier dense layers at growth ``g``
     (of ``growth``): ``[0, in_channels)`` plus the first ``g`` columns of every earlier
-    layer's slot, so each weight column means the same feature at every width.  Cached
-    (read-only tensors, keyed by device)."""
+    layer's slot, so each weight column means the same feature at every width."""
     cols = list(range(in_channels)) + [in_channels + j * growth + i for j in range(layers) for i in range(g)]
     return torch.tensor(cols, dtype=torch.long, device=device)
+
+
+class DenseColumns:
+    """Mixin of dense block types (listed before AnySRBlock): ``_input_index(g, layers,
+    device)`` cached per block in a plain dict (as the gate caches its layouts; left out of
+    pickles and deep copies).  The block sets ``in_channels`` (what its first dense layer
+    reads) in ``_adopt``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._index_cache: dict = {}
+
+    def _input_index(self, g: int, layers: int, device) -> torch.Tensor:
+        key = (g, layers, device)
+        if key not in self._index_cache:
+            self._index_cache[key] = dense_input_index(self.in_channels, self.channels, g, layers, device)
+        return self._index_cache[key]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_index_cache"] = {}
+        return state
 
 
 def check_conv(conv, what: str, in_ch=None, out_ch=None):
@@ -317,5 +336,5 @@ class AnySRBlock(nn.Module):
 
 
 __all__ = ["AnySRBlock", "StaticBlock", "add_residual", "sliced_conv", "static_conv", "activate",
-           "static_activation", "channel_mask", "dense_input_index", "check_conv", "check_activation",
+           "static_activation", "channel_mask", "dense_input_index", "DenseColumns", "check_conv", "check_activation",
            "ACTIVATIONS"]

@@ -31,11 +31,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import (AnySRBlock, StaticBlock, activate, add_residual, channel_mask, check_activation, check_conv,
-                   dense_input_index, sliced_conv, static_activation, static_conv)
+from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation,
+                   check_conv, sliced_conv, static_activation, static_conv)
 
 
-class AnySRRDB(AnySRBlock):
+class AnySRRDB(DenseColumns, AnySRBlock):
     family = "rdb"
     default_lam = 8  # paper Sec. III-C: lambda 8 for RDN
     name_pattern = r"(?i)^rdb$"
@@ -88,10 +88,6 @@ class AnySRRDB(AnySRBlock):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", layers={len(self.convs)}, gate_layer={getattr(self, 'gate_layer', 0)}"
-
-    def _input_index(self, g: int, layer: int, device) -> torch.Tensor:
-        """Full-network input channels read by `layer` (len(convs) = LFF) at growth g."""
-        return dense_input_index(self.in_channels, self.channels, g, layer, device)
 
     def forward_sliced(self, x, g, scale):
         full = g == self.channels

@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import (AnySRBlock, StaticBlock, activate, add_residual, channel_mask, check_activation, check_conv,
-                   dense_input_index, sliced_conv, static_activation, static_conv)
+from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation,
+                   check_conv, sliced_conv, static_activation, static_conv)
 
 #: attribute names of the three dense blocks, per upstream variant
 RDB_NAMES = (("RDB1", "RDB2", "RDB3"), ("rdb1", "rdb2", "rdb3"))
@@ -60,7 +60,7 @@ def _rdb_problem(rdb: nn.Module, what: str, nf: int, gc: int):
     return check_activation(getattr(rdb, "lrelu", None), f"{what}.lrelu", gc)
 
 
-class AnySRRRDB(AnySRBlock):
+class AnySRRRDB(DenseColumns, AnySRBlock):
     family = "rrdb"
     default_lam = 4
     name_pattern = r"(?i)^rrdb$"
@@ -110,10 +110,6 @@ class AnySRRRDB(AnySRBlock):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nf={self.in_channels}, blocks={self.rdb_names}"
-
-    def _input_index(self, g: int, layers: int, device) -> torch.Tensor:
-        """Full-network input columns a conv reads after `layers` dense outputs at growth g."""
-        return dense_input_index(self.in_channels, self.channels, g, layers, device)
 
     def forward_sliced(self, x, g, scale):
         full = g == self.channels

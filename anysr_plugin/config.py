@@ -30,7 +30,7 @@ def _fail(name: str, value: Any, why: str) -> None:
 
 @dataclass
 class AnySRConfig:
-    """Validated AnySR settings (paper Sec. III, DESIGN.md section 2).
+    """Validated AnySR settings (paper Sec. III).
 
     widths        ascending widths of the sub-networks F_1..F_T; the last is 1.0.
     scale_bounds  upper scale bound of each group but the last, on max(s_h, s_w):

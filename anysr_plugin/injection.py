@@ -192,21 +192,23 @@ class _Planner:
         return diff, name
 
     def _problem(self, cls, module: nn.Module, name: str):
-        """None if `cls` converts `module`, else why not; plus the representative's name."""
+        """``(problem, computes_otherwise, representative)``: problem is None if `cls` converts
+        `module`; computes_otherwise is True when the full-width check failed (the module has
+        the structure but not the computation), False for a setting that does not fit."""
         channels = cls.gated_channels(module)
         lam = self.config.lam_for(cls)
         if self.config.interweave == "interleave" and channels % lam:
-            return f"lambda={lam} does not divide the {channels} gated channels (set AnySRConfig.lam)", ""
+            return f"lambda={lam} does not divide the {channels} gated channels (set AnySRConfig.lam)", False, ""
         if channels_at(channels, self.config.widths[0]) < 1:
-            return f"width {self.config.widths[0]} leaves no channel of {channels}", ""
+            return f"width {self.config.widths[0]} leaves no channel of {channels}", False, ""
         diff, rep = self._difference(cls, module, name)
         if isinstance(diff, str):
-            return f"has the structure of a {cls.family!r} block but {diff}", rep
+            return f"has the structure of a {cls.family!r} block but {diff}", True, rep
         if not diff <= EQUIVALENCE_TOLERANCE:
             same = f" (checked on {rep}, same block signature)" if rep != name else ""
             return (f"has the structure of a {cls.family!r} block but its forward differs from that "
-                    f"type's x + body(x) by {diff:.3g}{same}"), rep
-        return None, rep
+                    f"type's x + body(x) by {diff:.3g}{same}"), True, rep
+        return None, False, rep
 
     def offer(self, module: nn.Module, name: str, parent: nn.Module, attr: str) -> bool:
         """Match `module` against the block types; True when it must not be descended into."""
@@ -227,21 +229,22 @@ class _Planner:
             if named is not None:
                 self.skipped.append(Skipped(name, upstream, named[1]))
             return named is not None
-        by_name = named is not None or any(cls.name_matches(module) for cls in fits)
         first = None
         for cls in fits:
-            problem, rep = self._problem(cls, module, name)
+            problem, computes_otherwise, rep = self._problem(cls, module, name)
             if problem is None:
                 channels = cls.gated_channels(module)
                 self.targets.append(Target(name, upstream, cls.family, channels, self.config.lam_for(cls),
                                            {w: channels_at(channels, w) for w in self.config.widths}, rep))
                 self.entries.append((cls, module, parent, attr))
                 return True
-            first = first or problem
-        fatal = by_name or not first.startswith("has the structure")
+            first = first or (problem, computes_otherwise)
+        # refuse a named block, or a setting that does not fit; leave a look-alike that computes otherwise
+        by_name = named is not None or any(cls.name_matches(module) for cls in fits)
+        reason, fatal = first[0], by_name or not first[1]
         if not fatal:
-            first += "; not converted (its class name does not mark it as a block)"
-        self.skipped.append(Skipped(name, upstream, first, fatal))
+            reason += "; not converted (its class name does not mark it as a block)"
+        self.skipped.append(Skipped(name, upstream, reason, fatal))
         return fatal
 
     def walk(self, root: nn.Module, root_name: str):

@@ -210,7 +210,8 @@ def test_a_name_matched_module_of_another_structure_is_skipped_with_the_reason(u
     net.blocks[1].reduce = nn.Conv2d(16, 16, 1, groups=4)
     report = anysr.inspect_targets(net)
     assert [t.name for t in report.targets] == ["blocks.0", "blocks.2"]
-    assert [(s.name, s.reason) for s in report.skipped] == [("blocks.1", "reduce has groups=4; only groups=1 can be sliced")]
+    assert [(s.name, s.reason) for s in report.skipped] == [
+        ("blocks.1", "reduce has groups=4; only groups=1 can be sliced")]
 
 
 # --------------------------------------------------------------------------- registry rules

@@ -3,8 +3,8 @@
 The built-in types are registered here; anysrify walks the open registry
 (``registry.block_types()``), which user code can extend with ``register_block_type``.
 """
-from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation, check_conv,
-                   dense_input_index, sliced_conv, static_activation, static_conv)
+from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation,
+                   check_conv, dense_input_index, sliced_conv, static_activation, static_conv)
 from .edsr import AnySRResBlock, StaticResBlock
 from .official_rdb import OfficialRDB
 from .rcan import AnySRRCAB, StaticRCAB
@@ -19,7 +19,8 @@ for _cls in BUILTIN_BLOCK_TYPES:
         register_block_type(_cls)
 del _cls
 
-__all__ = ["AnySRBlock", "DenseColumns", "StaticBlock", "AnySRResBlock", "AnySRRCAB", "AnySRRDB", "AnySRRRDB", "OfficialRDB",
+__all__ = ["AnySRBlock", "DenseColumns", "StaticBlock",
+           "AnySRResBlock", "AnySRRCAB", "AnySRRDB", "AnySRRRDB", "OfficialRDB",
            "StaticResBlock", "StaticRCAB", "StaticRDB", "StaticRRDB", "BUILTIN_BLOCK_TYPES",
            "register_block_type", "unregister_block_type", "registered_block_type", "block_types",
            "get_block_type", "sliced_conv", "static_conv", "activate", "static_activation", "add_residual",

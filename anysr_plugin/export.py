@@ -42,7 +42,7 @@ __all__ = ["export_subnet", "StaticGate", "StaticResBlock", "StaticRCAB", "Stati
            "static_blocks"]
 
 _ANYSR_ATTRS = ("_anysr_state", "_anysr_plan", "_anysr_plan_owner", "_anysr_fixed_width",
-                "_anysr_scale_override", "_anysr_budget")
+                "_anysr_scale_override", "_anysr_budget", "_anysr_source")
 
 
 def _sliced_conv_module(conv: nn.Conv2d, out_index=None, in_index=None) -> nn.Conv2d:
@@ -291,8 +291,13 @@ def export_subnet(model: nn.Module, width: float, scale=None) -> nn.Module:
         parent_name, _, attr = name.rpartition(".")
         parent = twin_modules[parent_name] if parent_name else twin
         parent._modules[attr] = static
+    from .decoder import export_decoders
+
+    export_decoders(twin, width)  # decoder="slim": plain sliced layers of the group's decoder width
     _strip_anysr(twin)
-    leftovers = [type(m).__name__ for m in twin.modules() if type(m).__module__.startswith("anysr_plugin.blocks")]
+    leftovers = [type(m).__name__ for m in twin.modules()
+                 if type(m).__module__.startswith(("anysr_plugin.blocks", "anysr_plugin.decoder"))
+                 and type(m).__name__ != "StaticMLP"]
     if leftovers:  # pragma: no cover - defensive
         raise AnySRError(f"export left slimmable modules behind: {leftovers}")
     twin.eval()

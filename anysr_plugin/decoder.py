@@ -312,6 +312,56 @@ def apply_decoder(model: nn.Module, planned: list, state) -> None:
     model.register_forward_pre_hook(DecoderSourceHook())
 
 
+# ---------------------------------------------------------------------------- unit order
+
+
+def _unit_scores(producer: torch.Tensor, bias, consumer: torch.Tensor) -> torch.Tensor:
+    """Weight-only importance of each hidden unit: |incoming weights, bias| x |outgoing weights|."""
+    inc = producer.flatten(1).square().sum(1)
+    if bias is not None:
+        inc = inc + bias.square()
+    return inc.sqrt() * consumer.transpose(0, 1).flatten(1).norm(dim=1)
+
+
+@torch.no_grad()
+def _permute_units(producer, consumer) -> None:
+    order = torch.argsort(_unit_scores(producer.weight, producer.bias, consumer.weight), descending=True, stable=True)
+    producer.weight.copy_(producer.weight[order])
+    if producer.bias is not None:
+        producer.bias.copy_(producer.bias[order])
+    consumer.weight.copy_(consumer.weight[:, order])
+
+
+def sort_hidden_units(model: nn.Module) -> nn.Module:
+    """Reorder every slim decoder's hidden units, most important first (opt-in, before fine-tuning).
+
+    The sub-decoders are prefixes of the hidden units, but a pretrained decoder's unit order
+    is arbitrary, so a narrow prefix starts far from useful.  Sorting the units by a
+    weight-only importance (norm of the incoming weights and bias times the norm of the
+    outgoing weights) and permuting the next layer's columns to match is a permutation of
+    the same network: the full width computes the same function (up to float summation
+    order), the same Parameter objects are updated in place, the keys do not change.
+    Layers are sorted first to last, so each score sees the already permuted inputs.
+    """
+    decs = slim_decoders(model)
+    if not decs:
+        from .errors import NotAnySRError
+
+        raise NotAnySRError("sort_hidden_units needs a model converted with AnySRConfig(decoder='slim')")
+    pending = None
+    for d in decs:
+        if isinstance(d, SlimMLP):
+            lins = [d.layers[i] for i in d.linears]
+            for a, b in zip(lins, lins[1:]):
+                _permute_units(a, b)
+        elif d.role == "out":
+            pending = d
+        elif pending is not None:  # SRNO: fc1 ("out") then fc2 ("in")
+            _permute_units(pending, d)
+            pending = None
+    return model
+
+
 # ---------------------------------------------------------------------------- cost and export
 
 
@@ -390,5 +440,5 @@ def export_decoders(twin: nn.Module, width: float) -> None:
             del m._forward_pre_hooks[key]
 
 
-__all__ = ["SlimMLP", "SlimPointwise", "current_widths", "slim_decoders", "plan_decoder", "apply_decoder",
+__all__ = ["SlimMLP", "SlimPointwise", "current_widths", "sort_hidden_units", "slim_decoders", "plan_decoder", "apply_decoder",
            "decoder_macs_per_query", "export_decoders", "StaticMLP", "DecoderSourceHook"]

@@ -21,6 +21,10 @@ without one the exported model takes the scale as an extra input:
 ``exported(*args, scale=(s_h, s_w) or a (B, 2) tensor)`` (or positionally as the
 last argument, which is how a trace receives it).
 
+With ``AnySRConfig(decoder="slim")`` the decoder is exported too: LIIF/LTE ``imnet``
+becomes plain ``layers`` of the scale group's decoder width, SRNO's ``fc1``/``fc2``
+plain sliced 1x1 convs (decoder.py).
+
 Key names stay those of the upstream block (``body.0.weight``, ``convs.3.conv.0.weight``,
 ``LFF.weight``); the gate lives under ``gate`` (``gate.fc1``, ``gate.fc1_scale``,
 ``gate.fc2``).

@@ -303,3 +303,30 @@ def test_deferred_gen_feat_path_gives_every_query_chunk_the_scale(kind):
         else:
             ref = exported.query_rgb(coord, cell)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["liif", "srno"])
+def test_sort_hidden_units_is_a_permutation_most_important_first(kind):
+    from anysr_plugin.decoder import _unit_scores, sort_hidden_units
+
+    orig, model = _convert(kind)
+    _randomize_decoder_bias(model)
+    args = _inputs(kind, b=1)
+    with torch.no_grad(), use_width(model, 1.0):
+        before = model(*args)
+    params = {n: p for n, p in model.named_parameters()}
+    old = {n: p.detach().clone() for n, p in params.items()}
+    assert sort_hidden_units(model) is model
+    assert all(p is params[n] for n, p in model.named_parameters())
+    with torch.no_grad(), use_width(model, 1.0):
+        torch.testing.assert_close(model(*args), before, rtol=1e-5, atol=1e-5)
+    pairs = ([(model.imnet.layers[0], model.imnet.layers[2]), (model.imnet.layers[2], model.imnet.layers[4])]
+             if kind == "liif" else [(model.fc1, model.fc2)])
+    for a, b in pairs:
+        s = _unit_scores(a.weight, a.bias, b.weight)
+        assert torch.all(s[:-1] >= s[1:])
+    first = "imnet.layers.0.weight" if kind == "liif" else "fc1.weight"
+    assert not torch.equal(old[first], params[first])  # really permuted
+    assert sorted(old[first].flatten().tolist()) == sorted(params[first].flatten().tolist())
+    with pytest.raises(Exception, match="decoder='slim'"):
+        sort_hidden_units(anysrify(_liif(), AnySRConfig()))

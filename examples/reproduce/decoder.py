@@ -9,7 +9,9 @@ reference LIIF-EDSR-baseline is fine-tuned, with the same steps, as
 * **AnySR+dec**       AnySR with the ``imnet`` hidden width chosen by the same scale groups
                       (decoder widths = encoder widths 0.5 / 0.7 / 0.9 / 1);
 * **AnySR+dec wide**  the same with wider small-scale decoders (``--wide-widths``, default
-                      0.6 / 0.75 / 0.9 / 1: the widest that still meets the 0.75x MACs bar at x2).
+                      0.6 / 0.75 / 0.9 / 1: the widest that still meets the 0.75x MACs bar at x2);
+* **... sorted**      the same after ``sort_hidden_units`` (most important hidden units first,
+                      a function-preserving permutation of the pretrained decoder).
 
 Every AnySR model is evaluated as AnySR-dagger (the width the scale selects).  The issue's
 bar: ship ``decoder="slim"`` if at x2 the whole-model MACs are <= 0.75x the original's with
@@ -35,6 +37,7 @@ from reproduce import load_data, psnr_of, settings, train  # noqa: E402
 
 from anysr_plugin.config import AnySRConfig  # noqa: E402
 from anysr_plugin.control import get_state  # noqa: E402
+from anysr_plugin.decoder import sort_hidden_units  # noqa: E402
 from anysr_plugin.demo import model_cost  # noqa: E402
 from anysr_plugin.injection import anysrify  # noqa: E402
 from anysr_plugin.reference.models import build_reference  # noqa: E402
@@ -53,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--scales", default="1.5,2,3,4")
     p.add_argument("--wide-widths", default="0.6,0.75,0.9,1.0", help="decoder widths of 'AnySR+dec wide'")
     p.add_argument("--eval-size", type=int, default=None)
+    p.add_argument("--variants", default=None, help="comma-separated; default: all")
     p.add_argument("--work", default=None, help="folder for resumable checkpoints (pretraining is reused)")
     # reproduce.settings reads these
     p.set_defaults(paper_size=False, train_dir=None, test_dir=[], epochs=None)
@@ -70,7 +74,13 @@ def main(argv=None):
     wide = tuple(float(x) for x in a.wide_widths.split(","))
     variants = {"original": None, "AnySR": dict(),
                 "AnySR+dec": dict(decoder="slim"),
-                "AnySR+dec wide": dict(decoder="slim", decoder_widths=wide)}
+                "AnySR+dec wide": dict(decoder="slim", decoder_widths=wide),
+                "AnySR+dec wide sorted": dict(decoder="slim", decoder_widths=wide, sort=True),
+                "AnySR+dec sorted": dict(decoder="slim", sort=True)}
+    names = [v.strip() for v in a.variants.split(",")] if a.variants else list(variants)
+    if [n for n in names if n not in variants] or names[:2] != ["original", "AnySR"]:
+        raise SystemExit(f"--variants: 'original,AnySR' first, then any of {list(variants)[2:]}")
+    variants = {n: variants[n] for n in names}
     work = Path(a.work) if a.work else None
 
     def build():
@@ -80,17 +90,29 @@ def main(argv=None):
     print(f"== pretraining the original for {s['pretrain_steps']} steps", flush=True)
     train(pretrained, train_imgs, s, s["pretrain_steps"], s["pretrain_lr"], a,
           out=work / "pretrain" if work else None)
-    results = {"settings": s, "scales": scales, "variants": {}}
+    results = {"settings": s, "scales": scales, "variants": {}, "bicubic": {}}
+    previous = {}
+    if (out / "decoder.json").is_file():  # a re-run that resumes finished checkpoints keeps their train times
+        previous = json.loads((out / "decoder.json").read_text()).get("variants", {})
+    for scale in scales:
+        results["bicubic"][str(scale)] = bicubic_psnr(tests, scale, s["eval_size"])
     for name, changes in variants.items():
         model = build()
         model.load_state_dict(pretrained.state_dict())
         if changes is not None:
+            changes = dict(changes)
+            sort = changes.pop("sort", False)
             model = anysrify(model, AnySRConfig(seed=a.seed, **changes))
+            if sort:  # most important hidden units first, so the narrow prefixes start useful
+                sort_hidden_units(model)
         print(f"== fine-tuning {name!r}", flush=True)
         t0 = time.perf_counter()
         train(model, train_imgs, s, s["finetune_steps"], s["finetune_lr"], a,
               out=work / name.replace(" ", "_").replace("+", "_") if work else None)
-        entry = {"train_s": time.perf_counter() - t0, "config": None if changes is None else
+        train_s = time.perf_counter() - t0
+        if work is not None and train_s < 5 and name in previous:  # nothing left to train: resumed at the end
+            train_s = previous[name]["train_s"]
+        entry = {"train_s": train_s, "config": None if changes is None else
                  get_state(model).config.to_dict(), "psnr": {}, "cost": {}, "width": {}}
         for scale in scales:
             w = None if changes is None else get_state(model).config.width_for_scale(scale)
@@ -109,6 +131,21 @@ def main(argv=None):
     (out / "decoder.json").write_text(json.dumps(results, indent=1))
     (out / "decoder.md").write_text(render(results, tests, cmd))
     print((out / "decoder.md").read_text())
+
+
+def bicubic_psnr(tests, scale, eval_size):
+    from anysr_plugin.data import bicubic_upsample, make_lr
+    from anysr_plugin.metrics import psnr
+    from reproduce import crop
+
+    out = {}
+    for tname, imgs in tests.items():
+        vals = []
+        for img in imgs.values():
+            lr, hr = make_lr(crop(img, eval_size), scale)
+            vals.append(float(psnr(bicubic_upsample(lr, hr.shape[-2:]), hr, protocol="benchmark", scale=scale)))
+        out[tname] = sum(vals) / len(vals)
+    return out
 
 
 def verdict(results, name):
@@ -133,6 +170,7 @@ def render(results, tests, cmd):
          "## PSNR (dB)", "",
          "| variant | " + " | ".join(f"{t} ×{x:g}" for t in tn for x in scales) + " |",
          "|---|" + "---|" * (len(tn) * len(scales))]
+    L.append("| bicubic | " + " | ".join(f"{results['bicubic'][str(x)][t]:.2f}" for t in tn for x in scales) + " |")
     for name, e in V.items():
         L.append(f"| {name} | " + " | ".join(f"{e['psnr'][str(x)][t]:.2f}" for t in tn for x in scales) + " |")
     L += ["", "## Widths (encoder / decoder) and whole-model MACs / original (64×64 LR input)", "",

@@ -166,7 +166,9 @@ def render(results, tests, cmd):
          f"{s['pretrain_steps']} steps (lr {s['pretrain_lr']:g}), then every variant fine-tunes "
          f"{s['finetune_steps']} steps from the same pretrained weights (lr {s['finetune_lr']:g}). Test: "
          + ", ".join(tn) + f" (centre {s['eval_size']} crops), PSNR on Y with a border of ⌈s⌉. AnySR rows are "
-         f"AnySR† (width by scale). Total time {results['total_s'] / 60:.1f} min.", "",
+         f"AnySR† (width by scale). Wall time of this invocation {results['total_s'] / 60:.1f} min (with `--work`, "
+         "finished trainings are resumed, not repeated; the training times at the end are those of the run that "
+         "trained each variant).", "",
          "## PSNR (dB)", "",
          "| variant | " + " | ".join(f"{t} ×{x:g}" for t in tn for x in scales) + " |",
          "|---|" + "---|" * (len(tn) * len(scales))]

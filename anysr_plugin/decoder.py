@@ -14,7 +14,7 @@ Converted in place like the blocks (plan, validate, apply; nothing changes on fa
   which adopts ``layers`` (same ``Parameter`` objects, same keys ``imnet.layers.0.weight``);
   every hidden layer keeps its first ``floor(H * w)`` units.
 * SRNO's pointwise decoder ``fc2(gelu(fc1(x)))`` -> :class:`SlimPointwise` twice: ``fc1``
-  keeps its first ``floor(width * w)`` filters, ``fc2`` reads only those (keys
+  keeps its first ``floor(H * w)`` hidden filters (H = 256 upstream), ``fc2`` reads only those (keys
   ``fc1.weight`` ... unchanged).  SRNO's ``conv00`` and attention blocks stay full: their
   width is the residual stream of the Galerkin blocks, not a hidden layer.
 
@@ -169,7 +169,7 @@ class SlimMLP(_SlimDecoder):
 
 class SlimPointwise(_SlimDecoder):
     """One 1x1 conv of SRNO's ``fc2(gelu(fc1(x)))``: ``role="out"`` (fc1) keeps its first
-    ``floor(C * w)`` filters, ``role="in"`` (fc2) reads only those channels.  Holds the
+    ``floor(H * w)`` hidden filters, ``role="in"`` (fc2) reads only those channels.  Holds the
     original ``weight``/``bias`` Parameters under their names (keys ``fc1.weight``...)."""
 
     def __init__(self, conv: nn.Conv2d, role: str, hidden: int, config: AnySRConfig, state=None):

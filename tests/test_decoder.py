@@ -109,8 +109,9 @@ def test_srno_sliced_matches_an_independent_reference():
     _, model = _convert("srno")
     _randomize_decoder_bias(model)
     x = torch.randn(2, 16, 3, 4)
+    hidden = model.fc1.out_channels  # upstream's fixed 256
     for w in (0.5, 0.7, 1.0):
-        n = int(16 * w + 1e-6)
+        n = int(hidden * w + 1e-6)
         ref = F.conv2d(F.gelu(F.conv2d(x, model.fc1.weight[:n], model.fc1.bias[:n])), model.fc2.weight[:, :n],
                        model.fc2.bias)
         with torch.no_grad(), use_width(model, w):
@@ -167,9 +168,10 @@ def test_srno_gradients_only_on_used_channels():
     inp, coord, cell = _inputs("srno", b=2)
     with use_scale(model, torch.tensor([[1.5, 1.5], [1.6, 1.6]])):
         model(inp, coord, cell).square().sum().backward()
-    _check_grads(model.fc1.weight.grad, 8, 0)
-    _check_grads(model.fc1.bias.grad, 8, 0)
-    _check_grads(model.fc2.weight.grad, 8, 1)
+    n = model.fc1.out_channels // 2  # width 0.5 for both samples
+    _check_grads(model.fc1.weight.grad, n, 0)
+    _check_grads(model.fc1.bias.grad, n, 0)
+    _check_grads(model.fc2.weight.grad, n, 1)
 
 
 def test_training_draw_is_shared_with_the_encoder():

@@ -181,6 +181,7 @@ def _blocks_planned(model: nn.Module) -> bool:
 def _deferring_gen_feat(orig):
     @functools.wraps(orig)
     def gen_feat(self, inp, *args, **kwargs):
+        self.__dict__.pop("_anysr_deferred_scale", None)
         if not getattr(self, "_anysr_defer_features", False) or args or kwargs or _blocks_planned(self):
             self.__dict__.pop("_anysr_pending_inp", None)
             return orig(self, inp, *args, **kwargs)
@@ -199,10 +200,20 @@ def _deferring_query_rgb(orig, gen_feat_orig):
             from ..control import use_scale
 
             if cell is not None:
-                with use_scale(self, scale_from_cell(inp, cell)):
+                scale = scale_from_cell(inp, cell)
+                with use_scale(self, scale):
                     gen_feat_orig(self, inp)
+                self.__dict__["_anysr_deferred_scale"] = scale
             else:  # no cell at all: the core's no-scale rule (full network, one warning)
                 gen_feat_orig(self, inp)
+        scale = self.__dict__.get("_anysr_deferred_scale")
+        if scale is not None and not _blocks_planned(self):
+            # every query chunk of this image under the same scale: a slimmable decoder
+            # (decoder="slim") reads the encoder's plan, so it gets the same scale group
+            from ..control import use_scale
+
+            with use_scale(self, scale):
+                return orig(self, coord, cell, *args, **kwargs)
         return orig(self, coord, cell, *args, **kwargs)
     query_rgb._anysr_orig = orig
     return query_rgb

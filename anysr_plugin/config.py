@@ -20,6 +20,7 @@ GATE_KINDS = ("identity", "paper")
 INTERWEAVE_KINDS = ("interleave", "concat", "none")
 RDB_GATE_PLACES = ("first", "last")
 COMPAT_MODES = (None, "official")
+DECODER_KINDS = ("off", "slim")
 
 CONFIG_VERSION = 1
 
@@ -47,6 +48,11 @@ class AnySRConfig:
     seed          seed of the generator that draws Algorithm 1's resets; None = from torch's RNG.
     fallback_scale  scale fed to the gates when no scale is known (a warning is emitted).
     compat        None (paper-faithful) or "official": reproduce the official release's quirks.
+    decoder       "off" (paper: only the encoder is slimmed) or "slim": beyond the paper, the
+                  implicit decoder's hidden width (LIIF/LTE ``imnet``, SRNO ``fc1``/``fc2``) is
+                  chosen by the same scale groups (decoder.py).
+    decoder_widths  decoder hidden width per scale group (same length as ``widths``, ascending,
+                  last 1.0); None = ``widths``.  Only read when ``decoder="slim"``.
     """
 
     widths: tuple = (0.5, 0.7, 0.9, 1.0)
@@ -59,6 +65,8 @@ class AnySRConfig:
     seed: int | None = None
     fallback_scale: float = 4.0
     compat: str | None = None
+    decoder: str = "off"
+    decoder_widths: tuple | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -92,6 +100,16 @@ class AnySRConfig:
         self._choice("interweave", INTERWEAVE_KINDS)
         self._choice("rdb_gate", RDB_GATE_PLACES)
         self._choice("compat", COMPAT_MODES)
+        self._choice("decoder", DECODER_KINDS)
+        if self.decoder_widths is not None:
+            dw = self.decoder_widths = self._float_tuple("decoder_widths", self.decoder_widths)
+            if len(dw) != len(w):
+                _fail("decoder_widths", dw, f"needs one width per scale group ({len(w)}, like widths)")
+            if any(not (0.0 < x <= 1.0) for x in dw) or any(b <= a for a, b in zip(dw, dw[1:])) or dw[-1] != 1.0:
+                _fail("decoder_widths", dw, "widths must lie in (0, 1], ascend strictly and end with 1.0")
+        if self.decoder == "slim" and self.compat == "official":
+            _fail("decoder", self.decoder, "the official release has no slimmable decoder; use decoder='off' "
+                  "with compat='official'")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             _fail("seed", self.seed, "must be an integer or None")
         if isinstance(self.fallback_scale, bool) or not isinstance(self.fallback_scale, (int, float)) \
@@ -140,6 +158,12 @@ class AnySRConfig:
                 return width
         return self.widths[-1]
 
+    def decoder_width_for(self, width: float) -> float:
+        """Decoder hidden width that goes with encoder `width` (same scale group)."""
+        if self.decoder_widths is None:
+            return self.check_width(width)
+        return self.decoder_widths[self.widths.index(self.check_width(width))]
+
     def check_width(self, width: float) -> float:
         from .errors import WidthError
 
@@ -153,6 +177,8 @@ class AnySRConfig:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
         d["scale_bounds"] = list(self.scale_bounds)
+        if self.decoder_widths is not None:
+            d["decoder_widths"] = list(self.decoder_widths)
         return d
 
     @classmethod

@@ -26,6 +26,10 @@ This module is the generic walk only: each block type builds its own static form
 ``gate.StaticGate``.  Key names stay those of the upstream block (``body.0.weight``,
 ``convs.3.conv.0.weight``, ``LFF.weight``, ``RDB1.conv1.weight``); the gate lives under
 ``gate`` (``gate.fc1``, ``gate.fc1_scale``, ``gate.fc2``).
+
+With ``AnySRConfig(decoder="slim")`` the decoder is exported too: LIIF/LTE ``imnet``
+becomes plain ``layers`` of the scale group's decoder width, SRNO's ``fc1``/``fc2``
+plain sliced 1x1 convs (decoder.py).
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ __all__ = ["export_subnet", "StaticGate", "StaticBlock", "StaticResBlock", "Stat
            "ScaleInputModel", "static_blocks"]
 
 _ANYSR_ATTRS = ("_anysr_state", "_anysr_plan", "_anysr_plan_owner", "_anysr_fixed_width",
-                "_anysr_scale_override", "_anysr_budget")
+                "_anysr_scale_override", "_anysr_budget", "_anysr_source")
 
 
 def static_blocks(model: nn.Module) -> list:
@@ -139,8 +143,14 @@ def export_subnet(model: nn.Module, width: float, scale=None) -> nn.Module:
         parent_name, _, attr = name.rpartition(".")
         parent = twin_modules[parent_name] if parent_name else twin
         parent._modules[attr] = static
+    from .decoder import export_decoders
+
+    export_decoders(twin, width)  # decoder="slim": plain sliced layers of the group's decoder width
     _strip_anysr(twin)
-    leftovers = [type(m).__name__ for m in twin.modules() if isinstance(m, (AnySRBlock, InterweavingGate))]
+    from .decoder import _SlimDecoder
+
+    leftovers = [type(m).__name__ for m in twin.modules()
+                 if isinstance(m, (AnySRBlock, InterweavingGate, _SlimDecoder))]
     if leftovers:  # pragma: no cover - defensive
         raise AnySRError(f"export left slimmable modules behind: {leftovers}")
     twin.eval()

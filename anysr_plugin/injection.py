@@ -15,6 +15,9 @@
 3. **Apply**: each block is replaced in its parent by an AnySR block that adopts the
    original children (same attribute names, same ``Parameter`` objects); gates are
    created on the block's device and dtype; two hooks are installed (control.py).
+
+With ``AnySRConfig(decoder="slim")`` the implicit decoder is planned, validated and
+converted the same way (decoder.py), after the blocks.
 """
 from __future__ import annotations
 
@@ -325,6 +328,11 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
         warnings.warn("AnySR left these modules unconverted: " + "; ".join(
             f"{s.name} ({s.upstream_type}) {s.reason}" for s in left), AnySRWarning, stacklevel=2)
 
+    decoder_plan = None
+    if config.decoder == "slim":  # beyond the paper, opt-in: validated before anything changes
+        from .decoder import plan_decoder
+        decoder_plan = plan_decoder(target_model, config)
+
     state = AnySRState(config, adapter.name, root_name)
     built = []
     # gate init from config.seed when given (identical on every DDP rank), the caller's RNG untouched
@@ -341,6 +349,9 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
         module._anysr_state = state
         module.register_forward_pre_hook(PlanHook(reads_call=(i == 0)), with_kwargs=True)
         module.register_forward_hook(ClearPlanHook(), always_call=True)
+    if decoder_plan is not None:
+        from .decoder import apply_decoder
+        apply_decoder(target_model, decoder_plan, state)
     return model
 
 

@@ -40,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--compat", choices=("official",), default=None,
                    help="reproduce the official AnySR release's behaviour (see anysr_plugin/official.py)")
+    g.add_argument("--decoder", choices=("off", "slim"), default=None,
+                   help="beyond the paper: 'slim' also slims the implicit decoder by scale group (opt-in)")
+    g.add_argument("--decoder-widths", type=floats, default=None, help="decoder width per scale group, e.g. "
+                   "0.6,0.75,0.9,1.0 (default: --widths)")
     p.set_defaults(run=run)
     return p
 
@@ -49,7 +53,8 @@ def anysr_config_from_args(args):
 
     cfg = AnySRConfig.from_yaml(args.anysr_config) if args.anysr_config is not None else AnySRConfig()
     changes = {k: getattr(args, k) for k in ("widths", "scale_bounds", "lam", "reset_prob", "gate", "interweave",
-                                             "rdb_gate", "seed", "compat") if getattr(args, k) is not None}
+                                             "rdb_gate", "seed", "compat", "decoder", "decoder_widths")
+               if getattr(args, k) is not None}
     return AnySRConfig.from_dict({**cfg.to_dict(), **changes}) if changes else cfg
 
 

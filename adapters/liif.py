@@ -1,8 +1,7 @@
 """Adapter for the LIIF family: LIIF ``liif``, LTE ``lte`` / ``lte-fast`` and the Meta-SR
 head ``metasr`` that LIIF and LTE ship in ``models/misc.py``.
 
-What differs from the core's generic handling (research/upstream-liif-family.md
-sections 0, 3, 4.3, 6, 8):
+What differs from the core's generic handling (from the upstream repositories' documented code):
 
 * **Detection** by class name and structure, never ``isinstance`` (each checkout
   defines its own classes): an ``encoder`` sub-module plus ``gen_feat`` and
@@ -16,11 +15,11 @@ sections 0, 3, 4.3, 6, 8):
 * **gen_feat-first paths** (``batched_predict`` in every ``test.py``, the demos, SRNO's
   ``eval_bsize`` validation) run the encoder before any ``cell`` exists.  Two answers:
   ``anysr_plugin.use_scale(model, s)`` around the call (what the launcher does to the
-  imported ``test.batched_predict``), and :func:`defer_features`, which makes
-  ``gen_feat`` wait for the first ``query_rgb`` call and run the encoder then, under the
-  scale read from that call's ``cell``.  The launcher enables the latter on every model
-  it builds, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions cannot be
-  patched from outside) gets the right sub-network too.
+  imported ``test.batched_predict``), and ``defer_features`` (``adapters/structure.py``,
+  by structure, not by method name), which makes the feature method wait for the first
+  call that carries a ``cell``.  The launcher keeps it on for every model it builds while
+  the script runs, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions
+  cannot be patched from outside) gets the right sub-network too.
 * **Test-time cell clipping.**  LTE's ``test.py`` (with ``eval_bsize``), LTE/SRNO
   ``demo.py`` and SRNO ``test.py --mcell`` multiply the cell by ``max(s / 4, 1)``, so
   the scale read from a clipped cell is ``min(s, 4)``.  With the paper's scale groups
@@ -33,14 +32,13 @@ sections 0, 3, 4.3, 6, 8):
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 from torch import nn
 
 from ..coords import cell_for, make_coord
-from ..errors import ScaleError
 from .base import MethodAdapter, find_tensor_arg, sizes_scale
+from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
 
 #: upstream model-registry names this adapter serves
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
@@ -61,29 +59,6 @@ def looks_srno(model: nn.Module) -> bool:
     name = type(model).__name__.lower()
     return "srno" in name or "sronet" in name or (
         looks_implicit(model) and hasattr(model, "conv00") and hasattr(model, "conv0"))
-
-
-def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """Per-sample scale (B, 2) = ``2 / (cell * (H_lr, W_lr))`` for ``cell`` (B, 2) or (B, ..., 2).
-
-    ``inp`` is the LR input ``(B, C, H_lr, W_lr)``.  Raises :class:`ScaleError` naming
-    the shapes when they do not fit, or when a cell entry is not positive.
-    """
-    if not isinstance(inp, torch.Tensor) or inp.dim() != 4:
-        raise ScaleError(f"expected the LR input as a (B, C, H, W) tensor, got "
-                         f"{tuple(inp.shape) if isinstance(inp, torch.Tensor) else type(inp).__name__}")
-    if not isinstance(cell, torch.Tensor) or cell.dim() < 2 or cell.shape[-1] != 2:
-        raise ScaleError("expected `cell` of shape (B, 2) or (B, Q, 2) (cell = 2 / HR size per axis), got "
-                         f"{tuple(cell.shape) if isinstance(cell, torch.Tensor) else type(cell).__name__}")
-    if cell.shape[0] != inp.shape[0]:
-        raise ScaleError(f"`cell` has batch {cell.shape[0]} but the input has batch {inp.shape[0]}")
-    c = cell.detach().float()
-    if c.dim() > 2:  # (B, Q, 2) or (B, H, W, 2): the cell is constant over queries; read the first
-        c = c.reshape(c.shape[0], -1, 2)[:, 0, :]
-    if c.numel() and not bool((c > 0).all()):
-        raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
-    lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
-    return (2.0 / (c * lr)).cpu()
 
 
 class LIIFAdapter(MethodAdapter):
@@ -161,79 +136,6 @@ class LIIFAdapter(MethodAdapter):
     # -- config -----------------------------------------------------------------
     def convert_config(self, upstream, out, anysr_config, **options) -> str:
         return convert_upstream_config(self, upstream, out, anysr_config, **options)
-
-
-# ---------------------------------------------------------------------------
-# deferred gen_feat: the encoder waits for the first query's cell
-
-
-def _blocks_planned(model: nn.Module) -> bool:
-    from ..control import anysr_blocks
-
-    blocks = anysr_blocks(model)
-    if not blocks:
-        return True  # not an AnySR model: nothing to wait for
-    b = blocks[0]
-    return (b._anysr_plan is not None or b._anysr_scale_override is not None
-            or b._anysr_fixed_width is not None or b._anysr_budget is not None)
-
-
-def _deferring_gen_feat(orig):
-    @functools.wraps(orig)
-    def gen_feat(self, inp, *args, **kwargs):
-        if not getattr(self, "_anysr_defer_features", False) or args or kwargs or _blocks_planned(self):
-            self.__dict__.pop("_anysr_pending_inp", None)
-            return orig(self, inp, *args, **kwargs)
-        # the scale is not known yet: remember the input, run the encoder at the first query
-        self.__dict__["_anysr_pending_inp"] = inp
-        return None
-    gen_feat._anysr_orig = orig
-    return gen_feat
-
-
-def _deferring_query_rgb(orig, gen_feat_orig):
-    @functools.wraps(orig)
-    def query_rgb(self, coord, cell=None, *args, **kwargs):
-        inp = self.__dict__.pop("_anysr_pending_inp", None)
-        if inp is not None:
-            from ..control import use_scale
-
-            if cell is not None:
-                with use_scale(self, scale_from_cell(inp, cell)):
-                    gen_feat_orig(self, inp)
-            else:  # no cell at all: the core's no-scale rule (full network, one warning)
-                gen_feat_orig(self, inp)
-        return orig(self, coord, cell, *args, **kwargs)
-    query_rgb._anysr_orig = orig
-    return query_rgb
-
-
-def defer_features(model: nn.Module) -> nn.Module:
-    """Make ``model.gen_feat(inp)`` wait for the first ``query_rgb(coord, cell)`` call.
-
-    Upstream ``batched_predict`` runs ``gen_feat`` (the encoder) before it hands over
-    any ``cell``; with this switch on, ``gen_feat`` only stores ``inp`` (and returns
-    None) when no scale is known yet, and the first ``query_rgb`` runs the encoder
-    under the scale read from its ``cell``.  When a scale or width is already known
-    (inside ``forward``, under ``use_scale`` / ``use_width`` / ``use_budget``)
-    ``gen_feat`` runs at once, exactly as upstream.
-
-    The wrappers are installed on the model's **class** (once; they are inert for
-    instances without the switch, so DataParallel replicas and other models of the
-    class behave as before) and the switch is a plain instance attribute.
-    """
-    cls = type(model)
-    if not looks_implicit(model):
-        from ..errors import AdapterError
-
-        raise AdapterError(f"{cls.__name__} has no encoder + gen_feat + query_rgb; defer_features applies to "
-                           "LIIF-family and SRNO models only")
-    if not hasattr(cls.gen_feat, "_anysr_orig"):
-        orig_gen, orig_query = cls.gen_feat, cls.query_rgb
-        cls.gen_feat = _deferring_gen_feat(orig_gen)
-        cls.query_rgb = _deferring_query_rgb(orig_query, orig_gen)
-    model._anysr_defer_features = True
-    return model
 
 
 # ---------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def _family(name: str) -> str:
 
 
 def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from=None, paper_schedule=False,
-                            **options) -> str:
+                            repo=None, **options) -> str:
     """Write `upstream` (an upstream training YAML) to `out` with the AnySR entries.
 
     * ``model.anysr``: the AnySRConfig dict (a top-level key of the model spec, which the
@@ -182,7 +182,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
-                          "known: init_from, paper_schedule")
+                          "known: init_from, paper_schedule, repo")
     if upstream is None:
         raise ConfigError(f"convert-config --method {adapter.name} needs the upstream training YAML "
                           "(e.g. configs/train-div2k/train_edsr-baseline-liif.yaml)")
@@ -199,35 +199,68 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     if not isinstance(model, dict):
         raise ConfigError(f"{path}: key `model` is missing or not a mapping (expected {{name, args}})")
     name = model.get("name")
-    if name not in adapter.upstream_names:
-        hint = "; use --method srno" if name == "sronet" else (
-            "; use --method liif" if name in LIIF_NAMES else "")
+    known_elsewhere = {"sronet": "srno", **{n: "liif" for n in LIIF_NAMES}}
+    if name not in adapter.upstream_names and name in known_elsewhere:
         raise ConfigError(f"{path}: model.name is {name!r}; --method {adapter.name} converts "
-                          f"{', '.join(adapter.upstream_names)}{hint}")
+                          f"{', '.join(adapter.upstream_names)} (and renamed models by structure); "
+                          f"use --method {known_elsewhere[name]}")
     margs = model.get("args")
     if not isinstance(margs, dict):
         raise ConfigError(f"{path}: model.args is missing or not a mapping")
     if "anysr" in margs:
         raise ConfigError(f"{path}: model.args.anysr must not exist (the upstream constructor would get it "
                           "as a keyword); the AnySR entry belongs at model.anysr")
-    enc = margs.get("encoder_spec")
-    if not isinstance(enc, dict):
-        raise ConfigError(f"{path}: model.args.encoder_spec is missing or not a mapping")
-    enc_name, enc_args = enc.get("name"), enc.get("args") or {}
-    if enc_name not in adapter.encoder_names:
-        raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}; AnySR converts the blocks of "
-                          f"{', '.join(adapter.encoder_names)} encoders")
-    if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
-        raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs at "
-                          "LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
     cfg = anysr_config if anysr_config is not None else AnySRConfig()
     if not isinstance(cfg, AnySRConfig):
         cfg = AnySRConfig.from_dict(cfg)
-    channels = _encoder_channels(enc_name, enc_args)
-    lam = cfg.lam_for(_family(enc_name))
-    if cfg.interweave == "interleave" and channels % lam:
-        raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
-                          "pass --lam with a divisor")
+    enc = margs.get("encoder_spec")
+    if repo is not None:  # build it on the meta device with the repo's registry: what will be converted
+        report = inspect_spec(repo, {"name": name, "args": margs}, cfg)
+        if not report.targets:
+            raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry holds no convertible block "
+                              f"(module types: {', '.join(sorted(report.module_types)[:12])}); AnySR would "
+                              "change nothing")
+        if report.skipped:
+            details = "; ".join(f"{k.name} ({k.upstream_type}): {k.reason}" for k in report.skipped[:4])
+            raise ConfigError(f"{path}: model {name!r}: {len(report.skipped)} block-like module(s) cannot be "
+                              f"converted: {details}")
+        if report.scale_source.startswith("no scale source"):
+            raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry: {report.scale_source} "
+                              "(its forward has no `cell` or `scale` argument and it has no set_scale); "
+                              "`anysr launch` would stop: convert it in your own code with "
+                              "anysrify(model, cfg, scale_from=...)")
+        print(f"convert-config: model {name!r} built on the meta device with {repo}'s registry: "
+              f"{report.summary()}")
+        for t in report.targets:
+            print(f"  {t.name} ({t.upstream_type}, {t.family}, C={t.channels}, lambda={t.lam})")
+    else:
+        if not isinstance(enc, dict):
+            raise ConfigError(f"{path}: model.args.encoder_spec is missing or not a mapping (a model without an "
+                              "encoder spec: pass --repo DIR to build it and list its convertible blocks)")
+        enc_name, enc_args = enc.get("name"), enc.get("args") or {}
+        if enc_name not in adapter.encoder_names:
+            raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}, not a known encoder "
+                              f"({', '.join(adapter.encoder_names)}); pass --repo DIR (the upstream repository) "
+                              "to build the model on the meta device and list what will be converted")
+        if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
+            raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
+                              "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
+        channels = _encoder_channels(enc_name, enc_args)
+        lam = cfg.lam_for(_family(enc_name))
+        if cfg.interweave == "interleave" and channels % lam:
+            raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
+                              "pass --lam with a divisor")
+        if name not in adapter.upstream_names:
+            print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
+                  f"structure: its encoder {enc_name!r} has convertible blocks (pass --repo DIR to list them)")
+    enc_name = enc.get("name") if isinstance(enc, dict) else None
+    resume = data.get("resume")
+    if resume is not None:
+        own = f"./save/_{Path(out).name.split('.')[0]}/epoch-last.pth"
+        data["resume"] = own
+        print(f"convert-config: `resume: {resume}` now points at this config's own run ({own}; the upstream "
+              "default save folder of `--config` without --name): resuming the upstream run would build and "
+              "train the plain model. Using --name N? set resume: ./save/N/epoch-last.pth")
     model["anysr"] = cfg.to_dict()
     if init_from:
         init = Path(init_from)
@@ -241,7 +274,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
             raise ConfigError(f"--init-from {init}: the checkpoint's model.name is {spec.get('name')!r}, the "
                               f"config's is {name!r}")
         ck_enc = ((spec or {}).get("args") or {}).get("encoder_spec", {}) if isinstance(spec, dict) else {}
-        if isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
+        if enc_name is not None and isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
             raise ConfigError(f"--init-from {init}: the checkpoint's encoder is {ck_enc.get('name')!r}, the "
                               f"config's model.args.encoder_spec.name is {enc_name!r}")
         if any("anysr_" in k for k in sd):
@@ -263,6 +296,39 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
               f"# run it with: anysr launch {adapter.name} -- {adapter.train_script} --config <this file>\n")
     atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
     return str(out)
+
+
+def inspect_spec(repo, spec: dict, cfg):
+    """Build `spec` with the upstream repo's own ``models.make`` on the meta device (no
+    memory, no compute) and report what anysrify would convert and where the scale comes from."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import ConfigError
+    from ..injection import inspect_targets
+    from ..launch import purge_modules
+
+    repo = Path(repo).resolve()
+    if not (repo / "models").is_dir() and not (repo / "models.py").is_file():
+        raise ConfigError(f"--repo {repo}: no `models` registry there (expected the upstream repository root)")
+    saved_path = list(sys.path)
+    purge_modules()
+    sys.path.insert(0, str(repo))
+    try:
+        import models
+
+        try:
+            with torch.device("meta"):
+                model = models.make(spec)
+        except Exception as exc:  # the upstream constructor refused the spec
+            raise ConfigError(f"--repo {repo}: models.make({spec.get('name')!r}) failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        return inspect_targets(model, cfg)
+    finally:
+        sys.path[:] = saved_path
+        purge_modules()
 
 
 class LTEAdapter(LIIFAdapter):

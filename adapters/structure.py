@@ -375,6 +375,7 @@ def _scale_known(model) -> bool:
 
 def _deferring_feature(orig):
     def feature(self, *args, **kwargs):
+        self.__dict__.pop("_anysr_resolved", None)
         if not self.__dict__.get("_anysr_defer") or _scale_known(self):
             self.__dict__.pop("_anysr_pending", None)
             return orig(self, *args, **kwargs)
@@ -390,9 +391,24 @@ def _deferring_feature(orig):
 def _substitute(value, placeholder, result):
     if value is placeholder:
         return result
-    if isinstance(value, tuple) and any(v is placeholder for v in value):
-        return tuple(result if v is placeholder else v for v in value)
+    if isinstance(value, (tuple, list)) and any(v is placeholder for v in value):
+        return type(value)(result if v is placeholder else v for v in value)
     return value
+
+
+@contextlib.contextmanager
+def _call_plan(model, scale, owner):
+    """A call plan made from `scale` for the deferred feature run (it replaces a scale-less plan
+    that the enclosing call's hook may have made)."""
+    from ..control import anysr_blocks
+    from ..plan import make_plan, pop_plans, push_plan
+
+    state, blocks = model._anysr_state, anysr_blocks(model)
+    push_plan(state, id(owner), make_plan(state, scale, scale.shape[0], model.training, blocks[0]), True)
+    try:
+        yield
+    finally:
+        pop_plans(state, id(owner))
 
 
 def _deferring_query(orig):
@@ -400,6 +416,11 @@ def _deferring_query(orig):
 
     def query(self, *args, **kwargs):
         pending = self.__dict__.pop("_anysr_pending", None)
+        resolved = self.__dict__.get("_anysr_resolved")
+        if pending is None and resolved is not None:  # later query chunks pass the same placeholder
+            placeholder, result = resolved
+            args = tuple(_substitute(a, placeholder, result) for a in args)
+            kwargs = {k: _substitute(v, placeholder, result) for k, v in kwargs.items()}
         if pending is not None:
             from ..control import use_scale
 
@@ -411,10 +432,12 @@ def _deferring_query(orig):
             cell = bound.get("cell")
             lr = _lr_tensor({**{f"_{i}": a for i, a in enumerate(fargs)}, **fkwargs}, skip=())
             if isinstance(cell, torch.Tensor) and lr is not None:
-                with use_scale(self, scale_from_cell(lr, cell)):
+                scale = scale_from_cell(lr, cell)
+                with use_scale(self, scale), _call_plan(self, scale, placeholder):
                     result = feat_fn(self, *fargs, **fkwargs)
             else:  # no cell at all: the core's no-scale rule (full network, one warning)
                 result = feat_fn(self, *fargs, **fkwargs)
+            self.__dict__["_anysr_resolved"] = (placeholder, result)
             args = tuple(_substitute(a, placeholder, result) for a in args)
             kwargs = {k: _substitute(v, placeholder, result) for k, v in kwargs.items()}
         return orig(self, *args, **kwargs)
@@ -495,6 +518,7 @@ def defer_features(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.__dict__.pop("_anysr_pending", None)
+        model.__dict__.pop("_anysr_resolved", None)
         if previous is None:
             model.__dict__.pop("_anysr_defer", None)
         else:

@@ -141,7 +141,7 @@ class PlanHook:
 
     ``reads_call=True`` on the model root: the model's scale source reads the scale
     from the call.  A plan already made by an outer hook in this call (this thread,
-    this context) is kept.
+    this context) is kept.  A call whose scale is not known makes no plan.
     """
 
     def __init__(self, reads_call: bool):
@@ -163,6 +163,10 @@ class PlanHook:
             if call_scale is not None and state.config.compat == "official":
                 from .official import release_call_scale
                 call_scale = release_call_scale(state.adapter, args, kwargs, call_scale)
+        if call_scale is None and controls(state, blocks[0])["scale"] is None:
+            # no scale in this call (yet): no plan; a block that runs now plans for itself (a fixed
+            # width, or the full network with one warning), and a deferred feature method waits
+            return None
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
         push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, blocks[0]))
         return None

@@ -188,8 +188,12 @@ def make_plan(state, call_scale: torch.Tensor | None, batch: int, training: bool
 
 
 def scale_known(state, block=None) -> bool:
-    """True when a call of this model now would know its scale (a live plan or ``use_scale``)."""
-    return active_plan(state) is not None or controls(state, block)["scale"] is not None
+    """True when a call of this model now would know its scale (a live call plan made from a
+    scale, or ``use_scale``); a fixed width alone does not count."""
+    for st, _, _, knows in reversed(_PLANS.get()):
+        if st is state:
+            return knows
+    return controls(state, block)["scale"] is not None
 
 
 # ---------------------------------------------------------------------------
@@ -200,14 +204,16 @@ _PLANS: contextvars.ContextVar = contextvars.ContextVar("anysr_plans", default=(
 
 def active_plan(state):
     """The plan of the call of this model that is running in this context, or None."""
-    for st, _, plan in reversed(_PLANS.get()):
+    for st, _, plan, _ in reversed(_PLANS.get()):
         if st is state:
             return plan
     return None
 
 
-def push_plan(state, owner: int, plan) -> None:
-    _PLANS.set(_PLANS.get() + ((state, owner, plan),))
+def push_plan(state, owner: int, plan, knows_scale: bool = True) -> None:
+    """Make `plan` the plan of the call `owner` (a module id) is running; ``knows_scale``:
+    it was made from a scale (not the no-scale fallback)."""
+    _PLANS.set(_PLANS.get() + ((state, owner, plan, knows_scale),))
 
 
 def pop_plans(state, owner: int) -> None:

@@ -55,7 +55,7 @@ class ArbSRAdapter(MethodAdapter):
     def scale_source(self, model: nn.Module):
         from .structure import AdapterSource
 
-        return AdapterSource(self.name, "scale from set_scale(scale, scale2) (s_h, s_w)", kind="set_scale",
+        return AdapterSource(self.name, "scale from set_scale(scale, scale2) as (s_h, s_w)", kind="set_scale",
                              contract="pair")
 
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):

@@ -81,6 +81,18 @@ class LIIFAdapter(MethodAdapter):
         enc = getattr(model, "encoder", None)
         return enc if isinstance(enc, nn.Module) else model
 
+    def scale_source(self, model: nn.Module):
+        """By structure (``cell`` in the forward signature); for a model this adapter recognises
+        whose forward does not show it (a wrapper without a forward of its own), the family's
+        contract ``forward(inp, coord, cell)`` adds the knowledge."""
+        source = super().scale_source(model)
+        if source is None:
+            from .structure import AdapterSource
+
+            source = AdapterSource(self.name, "scale from forward argument `cell` (the LIIF-family contract "
+                                   "forward(inp, coord, cell))", kind="cell")
+        return source
+
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):
         inp = find_tensor_arg(args, kwargs, 0, "inp")
         cell = find_tensor_arg(args, kwargs, 2, "cell")

@@ -185,8 +185,8 @@ class SetScaleSource(ScaleSource):
         return per_sample(recorded_scale(module), args)
 
     def describe(self) -> str:
-        what = "an index into the net's scale list" if self.contract == "index" else "(s_h, s_w)"
-        return f"scale from set_scale({', '.join(self.params)}) ({what})"
+        what = " (an index into the net's scale list)" if self.contract == "index" else " as (s_h, s_w)"
+        return f"scale from set_scale({', '.join(self.params)}){what}"
 
 
 class AdapterSource(ScaleSource):

@@ -360,7 +360,7 @@ def _report_test_scales(ctx: LaunchContext, model):
         w = widths[0] if len(set(widths)) == 1 else None
         macs = sum(b.conv_macs_per_pixel(w) * pixels + gate_macs(b, w) for b in blocks) if w is not None else None
         shown = f"x{s[0]:g}" if s[0] == s[1] else f"x{s[0]:g}/{s[1]:g}"
-        ctx.say(f"test scale {shown}: width {w if w is not None else widths}, encoder blocks "
+        ctx.say(f"test scale {shown}: width {format(w, 'g') if w is not None else widths}, encoder blocks "
                 f"{'mixed widths' if macs is None else f'{macs / 1e9:.4g} GMACs'} per image "
                 f"({x.shape[-2]}x{x.shape[-1]} LR, {len(blocks)} AnySR blocks)")
         return None

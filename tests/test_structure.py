@@ -190,7 +190,7 @@ def test_set_scale_nets_by_structure():
     index, pair = anysr.anysrify(IndexNet([1.5, 4.0])).eval(), anysr.anysrify(PairNet([1.0])).eval()
     assert anysr.inspect_targets(index).scale_source == "scale from set_scale(idx_scale) (an index into the " \
                                                         "net's scale list)"
-    assert anysr.inspect_targets(pair).scale_source == "scale from set_scale(scale, scale2) ((s_h, s_w))"
+    assert anysr.inspect_targets(pair).scale_source == "scale from set_scale(scale, scale2) as (s_h, s_w)"
     assert "set_scale" not in type(index).__dict__ or type(index).__dict__["set_scale"] is IndexNet.__dict__[
         "set_scale"]
     seen_i, seen_p = channels_seen(index), channels_seen(pair)

@@ -161,6 +161,7 @@ def run(ctx: LaunchContext) -> int:
     if not script.is_file():
         raise AnySRError(f"upstream script {script} not found; run from the upstream repo root or pass --repo DIR")
     saved_path, saved_argv, saved_cwd = list(sys.path), list(sys.argv), os.getcwd()
+    ctx._running = True
     purge_modules()
     sys.path.insert(0, str(repo))
     sys.argv = [str(script)] + list(ctx.argv)
@@ -175,6 +176,7 @@ def run(ctx: LaunchContext) -> int:
                 return code if isinstance(code, int) else (0 if code is None else 1)
         return 0
     finally:
+        ctx._running = False
         for cleanup in reversed(ctx.cleanups):
             cleanup()
         os.chdir(saved_cwd)
@@ -313,8 +315,9 @@ def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, l
 
         set_width(model, ctx.width)
         ctx.say(f"fixed width {ctx.width:g} for every call (--width; the gates still see each call's scale)")
-    _scope(ctx).enter_context(_defer(model))
-    _scope(ctx).enter_context(_report_test_scales(ctx, model))
+    if getattr(ctx, "_running", False):  # inside `anysr launch` (not the tools' builds): scoped to the script
+        _scope(ctx).enter_context(_defer(model))
+        _scope(ctx).enter_context(_report_test_scales(ctx, model))
     return model
 
 

@@ -130,6 +130,25 @@ def test_checkpoint_recomputes_at_the_forward_width_and_scale(mode, width):
         torch.testing.assert_close(grads[mode][n], grads[None][n], msg=n)
 
 
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_checkpoint_around_the_whole_model(reentrant):
+    """The root hook runs again in the recompute (and draws again); the blocks keep their forward plan."""
+    torch.manual_seed(0)
+    model = anysr.anysrify(CheckpointedEncoder(tiny_edsr(n_resblocks=3), None), AnySRConfig(gate="paper")).train()
+    randomize_gates(model)
+    x, scales = torch.randn(4, 3, 8, 8), torch.tensor([[1.5, 1.5], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    grads = []
+    for wrapped in (False, True):
+        model.zero_grad()
+        get_state(model).generator.manual_seed(7)
+        xx = x.clone().requires_grad_()
+        out = checkpoint(model, xx, scales, use_reentrant=reentrant) if wrapped else model(xx, scales)
+        out.square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_replicas_carry_the_callers_controls_into_worker_threads():
     """DataParallel replicates the model in the caller's thread and runs replicas in worker
     threads that do not see the caller's contexts (simulated here on the CPU)."""

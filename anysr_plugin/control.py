@@ -29,8 +29,8 @@ from torch import nn
 
 from .config import AnySRConfig
 from .errors import AnySRWarning, NotAnySRError
-from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, make_plan, plan_for_block,
-                   pop_plans, push_plan, scale_pair)
+from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, in_backward, make_plan,
+                   plan_for_block, pop_plans, push_plan, scale_pair)
 
 
 class AnySRState:
@@ -152,7 +152,9 @@ class PlanHook:
         if state is None:
             return None
         blocks = anysr_blocks(module)
-        if not blocks or active_plan(state) is not None:
+        if not blocks or active_plan(state) is not None or in_backward():
+            # in backward (activation checkpointing re-runs the call) the blocks reuse the plans of
+            # their forward; planning again would draw Algorithm 1's resets a second time
             return None
         call_scale = None
         if self.reads_call:
@@ -231,4 +233,4 @@ def active_widths(model: nn.Module, scale) -> list:
 
 
 __all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
-           "as_scale_tensor", "scale_pair", "active_widths"]
+           "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]

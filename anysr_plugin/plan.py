@@ -26,7 +26,8 @@ hooks and contexts are gone.  So:
   contexts; a block replica therefore carries a snapshot of the controls that were live
   when it was replicated (``AnySRBlock._replicate_for_data_parallel``).
 
-Imports only ``config`` and ``errors`` (besides torch), so ``blocks`` can use it.
+Imports only ``errors`` (besides torch; the opt-in ``compat="official"`` rules are imported
+lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
 """
 from __future__ import annotations
 
@@ -241,7 +242,8 @@ def pinned(block, plan) -> Iterator[None]:
 RECOMPUTE_MEMORY = 16
 
 
-def _in_backward() -> bool:
+def in_backward() -> bool:
+    """True while the autograd engine runs a backward pass (e.g. a checkpoint recompute)."""
     return torch._C._current_graph_task_id() != -1
 
 
@@ -272,7 +274,7 @@ def plan_for_block(block, x: torch.Tensor):
             plan = p
             break
     if plan is None:
-        if _in_backward():  # activation checkpointing re-runs the block: same plan as its forward
+        if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
             memory = block.__dict__.get("_anysr_recent")
             plan = memory.pop() if memory else None
         if plan is None:
@@ -280,7 +282,7 @@ def plan_for_block(block, x: torch.Tensor):
             plan = active_plan(state)
             if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
                 plan = make_plan(state, None, x.shape[0], False, block, x)
-            if not _in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
+            if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
                 _remember(block, plan)
     scale, widths = plan
     scale = scale.to(device=x.device)
@@ -304,5 +306,6 @@ def peek_plan(block, x: torch.Tensor):
     return plan if plan is not None else make_plan(state, None, x.shape[0], False, block, x)
 
 
-__all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths", "make_plan",
+__all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
+           "make_plan", "in_backward",
            "active_plan", "push_plan", "pop_plans", "pinned", "plan_for_block", "scale_known"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -283,7 +282,8 @@ def test_launcher_by_structure(repo, monkeypatch):
         (root / f"t{scale}.yaml").write_text(yaml.safe_dump(L.test_config("liif", scale, eval_bsize=7)))
         seen = []
         orig = AnySRResBlock.forward_sliced
-        monkeypatch.setattr(AnySRResBlock, "forward_sliced", lambda self, x, n, s: seen.append(n) or orig(self, x, n, s))
+        monkeypatch.setattr(AnySRResBlock, "forward_sliced",
+                            lambda self, x, n, s: seen.append(n) or orig(self, x, n, s))
         with _no_anysr_warnings():
             rc, out, err = launch(root, "test.py", "--config", f"t{scale}.yaml", "--model", "save/a/epoch-last.pth")
         monkeypatch.setattr(AnySRResBlock, "forward_sliced", orig)

@@ -204,7 +204,7 @@ def use_budget(model: nn.Module, gflops: float | None = None, latency_table=None
     Yields the :class:`Budget` (its ``decisions`` list records every choice).
     A fixed width (``use_width``) takes precedence over the budget.
     """
-    blocks = _require_blocks(model)
+    _require_blocks(model)  # NotAnySRError for a plain model
     budget = Budget(model, gflops, latency_table, latency_ms, allow_above_scale, use_meta)
     root = unwrap(model)
     handle = root.register_forward_pre_hook(_CallRecorder(budget), with_kwargs=True, prepend=True)

@@ -272,7 +272,8 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         data["resume"] = own
         print(f"convert-config: `resume: {resume}` now points at this config's own run ({own}; the upstream "
               "default save folder of `--config` without --name): resuming the upstream run would build and "
-              "train the plain model. Using --name N? set resume: ./save/N/epoch-last.pth")
+              "train the plain model. Using --name N (or --tag T)? set resume: ./save/N/epoch-last.pth "
+              "(./save/_<config stem>_T/epoch-last.pth)")
     model["anysr"] = cfg.to_dict()
     if init_from:
         init = Path(init_from)

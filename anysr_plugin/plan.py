@@ -221,20 +221,6 @@ def pop_plans(state, owner: int) -> None:
     _PLANS.set(tuple(p for p in _PLANS.get() if not (p[0] is state and p[1] == owner)))
 
 
-_PINNED: contextvars.ContextVar = contextvars.ContextVar("anysr_pinned", default=())
-
-
-@contextlib.contextmanager
-def pinned(block, plan) -> Iterator[None]:
-    """Run `block` with exactly `plan` (conversion-time validation)."""
-    entry = (block, plan)
-    _PINNED.set(_PINNED.get() + (entry,))
-    try:
-        yield
-    finally:
-        _PINNED.set(tuple(e for e in _PINNED.get() if e is not entry))
-
-
 # ---------------------------------------------------------------------------
 # the block's question
 
@@ -269,21 +255,16 @@ def _remember(block, plan) -> None:
 def plan_for_block(block, x: torch.Tensor):
     """(scale (B, 2) on x's device, per-sample widths) for this call of `block`."""
     plan = None
-    for b, p in reversed(_PINNED.get()):
-        if b is block:
-            plan = p
-            break
+    if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
+        memory = block.__dict__.get("_anysr_recent")
+        plan = memory.pop() if memory else None
     if plan is None:
-        if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
-            memory = block.__dict__.get("_anysr_recent")
-            plan = memory.pop() if memory else None
-        if plan is None:
-            state = block._anysr_state
-            plan = active_plan(state)
-            if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
-                plan = make_plan(state, None, x.shape[0], False, block, x)
-            if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
-                _remember(block, plan)
+        state = block._anysr_state
+        plan = active_plan(state)
+        if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
+            plan = make_plan(state, None, x.shape[0], False, block, x)
+        if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
+            _remember(block, plan)
     scale, widths = plan
     scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:
@@ -298,9 +279,6 @@ def plan_for_block(block, x: torch.Tensor):
 def peek_plan(block, x: torch.Tensor):
     """The plan `block` would run a call on `x` with now, without remembering or consuming
     anything (for reports); never a training draw."""
-    for b, p in reversed(_PINNED.get()):
-        if b is block:
-            return p
     state = block._anysr_state
     plan = active_plan(state)
     return plan if plan is not None else make_plan(state, None, x.shape[0], False, block, x)
@@ -308,4 +286,4 @@ def peek_plan(block, x: torch.Tensor):
 
 __all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
            "make_plan", "in_backward",
-           "active_plan", "push_plan", "pop_plans", "pinned", "plan_for_block", "scale_known"]
+           "active_plan", "push_plan", "pop_plans", "plan_for_block", "scale_known"]

@@ -52,6 +52,12 @@ class ArbSRAdapter(MethodAdapter):
         launcher; call it yourself when you drive an ArbSR net outside ``anysr launch``)."""
         return wrap_set_scale(model, "pair")
 
+    def scale_source(self, model: nn.Module):
+        from .structure import AdapterSource
+
+        return AdapterSource(self.name, "scale from set_scale(scale, scale2) as (s_h, s_w)", kind="set_scale",
+                             contract="pair")
+
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):
         scale = recorded_scale(module)
         if scale is None:
@@ -75,7 +81,7 @@ class ArbSRAdapter(MethodAdapter):
                                   "boolean flags are type=bool upstream: pass --cpu True / --test_only True, "
                                   "never False",
                                   "evaluate with the same launcher: ... -- main.py ... --test_only True --resume N "
-                                  "(ANYSR_WIDTH=0.5|0.7|0.9|1.0 fixes the sub-network)"))
+                                  "(anysr launch arbsr --width 0.5|0.7|0.9|1.0 ... fixes the sub-network)"))
 
 
 ARBSR = register_adapter(ArbSRAdapter(), "arbsr", "arbrcan")

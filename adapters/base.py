@@ -15,7 +15,7 @@ from torch import nn
 
 
 class MethodAdapter:
-    """Base class; the base itself is the generic adapter (scale only via use_scale)."""
+    """Base class; the base itself is the generic adapter (scale source by structure)."""
 
     #: registry name ("liif", "srno", ...)
     name: str = "generic"
@@ -29,6 +29,14 @@ class MethodAdapter:
     def block_root(self, model: nn.Module) -> nn.Module:
         """The sub-module whose blocks are converted (e.g. ``model.encoder``)."""
         return model
+
+    def scale_source(self, model: nn.Module):
+        """Where the scale of `model`'s calls comes from (an ``adapters.structure.ScaleSource``),
+        or None.  Decided from the structure (forward signature, ``set_scale``); a method
+        adapter overrides this only to *add* knowledge."""
+        from .structure import find_scale_source
+
+        return find_scale_source(model)
 
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
         """Per-sample scale, a float (B, 2) tensor of (s_h, s_w), read from a call of the

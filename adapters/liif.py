@@ -1,8 +1,7 @@
 """Adapter for the LIIF family: LIIF ``liif``, LTE ``lte`` / ``lte-fast`` and the Meta-SR
 head ``metasr`` that LIIF and LTE ship in ``models/misc.py``.
 
-What differs from the core's generic handling (research/upstream-liif-family.md
-sections 0, 3, 4.3, 6, 8):
+What differs from the core's generic handling (from the upstream repositories' documented code):
 
 * **Detection** by class name and structure, never ``isinstance`` (each checkout
   defines its own classes): an ``encoder`` sub-module plus ``gen_feat`` and
@@ -16,11 +15,11 @@ sections 0, 3, 4.3, 6, 8):
 * **gen_feat-first paths** (``batched_predict`` in every ``test.py``, the demos, SRNO's
   ``eval_bsize`` validation) run the encoder before any ``cell`` exists.  Two answers:
   ``anysr_plugin.use_scale(model, s)`` around the call (what the launcher does to the
-  imported ``test.batched_predict``), and :func:`defer_features`, which makes
-  ``gen_feat`` wait for the first ``query_rgb`` call and run the encoder then, under the
-  scale read from that call's ``cell``.  The launcher enables the latter on every model
-  it builds, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions cannot be
-  patched from outside) gets the right sub-network too.
+  imported ``test.batched_predict``), and ``defer_features`` (``adapters/structure.py``,
+  by structure, not by method name), which makes the feature method wait for the first
+  call that carries a ``cell``.  The launcher keeps it on for every model it builds while
+  the script runs, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions
+  cannot be patched from outside) gets the right sub-network too.
 * **Test-time cell clipping.**  LTE's ``test.py`` (with ``eval_bsize``), LTE/SRNO
   ``demo.py`` and SRNO ``test.py --mcell`` multiply the cell by ``max(s / 4, 1)``, so
   the scale read from a clipped cell is ``min(s, 4)``.  With the paper's scale groups
@@ -33,14 +32,13 @@ sections 0, 3, 4.3, 6, 8):
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 from torch import nn
 
 from ..coords import cell_for, make_coord
-from ..errors import ScaleError
 from .base import MethodAdapter, find_tensor_arg, sizes_scale
+from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
 
 #: upstream model-registry names this adapter serves
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
@@ -63,29 +61,6 @@ def looks_srno(model: nn.Module) -> bool:
         looks_implicit(model) and hasattr(model, "conv00") and hasattr(model, "conv0"))
 
 
-def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """Per-sample scale (B, 2) = ``2 / (cell * (H_lr, W_lr))`` for ``cell`` (B, 2) or (B, ..., 2).
-
-    ``inp`` is the LR input ``(B, C, H_lr, W_lr)``.  Raises :class:`ScaleError` naming
-    the shapes when they do not fit, or when a cell entry is not positive.
-    """
-    if not isinstance(inp, torch.Tensor) or inp.dim() != 4:
-        raise ScaleError(f"expected the LR input as a (B, C, H, W) tensor, got "
-                         f"{tuple(inp.shape) if isinstance(inp, torch.Tensor) else type(inp).__name__}")
-    if not isinstance(cell, torch.Tensor) or cell.dim() < 2 or cell.shape[-1] != 2:
-        raise ScaleError("expected `cell` of shape (B, 2) or (B, Q, 2) (cell = 2 / HR size per axis), got "
-                         f"{tuple(cell.shape) if isinstance(cell, torch.Tensor) else type(cell).__name__}")
-    if cell.shape[0] != inp.shape[0]:
-        raise ScaleError(f"`cell` has batch {cell.shape[0]} but the input has batch {inp.shape[0]}")
-    c = cell.detach().float()
-    if c.dim() > 2:  # (B, Q, 2) or (B, H, W, 2): the cell is constant over queries; read the first
-        c = c.reshape(c.shape[0], -1, 2)[:, 0, :]
-    if c.numel() and not bool((c > 0).all()):
-        raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
-    lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
-    return (2.0 / (c * lr)).cpu()
-
-
 class LIIFAdapter(MethodAdapter):
     """LIIF / LTE / LTE-fast / Meta-SR-in-LIIF (see the module docstring)."""
 
@@ -105,6 +80,18 @@ class LIIFAdapter(MethodAdapter):
     def block_root(self, model: nn.Module) -> nn.Module:
         enc = getattr(model, "encoder", None)
         return enc if isinstance(enc, nn.Module) else model
+
+    def scale_source(self, model: nn.Module):
+        """By structure (``cell`` in the forward signature); for a model this adapter recognises
+        whose forward does not show it (a wrapper without a forward of its own), the family's
+        contract ``forward(inp, coord, cell)`` adds the knowledge."""
+        source = super().scale_source(model)
+        if source is None:
+            from .structure import AdapterSource
+
+            source = AdapterSource(self.name, "scale from forward argument `cell` (the LIIF-family contract "
+                                   "forward(inp, coord, cell))", kind="cell")
+        return source
 
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):
         inp = find_tensor_arg(args, kwargs, 0, "inp")
@@ -164,90 +151,6 @@ class LIIFAdapter(MethodAdapter):
 
 
 # ---------------------------------------------------------------------------
-# deferred gen_feat: the encoder waits for the first query's cell
-
-
-def _blocks_planned(model: nn.Module) -> bool:
-    from ..control import anysr_blocks
-
-    blocks = anysr_blocks(model)
-    if not blocks:
-        return True  # not an AnySR model: nothing to wait for
-    b = blocks[0]
-    return (b._anysr_plan is not None or b._anysr_scale_override is not None
-            or b._anysr_fixed_width is not None or b._anysr_budget is not None)
-
-
-def _deferring_gen_feat(orig):
-    @functools.wraps(orig)
-    def gen_feat(self, inp, *args, **kwargs):
-        self.__dict__.pop("_anysr_deferred_scale", None)
-        if not getattr(self, "_anysr_defer_features", False) or args or kwargs or _blocks_planned(self):
-            self.__dict__.pop("_anysr_pending_inp", None)
-            return orig(self, inp, *args, **kwargs)
-        # the scale is not known yet: remember the input, run the encoder at the first query
-        self.__dict__["_anysr_pending_inp"] = inp
-        return None
-    gen_feat._anysr_orig = orig
-    return gen_feat
-
-
-def _deferring_query_rgb(orig, gen_feat_orig):
-    @functools.wraps(orig)
-    def query_rgb(self, coord, cell=None, *args, **kwargs):
-        inp = self.__dict__.pop("_anysr_pending_inp", None)
-        if inp is not None:
-            from ..control import use_scale
-
-            if cell is not None:
-                scale = scale_from_cell(inp, cell)
-                with use_scale(self, scale):
-                    gen_feat_orig(self, inp)
-                self.__dict__["_anysr_deferred_scale"] = scale
-            else:  # no cell at all: the core's no-scale rule (full network, one warning)
-                gen_feat_orig(self, inp)
-        scale = self.__dict__.get("_anysr_deferred_scale")
-        if scale is not None and not _blocks_planned(self):
-            # every query chunk of this image under the same scale: a slimmable decoder
-            # (decoder="slim") reads the encoder's plan, so it gets the same scale group
-            from ..control import use_scale
-
-            with use_scale(self, scale):
-                return orig(self, coord, cell, *args, **kwargs)
-        return orig(self, coord, cell, *args, **kwargs)
-    query_rgb._anysr_orig = orig
-    return query_rgb
-
-
-def defer_features(model: nn.Module) -> nn.Module:
-    """Make ``model.gen_feat(inp)`` wait for the first ``query_rgb(coord, cell)`` call.
-
-    Upstream ``batched_predict`` runs ``gen_feat`` (the encoder) before it hands over
-    any ``cell``; with this switch on, ``gen_feat`` only stores ``inp`` (and returns
-    None) when no scale is known yet, and the first ``query_rgb`` runs the encoder
-    under the scale read from its ``cell``.  When a scale or width is already known
-    (inside ``forward``, under ``use_scale`` / ``use_width`` / ``use_budget``)
-    ``gen_feat`` runs at once, exactly as upstream.
-
-    The wrappers are installed on the model's **class** (once; they are inert for
-    instances without the switch, so DataParallel replicas and other models of the
-    class behave as before) and the switch is a plain instance attribute.
-    """
-    cls = type(model)
-    if not looks_implicit(model):
-        from ..errors import AdapterError
-
-        raise AdapterError(f"{cls.__name__} has no encoder + gen_feat + query_rgb; defer_features applies to "
-                           "LIIF-family and SRNO models only")
-    if not hasattr(cls.gen_feat, "_anysr_orig"):
-        orig_gen, orig_query = cls.gen_feat, cls.query_rgb
-        cls.gen_feat = _deferring_gen_feat(orig_gen)
-        cls.query_rgb = _deferring_query_rgb(orig_query, orig_gen)
-    model._anysr_defer_features = True
-    return model
-
-
-# ---------------------------------------------------------------------------
 # config mapping (anysr convert-config --method liif|lte|srno)
 
 #: the paper's fine-tune schedule (Sec. IV-A): Adam, lr 1e-5 halved every 200 epochs, 500 epochs
@@ -269,7 +172,7 @@ def _family(name: str) -> str:
 
 
 def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from=None, paper_schedule=False,
-                            **options) -> str:
+                            repo=None, **options) -> str:
     """Write `upstream` (an upstream training YAML) to `out` with the AnySR entries.
 
     * ``model.anysr``: the AnySRConfig dict (a top-level key of the model spec, which the
@@ -291,7 +194,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
-                          "known: init_from, paper_schedule")
+                          "known: init_from, paper_schedule, repo")
     if upstream is None:
         raise ConfigError(f"convert-config --method {adapter.name} needs the upstream training YAML "
                           "(e.g. configs/train-div2k/train_edsr-baseline-liif.yaml)")
@@ -308,35 +211,69 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     if not isinstance(model, dict):
         raise ConfigError(f"{path}: key `model` is missing or not a mapping (expected {{name, args}})")
     name = model.get("name")
-    if name not in adapter.upstream_names:
-        hint = "; use --method srno" if name == "sronet" else (
-            "; use --method liif" if name in LIIF_NAMES else "")
+    known_elsewhere = {"sronet": "srno", **{n: "liif" for n in LIIF_NAMES}}
+    if name not in adapter.upstream_names and name in known_elsewhere:
         raise ConfigError(f"{path}: model.name is {name!r}; --method {adapter.name} converts "
-                          f"{', '.join(adapter.upstream_names)}{hint}")
+                          f"{', '.join(adapter.upstream_names)} (and renamed models by structure); "
+                          f"use --method {known_elsewhere[name]}")
     margs = model.get("args")
     if not isinstance(margs, dict):
         raise ConfigError(f"{path}: model.args is missing or not a mapping")
     if "anysr" in margs:
         raise ConfigError(f"{path}: model.args.anysr must not exist (the upstream constructor would get it "
                           "as a keyword); the AnySR entry belongs at model.anysr")
-    enc = margs.get("encoder_spec")
-    if not isinstance(enc, dict):
-        raise ConfigError(f"{path}: model.args.encoder_spec is missing or not a mapping")
-    enc_name, enc_args = enc.get("name"), enc.get("args") or {}
-    if enc_name not in adapter.encoder_names:
-        raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}; AnySR converts the blocks of "
-                          f"{', '.join(adapter.encoder_names)} encoders")
-    if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
-        raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs at "
-                          "LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
     cfg = anysr_config if anysr_config is not None else AnySRConfig()
     if not isinstance(cfg, AnySRConfig):
         cfg = AnySRConfig.from_dict(cfg)
-    channels = _encoder_channels(enc_name, enc_args)
-    lam = cfg.lam_for(_family(enc_name))
-    if cfg.interweave == "interleave" and channels % lam:
-        raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
-                          "pass --lam with a divisor")
+    enc = margs.get("encoder_spec")
+    if repo is not None:  # build it on the meta device with the repo's registry: what will be converted
+        report = inspect_spec(repo, {"name": name, "args": margs}, cfg)
+        if not report.targets:
+            raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry holds no convertible block "
+                              f"(module types: {', '.join(sorted(report.module_types)[:12])}); AnySR would "
+                              "change nothing")
+        if report.skipped:
+            details = "; ".join(f"{k.name} ({k.upstream_type}): {k.reason}" for k in report.skipped[:4])
+            raise ConfigError(f"{path}: model {name!r}: {len(report.skipped)} block-like module(s) cannot be "
+                              f"converted: {details}")
+        if report.scale_source.startswith("no scale source"):
+            raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry: {report.scale_source} "
+                              "(its forward has no `cell` or `scale` argument and it has no set_scale); "
+                              "`anysr launch` would stop: convert it in your own code with "
+                              "anysrify(model, cfg, scale_from=...)")
+        print(f"convert-config: model {name!r} built on the meta device with {repo}'s registry: "
+              f"{report.summary()}")
+        for t in report.targets:
+            print(f"  {t.name} ({t.upstream_type}, {t.family}, C={t.channels}, lambda={t.lam})")
+    else:
+        if not isinstance(enc, dict):
+            raise ConfigError(f"{path}: model.args.encoder_spec is missing or not a mapping (a model without an "
+                              "encoder spec: pass --repo DIR to build it and list its convertible blocks)")
+        enc_name, enc_args = enc.get("name"), enc.get("args") or {}
+        if enc_name not in adapter.encoder_names:
+            raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}, not a known encoder "
+                              f"({', '.join(adapter.encoder_names)}); pass --repo DIR (the upstream repository) "
+                              "to build the model on the meta device and list what will be converted")
+        if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
+            raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
+                              "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
+        channels = _encoder_channels(enc_name, enc_args)
+        lam = cfg.lam_for(_family(enc_name))
+        if cfg.interweave == "interleave" and channels % lam:
+            raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
+                              "pass --lam with a divisor")
+        if name not in adapter.upstream_names:
+            print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
+                  f"structure: its encoder {enc_name!r} has convertible blocks (pass --repo DIR to list them)")
+    enc_name = enc.get("name") if isinstance(enc, dict) else None
+    resume = data.get("resume")
+    if resume is not None:
+        own = f"./save/_{Path(out).name.split('.')[0]}/epoch-last.pth"
+        data["resume"] = own
+        print(f"convert-config: `resume: {resume}` now points at this config's own run ({own}; the upstream "
+              "default save folder of `--config` without --name): resuming the upstream run would build and "
+              "train the plain model. Using --name N (or --tag T)? set resume: ./save/N/epoch-last.pth "
+              "(./save/_<config stem>_T/epoch-last.pth)")
     model["anysr"] = cfg.to_dict()
     if init_from:
         init = Path(init_from)
@@ -350,7 +287,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
             raise ConfigError(f"--init-from {init}: the checkpoint's model.name is {spec.get('name')!r}, the "
                               f"config's is {name!r}")
         ck_enc = ((spec or {}).get("args") or {}).get("encoder_spec", {}) if isinstance(spec, dict) else {}
-        if isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
+        if enc_name is not None and isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
             raise ConfigError(f"--init-from {init}: the checkpoint's encoder is {ck_enc.get('name')!r}, the "
                               f"config's model.args.encoder_spec.name is {enc_name!r}")
         if any("anysr_" in k for k in sd):
@@ -372,6 +309,39 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
               f"# run it with: anysr launch {adapter.name} -- {adapter.train_script} --config <this file>\n")
     atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
     return str(out)
+
+
+def inspect_spec(repo, spec: dict, cfg):
+    """Build `spec` with the upstream repo's own ``models.make`` on the meta device (no
+    memory, no compute) and report what anysrify would convert and where the scale comes from."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import ConfigError
+    from ..injection import inspect_targets
+    from ..launch import purge_modules
+
+    repo = Path(repo).resolve()
+    if not (repo / "models").is_dir() and not (repo / "models.py").is_file():
+        raise ConfigError(f"--repo {repo}: no `models` registry there (expected the upstream repository root)")
+    saved_path = list(sys.path)
+    purge_modules()
+    sys.path.insert(0, str(repo))
+    try:
+        import models
+
+        try:
+            with torch.device("meta"):
+                model = models.make(spec)
+        except Exception as exc:  # the upstream constructor refused the spec
+            raise ConfigError(f"--repo {repo}: models.make({spec.get('name')!r}) failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        return inspect_targets(model, cfg)
+    finally:
+        sys.path[:] = saved_path
+        purge_modules()
 
 
 class LTEAdapter(LIIFAdapter):

@@ -425,13 +425,8 @@ def _resolve_config(ctx) -> AnySRConfig:
 
 
 def _fixed_width(ctx):
-    width = getattr(ctx, "width", None)
-    if width is None and os.environ.get("ANYSR_WIDTH"):
-        try:
-            width = float(os.environ["ANYSR_WIDTH"])
-        except ValueError:
-            raise ConfigError(f"ANYSR_WIDTH={os.environ['ANYSR_WIDTH']!r} is not a number") from None
-    return width
+    """``anysr launch --width W`` (the one way to fix the width, for every method)."""
+    return getattr(ctx, "width", None)
 
 
 def _reporting_load_state_dict(self, state_dict, strict=True, *args, **kwargs):
@@ -491,7 +486,7 @@ def convert_upstream_net(net: nn.Module, adapter, config: AnySRConfig, contract:
     kinds = sorted({t.upstream_type for t in report.targets})
     n_gate = sum(p.numel() for n, p in net.named_parameters() if "anysr_" in n)
     _log(f"converted {type(net).__name__}: {len(report.targets)} {'/'.join(kinds)} blocks, "
-         f"widths {list(config.widths)}, gate={config.gate}, {n_gate:,} gate parameters")
+         f"widths {list(config.widths)}, gate={config.gate}, {n_gate:,} gate parameters; {report.scale_source}")
     if width is not None:
         set_width(net, width)
         _log(f"fixed sub-network width {width:g} (every scale)")
@@ -516,8 +511,15 @@ def _patch_model_class(ctx, adapter, contract: str) -> None:
     original_load, original_init = Model.load, Model.__init__
 
     def convert(wrapper):
+        from ..injection import is_anysr
+        from ..launch import _report_test_scales, _scope
+
         net = wrapper.get_model() if hasattr(wrapper, "get_model") else unwrap(wrapper.model)
-        return convert_upstream_net(net, adapter, config, contract, width)
+        fresh = not is_anysr(net)
+        net = convert_upstream_net(net, adapter, config, contract, width)
+        if fresh:  # evaluation calls say which width and MACs each test scale runs at
+            _scope(ctx).enter_context(_report_test_scales(ctx, net))
+        return net
 
     @functools.wraps(original_load)
     def load(self, *args, **kwargs):
@@ -544,7 +546,23 @@ def _patch_model_class(ctx, adapter, contract: str) -> None:
     ctx.cleanups.append(restore)
 
 
+def check_cpu_flag(ctx, adapter) -> None:
+    """``anysr launch --cpu`` only makes AnySR's side CPU-safe: Meta-SR / ArbSR pick their
+    device from their own ``--cpu`` flag (``'cuda'`` otherwise), so say so before they fail
+    with a driver error."""
+    if not getattr(ctx, "cpu", False):
+        return
+    argv = [str(a) for a in getattr(ctx, "argv", [])]
+    if any(a == "--cpu" or a.startswith("--cpu=") for a in argv):
+        return
+    flag = "--cpu True" if adapter.name == "arbsr" else "--cpu"
+    raise AdapterError(f"--cpu was given to the launcher but not to {Path(str(ctx.script)).name}: "
+                       f"{adapter.name} picks its device from its own flag; add `{flag}` after `--` "
+                       f"(e.g. anysr launch {adapter.name} --cpu -- main.py ... {flag})")
+
+
 def install_edsr_family(ctx, adapter, loader_module: str, contract: str, flavor: str) -> None:
+    check_cpu_flag(ctx, adapter)
     _headless_matplotlib(ctx)
     _imsave_shim(ctx)
     if flavor == "metasr":
@@ -646,6 +664,12 @@ class MetaSRAdapter(MethodAdapter):
         yourself when you drive a Meta-SR net outside ``anysr launch``)."""
         return wrap_set_scale(model, "index")
 
+    def scale_source(self, model: nn.Module):
+        from .structure import AdapterSource
+
+        return AdapterSource(self.name, "scale from set_scale(idx_scale) (an index into args.scale; "
+                             "else pos_mat's 1/s column)", kind="set_scale", contract="index")
+
     def scale_from_call(self, module: nn.Module, args: tuple, kwargs: dict):
         scale = recorded_scale(module)
         if scale is None:
@@ -665,7 +689,7 @@ class MetaSRAdapter(MethodAdapter):
                                   "--epochs N trains N epochs; each writes experiment/<save>/model/model_N.pt "
                                   "(bare state dict with the anysr_* gate tensors)",
                                   "evaluate with the same launcher: ... -- main.py ... --test_only --resume N "
-                                  "(ANYSR_WIDTH=0.5|0.7|0.9|1.0 fixes the sub-network)"))
+                                  "(anysr launch metasr --width 0.5|0.7|0.9|1.0 ... fixes the sub-network)"))
 
 
 METASR = register_adapter(MetaSRAdapter(), "metasr", "meta-sr", "metardn", "metaedsr", "metarcan")

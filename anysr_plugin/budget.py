@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .control import _require_blocks, as_scale_tensor, get_state, unwrap
+from .plan import control
 from .errors import BudgetError, ConfigError
 
 __all__ = ["use_budget", "Budget", "BudgetError", "load_latency_table"]
@@ -68,7 +69,7 @@ def load_latency_table(table) -> list:
 
 
 class Budget:
-    """Decides a width per call; installed on every AnySR block as ``_anysr_budget``."""
+    """Decides a width per call; a ``budget`` control of the model while ``use_budget`` is open."""
 
     def __init__(self, model, gflops=None, latency_table=None, latency_ms=None, allow_above_scale=False,
                  use_meta=True):
@@ -160,7 +161,7 @@ class Budget:
                "were not considered (allow_above_scale=True)"))
 
     def width_for(self, block, scale, x=None) -> float:
-        """Called by control.decide_widths for every call while the budget is active."""
+        """Called by plan.decide_widths for every call while the budget is active."""
         if self._counting:  # the counting forward itself runs at a fixed width
             return 1.0
         if self._call is not None:
@@ -203,16 +204,12 @@ def use_budget(model: nn.Module, gflops: float | None = None, latency_table=None
     Yields the :class:`Budget` (its ``decisions`` list records every choice).
     A fixed width (``use_width``) takes precedence over the budget.
     """
-    blocks = _require_blocks(model)
+    _require_blocks(model)  # NotAnySRError for a plain model
     budget = Budget(model, gflops, latency_table, latency_ms, allow_above_scale, use_meta)
     root = unwrap(model)
     handle = root.register_forward_pre_hook(_CallRecorder(budget), with_kwargs=True, prepend=True)
-    previous = [b._anysr_budget for b in blocks]
-    for b in blocks:
-        b._anysr_budget = budget
     try:
-        yield budget
+        with control(get_state(model), "budget", budget):
+            yield budget
     finally:
         handle.remove()
-        for b, p in zip(blocks, previous):
-            b._anysr_budget = p

@@ -1,26 +1,26 @@
-"""Which sub-network runs: the per-call plan, the hooks that make it, and the user's controls.
+"""Which sub-network runs: the hooks that make each call's plan, and the user's controls.
 
-For every call the model's hooks write a *plan* on each AnySR block of **that module
-instance** (DataParallel replicas get their own blocks, so nothing is shared between
-threads): the per-sample scale ``(B, 2)`` and the per-sample width.
-
-Width precedence, per call:
-1. a fixed width (``use_width``) or a budget (``use_budget``);
-2. the scale: an explicit ``use_scale`` override, else what the method adapter reads
-   from the call's arguments (LIIF: ``cell``; Meta-SR / ArbSR: ``set_scale``);
+Width precedence, per call (decided in :mod:`anysr_plugin.plan`):
+1. a fixed width (``use_width`` / ``set_width``) or a budget (``use_budget``);
+2. the scale: an explicit ``use_scale`` override, else what the model's scale source
+   (found at conversion, see ``adapters/structure.py``) reads from the call
+   (``cell``, ``set_scale``, a ``scale`` argument ...);
    ``eval()``: the scale group's width (``config.width_for_scale(max(s_h, s_w))``);
    ``train()``: Algorithm 1 per sample, the group's width reset to full with
    probability ``reset_prob``, drawn from the model's seedable generator;
 3. no scale known: the full network, with one warning.
 
+A fixed width fixes only the width: the gates still see the call's scale.
+
 Two hooks carry this: one on the model's root (sees the call's arguments) and one on
 the adapter's block root (the encoder), so call paths that run the encoder directly
-(LIIF's ``gen_feat`` in ``batched_predict``) still get one consistent plan.
+(LIIF's ``gen_feat`` in ``batched_predict``) still get one consistent plan.  Plans and
+controls are context-local (threads, interleaved contexts, checkpoint recompute: see
+plan.py); nothing is written on the blocks.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from typing import Iterator
 
@@ -28,20 +28,26 @@ import torch
 from torch import nn
 
 from .config import AnySRConfig
-from .errors import AnySRWarning, NotAnySRError, ScaleError
+from .errors import AnySRWarning, NotAnySRError
+from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, in_backward, make_plan,
+                   plan_for_block, pop_plans, push_plan, scale_pair)
 
 
 class AnySRState:
-    """Model-level AnySR state: config, adapter name, Algorithm-1 generator, warnings given.
+    """Model-level AnySR state: config, adapter, scale source, Algorithm-1 generator, warnings given.
 
     Stored as a plain attribute ``_anysr_state`` on the root, the block root and every
     block (the same object), never in ``state_dict``.  Pickles and deep-copies cleanly.
     """
 
-    def __init__(self, config: AnySRConfig, adapter_name: str, block_root: str = ""):
+    def __init__(self, config: AnySRConfig, adapter_name: str, block_root: str = "", scale_source=None):
         self.config = config
         self.adapter_name = adapter_name
         self.block_root = block_root
+        #: where the scale of a call comes from (adapters.structure.ScaleSource); None = context only
+        self.scale_source = scale_source
+        #: ``set_width``: a width fixed until changed, for every thread (None = by scale)
+        self.fixed_width = None
         self.generator = torch.Generator(device="cpu")
         seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.generator.manual_seed(seed)
@@ -52,6 +58,17 @@ class AnySRState:
         from .adapters import get_adapter
 
         return get_adapter(self.adapter_name)
+
+    def read_scale(self, module: nn.Module, args: tuple, kwargs: dict):
+        """The call's per-sample scale from the model's scale source (None: not in this call)."""
+        source = getattr(self, "scale_source", None)
+        if source is None:
+            return None
+        return source.read(module, args, kwargs)
+
+    def describe_scale_source(self) -> str:
+        source = getattr(self, "scale_source", None)
+        return source.describe() if source is not None else "scale from context (use_scale / use_width)"
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:
@@ -109,89 +126,7 @@ def _require_blocks(model: nn.Module) -> list:
 
 
 # ---------------------------------------------------------------------------
-# scales
-
-
-def scale_pair(scale) -> tuple:
-    """``(s_h, s_w)`` floats from a number or a pair; ScaleError unless both are positive and finite."""
-    if isinstance(scale, (tuple, list)):
-        if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
-        sh, sw = scale
-    else:
-        sh = sw = scale
-    try:
-        sh, sw = float(sh), float(sw)
-    except (TypeError, ValueError):
-        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
-    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
-    return sh, sw
-
-
-def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
-    """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
-    if isinstance(scale, torch.Tensor):
-        t = scale.detach().to(device=device, dtype=torch.float32)
-        if t.dim() == 0:
-            t = t.reshape(1, 1).expand(1, 2)
-        elif t.dim() == 1 and t.shape[0] == 2:
-            t = t.reshape(1, 2)
-        elif t.dim() == 1 and batch is not None and t.shape[0] == batch:
-            t = t[:, None].expand(-1, 2)
-        elif not (t.dim() == 2 and t.shape[1] == 2):
-            raise ScaleError(f"a scale tensor must be 0-d, (2,) or (B, 2); got shape {tuple(scale.shape)}")
-    elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
-        t = torch.tensor([[float(scale), float(scale)]], device=device)
-    elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) for s in scale):
-        t = torch.tensor([[float(scale[0]), float(scale[1])]], device=device)
-    else:
-        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {scale!r}")
-    if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
-        raise ScaleError(f"scales must be positive finite numbers; got {t.tolist()}")
-    return t
-
-
-# ---------------------------------------------------------------------------
-# the plan
-
-
-def decide_widths(state: AnySRState, block, scale: torch.Tensor | None, batch: int, training: bool,
-                  x: torch.Tensor | None = None) -> list:
-    """Per-sample widths for one call (see the module docstring for the precedence)."""
-    cfg = state.config
-    if block._anysr_fixed_width is not None:
-        return [block._anysr_fixed_width]
-    if block._anysr_budget is not None:
-        return [block._anysr_budget.width_for(block, scale, x)]
-    if scale is None:
-        state.warn_once("no-scale", "AnySR: no scale is known for this call, so the full network runs "
-                        f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
-                        "or call the model's forward with its scale arguments")
-        return [1.0]
-    if cfg.compat == "official":  # official-release compatibility: 0.1-grid lookup, no reset (official.py)
-        from .official import official_widths
-        return official_widths(scale, cfg.widths)
-    group = [cfg.width_for_scale(float(s)) for s in scale.max(dim=1).values.tolist()]
-    if training and cfg.reset_prob > 0:
-        reset = (torch.rand(len(group), generator=state.generator) < cfg.reset_prob).tolist()
-        group = [1.0 if r else w for w, r in zip(group, reset)]
-    return group
-
-
-def make_plan(state: AnySRState, block, call_scale: torch.Tensor | None, batch: int, training: bool,
-              x: torch.Tensor | None = None):
-    """(scale (B, 2) the gates see, per-sample widths) for one call; `block` carries the user's controls."""
-    override = block._anysr_scale_override
-    scale = override if override is not None else call_scale
-    widths = decide_widths(state, block, scale, batch, training, x)
-    if scale is None:
-        scale = as_scale_tensor(state.config.fallback_scale)
-    if state.config.compat == "official":  # official-release compatibility: sign flip (official.py)
-        from .official import official_gate_scale
-        scale = official_gate_scale(scale)
-    return scale, widths
+# the plan (see plan.py): the hooks that make it, the controls that steer it
 
 
 def _first_batch(args: tuple, kwargs: dict) -> int:
@@ -202,64 +137,51 @@ def _first_batch(args: tuple, kwargs: dict) -> int:
 
 
 class PlanHook:
-    """Forward pre-hook (with kwargs) that writes one plan on the blocks below `module`.
+    """Forward pre-hook (with kwargs) that makes one plan for the call of `module`.
 
-    ``reads_call=True`` on the model root: the adapter reads the scale from the call.
-    A plan already written by an outer hook in this call is kept.
+    ``reads_call=True`` on the model root: the model's scale source reads the scale
+    from the call.  A plan already made by an outer hook in this call (this thread,
+    this context) is kept.  A call whose scale is not known makes no plan.
     """
 
     def __init__(self, reads_call: bool):
         self.reads_call = reads_call
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
-        blocks = anysr_blocks(module)
-        if not blocks or blocks[0]._anysr_plan is not None:
+        state = getattr(module, "_anysr_state", None)
+        if state is None:
             return None
-        state = blocks[0]._anysr_state
+        blocks = anysr_blocks(module)
+        if not blocks or active_plan(state) is not None or in_backward():
+            # in backward (activation checkpointing re-runs the call) the blocks reuse the plans of
+            # their forward; planning again would draw Algorithm 1's resets a second time
+            return None
         call_scale = None
         if self.reads_call:
-            call_scale = state.adapter.scale_from_call(module, args, kwargs)
+            call_scale = state.read_scale(module, args, kwargs)
             if call_scale is not None:
                 call_scale = as_scale_tensor(call_scale)
             # -- official-release compatibility: the nominal scale its gates see (official.py) --
             if call_scale is not None and state.config.compat == "official":
                 from .official import release_call_scale
                 call_scale = release_call_scale(state.adapter, args, kwargs, call_scale)
+        if call_scale is None and controls(state, blocks[0])["scale"] is None:
+            # no scale in this call (yet): no plan; a block that runs now plans for itself (a fixed
+            # width, or the full network with one warning), and a deferred feature method waits
+            return None
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
-        plan = make_plan(state, blocks[0], call_scale, batch, module.training)
-        owner = id(module)
-        for b in blocks:
-            b._anysr_plan = plan
-            b._anysr_plan_owner = owner
+        push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, blocks[0]))
         return None
 
 
 class ClearPlanHook:
-    """Forward hook that removes the plan once the call that made it returns."""
+    """Forward hook that removes the plan once the call that made it returns (or raises)."""
 
     def __call__(self, module: nn.Module, args: tuple, output):
-        owner = id(module)
-        for b in anysr_blocks(module):
-            if getattr(b, "_anysr_plan_owner", None) == owner:
-                b._anysr_plan = None
-                b._anysr_plan_owner = None
+        state = getattr(module, "_anysr_state", None)
+        if state is not None:
+            pop_plans(state, id(module))
         return None
-
-
-def plan_for_block(block, x: torch.Tensor):
-    """(scale (B, 2) on x's device, per-sample widths) for this block call."""
-    plan = block._anysr_plan
-    if plan is None:  # block called outside a hooked module: plan for itself (never a training draw)
-        plan = make_plan(block._anysr_state, block, None, x.shape[0], False, x)
-    scale, widths = plan
-    scale = scale.to(device=x.device)
-    if scale.shape[0] == 1 and x.shape[0] != 1:
-        scale = scale.expand(x.shape[0], 2)
-    elif scale.shape[0] != x.shape[0]:
-        raise ScaleError(f"{scale.shape[0]} per-sample scales for a batch of {x.shape[0]} in {type(block).__name__}")
-    if len(widths) not in (1, x.shape[0]):
-        raise ScaleError(f"{len(widths)} per-sample widths for a batch of {x.shape[0]}")
-    return scale, widths
 
 
 # ---------------------------------------------------------------------------
@@ -267,23 +189,14 @@ def plan_for_block(block, x: torch.Tensor):
 
 
 @contextlib.contextmanager
-def _set_on_blocks(blocks: list, attr: str, value) -> Iterator[None]:
-    previous = [getattr(b, attr) for b in blocks]
-    for b in blocks:
-        setattr(b, attr, value)
-    try:
-        yield
-    finally:
-        for b, p in zip(blocks, previous):
-            setattr(b, attr, p)
-
-
-@contextlib.contextmanager
 def use_width(model: nn.Module, width: float) -> Iterator[None]:
-    """Run every call inside the block at the fixed sub-network `width` (any-resource)."""
-    blocks = _require_blocks(model)
-    width = get_state(model).config.check_width(width)
-    with _set_on_blocks(blocks, "_anysr_fixed_width", width):
+    """Run every call of `model` in this thread / context at the fixed sub-network `width`.
+
+    Only the width is fixed: the gates still see each call's scale."""
+    _require_blocks(model)
+    state = get_state(model)
+    width = state.config.check_width(width)
+    with control(state, "width", width):
         yield
 
 
@@ -291,30 +204,33 @@ def use_width(model: nn.Module, width: float) -> Iterator[None]:
 def use_scale(model: nn.Module, scale) -> Iterator[None]:
     """Give the blocks the scale explicitly: a float, an (s_h, s_w) pair or a (B, 2) tensor.
 
-    Overrides what the adapter reads from the call; needed for paths that run the
-    encoder before the scale is visible (LIIF's ``gen_feat`` + ``query_rgb``).
+    Overrides what the model's scale source reads from the call; needed for paths that
+    run the encoder before the scale is visible (LIIF's ``gen_feat`` + ``query_rgb``).
+    Per thread / context, like :func:`use_width`.
     """
-    blocks = _require_blocks(model)
+    _require_blocks(model)
     tensor = as_scale_tensor(scale)
-    with _set_on_blocks(blocks, "_anysr_scale_override", tensor):
+    with control(get_state(model), "scale", tensor):
         yield
 
 
 def set_width(model: nn.Module, width: float | None) -> None:
-    """Fix the width until changed (None = back to the scale policy)."""
-    blocks = _require_blocks(model)
+    """Fix the width until changed (None = back to the scale policy), for every thread.
+
+    A ``use_width`` context still wins while it is open."""
+    _require_blocks(model)
+    state = get_state(model)
     if width is not None:
-        width = get_state(model).config.check_width(width)
-    for b in blocks:
-        b._anysr_fixed_width = width
+        width = state.config.check_width(width)
+    state.fixed_width = width
 
 
 def active_widths(model: nn.Module, scale) -> list:
     """Per-sample widths the model would use in eval mode for `scale` (no call needed)."""
     state = get_state(model)
     blocks = _require_blocks(model)
-    return decide_widths(state, blocks[0], as_scale_tensor(scale), 1, False)
+    return decide_widths(state, controls(state, blocks[0]), as_scale_tensor(scale), 1, False, blocks[0])
 
 
 __all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
-           "as_scale_tensor", "scale_pair", "active_widths"]
+           "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]

@@ -51,13 +51,16 @@ def current_widths(module: nn.Module, batch: int) -> list:
     hooked call (LIIF's ``gen_feat`` then ``query_rgb``) it plans like a block called
     directly: fixed width / budget / ``use_scale`` override, never a training draw.
     """
-    from .control import make_plan
+    from .plan import active_plan, make_plan
 
     block = module._anysr_source
-    plan = block._anysr_plan
-    if plan is None:
-        plan = make_plan(block._anysr_state, block, None, batch, False)
-    widths = plan[1]
+    widths = getattr(block, "fixed_widths", None)
+    if widths is None:
+        state = block._anysr_state
+        plan = active_plan(state)
+        if plan is None:
+            plan = make_plan(state, None, batch, False, block)
+        widths = plan[1]
     if len(widths) not in (1, batch):
         raise ScaleError(f"{len(widths)} per-sample widths for a decoder batch of {batch} in "
                          f"{type(module).__name__}")
@@ -276,7 +279,7 @@ def plan_decoder(model: nn.Module, config: AnySRConfig) -> list:
 class _FullWidth:
     """Stand-in plan source: full width, no scale needed (conversion-time check)."""
 
-    _anysr_plan = (None, [1.0])
+    fixed_widths = [1.0]
 
 
 def _check_equal(original: nn.Module, new: _SlimDecoder, shape: tuple, name: str) -> None:

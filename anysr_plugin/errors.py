@@ -21,6 +21,10 @@ class NoBlocksError(AnySRError, ValueError):
     """anysrify found no block it can convert."""
 
 
+class NoScaleSourceError(AnySRError, ValueError):
+    """anysrify found no place where the model's scale enters, and none was given (scale_from=)."""
+
+
 class UnsupportedBlockError(AnySRError, TypeError):
     """A module looks like a residual block but its structure cannot be converted."""
 

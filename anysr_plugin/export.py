@@ -45,8 +45,7 @@ from .gate import InterweavingGate, StaticGate
 __all__ = ["export_subnet", "StaticGate", "StaticBlock", "StaticResBlock", "StaticRCAB", "StaticRDB", "StaticRRDB",
            "ScaleInputModel", "static_blocks"]
 
-_ANYSR_ATTRS = ("_anysr_state", "_anysr_plan", "_anysr_plan_owner", "_anysr_fixed_width",
-                "_anysr_scale_override", "_anysr_budget", "_anysr_source")
+_ANYSR_ATTRS = ("_anysr_state", "_anysr_recent", "_anysr_inherited", "_anysr_defer", "_anysr_source")
 
 
 def static_blocks(model: nn.Module) -> list:

@@ -22,6 +22,8 @@ converted the same way (decoder.py), after the blocks.
 from __future__ import annotations
 
 import collections
+import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -69,11 +71,21 @@ class TargetReport:
     skipped: list
     module_types: dict  # class name -> count, everything walked
     validations: int = 0  # full-width checks actually run (one per block signature)
+    #: where the scale of a call comes from, e.g. "scale from forward argument `cell`"
+    scale_source: str = ""
+
+    def summary(self) -> str:
+        """One line: what was (or would be) converted and where the scale comes from."""
+        verb = "converted" if self.converted else "would convert"
+        kinds = collections.Counter(t.upstream_type for t in self.targets)
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing"
+        return (f"{verb} {len(self.targets)} block(s) ({what}) under {self.block_root or '<model>'!r}, adapter "
+                f"{self.adapter!r}; {self.scale_source}")
 
     def __str__(self) -> str:
         verb = "replaced" if self.converted else "would replace"
         lines = [f"adapter {self.adapter!r}, block root {self.block_root or '<model>'!r}: "
-                 f"{verb} {len(self.targets)} block(s), skipped {len(self.skipped)}"]
+                 f"{verb} {len(self.targets)} block(s), skipped {len(self.skipped)}; {self.scale_source}"]
         for t in self.targets:
             widths = ", ".join(f"{w:g}:{n}" for w, n in t.width_channels.items())
             lines.append(f"  {verb:>13} {t.name:<32} {t.upstream_type:<10} {t.family:<5} "
@@ -272,8 +284,29 @@ def _plan(config: AnySRConfig, root: nn.Module, root_name: str) -> "tuple[_Plann
     return planner, types
 
 
-def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None) -> TargetReport:
-    """Report which blocks anysrify replaces (or replaced) and which it skips, and why."""
+def resolve_scale_source(model: nn.Module, adapter, scale_from=None):
+    """Where the scale of `model`'s calls comes from, or None when nothing says.
+
+    In order: the user's ``scale_from`` ("context", a callable or a ScaleSource); the
+    adapter's (structure first: ``cell`` / ``scale`` arguments, ``set_scale``; method
+    adapters may add knowledge); a single-input network (an encoder ``forward(x)``, the
+    documented default) takes its scale from context (``use_scale`` / ``use_width``)."""
+    from .adapters.structure import ContextSource, explicit_source, single_input
+
+    if scale_from is not None:
+        return explicit_source(scale_from)
+    source = adapter.scale_source(model)
+    if source is not None:
+        return source
+    if single_input(model):
+        return ContextSource("a single-input network (an encoder) carries no scale in its call")
+    return None
+
+
+def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None,
+                    scale_from=None) -> TargetReport:
+    """Report which blocks anysrify replaces (or replaced) and which it skips, and why,
+    and where the scale of a call comes from."""
     model = unwrap(model)
     state = getattr(model, "_anysr_state", None)
     if state is not None:
@@ -286,19 +319,32 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
             if isinstance(module, AnySRBlock):
                 targets.append(Target(name, module.upstream_type, module.family, module.channels, module.lam,
                                       {w: channels_at(module.channels, w) for w in config.widths}))
+        where = state.describe_scale_source()
+    else:
+        source = resolve_scale_source(model, adapter, scale_from)
+        where = source.describe() if source is not None else (
+            "no scale source found: anysrify raises NoScaleSourceError unless given scale_from=")
     return TargetReport(adapter.name, root_name, state is not None, targets, planner.skipped, types,
-                        planner.validations)
+                        planner.validations, where)
 
 
-def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None) -> nn.Module:
+def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None, scale_from=None,
+             verbose: bool = False) -> nn.Module:
     """Convert `model` in place into an AnySR model and return the same object.
 
     ``config``: an :class:`AnySRConfig` (or its dict); None = paper defaults.
     ``adapter``: None to detect ("liif", "srno", ...; generic when none matches), a
-    name, or a MethodAdapter.  Raises ``NoBlocksError`` when nothing is convertible,
-    ``UnsupportedBlockError`` when a block-like module cannot be converted (nothing
-    is changed then), ``AlreadyAnySRError`` on a second call.  Modules that have a
-    block type's structure but compute something else are left unconverted, with an
+    name, or a MethodAdapter.  ``scale_from``: where the scale of a call comes from when
+    the model's structure does not say (see :func:`resolve_scale_source`): ``"context"``
+    (the full network unless told by ``use_scale`` / ``use_width``), a callable
+    ``fn(module, args, kwargs) -> (B, 2) scale or None``, or a ScaleSource.  One info line
+    (what was converted, where the scale comes from) goes to the ``anysr_plugin`` logger,
+    and to stderr with ``verbose=True``.
+
+    Raises ``NoBlocksError`` when nothing is convertible, ``UnsupportedBlockError`` when a
+    block-like module cannot be converted, ``NoScaleSourceError`` when no scale source is
+    found (nothing is changed then), ``AlreadyAnySRError`` on a second call.  Modules that
+    have a block type's structure but compute something else are left unconverted, with an
     ``AnySRWarning``.
     """
     if isinstance(model, nn.parallel.DistributedDataParallel):
@@ -324,6 +370,11 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
             f"no convertible block under {root_name or type(root).__name__!r} (adapter {adapter.name!r}; "
             f"block types: {', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. "
             "Register a block type for your block (anysr_plugin.register_block_type, docs/block-types.md)")
+    source = resolve_scale_source(target_model, adapter, scale_from)
+    if source is None:
+        from .adapters.structure import no_source_error
+
+        raise no_source_error(target_model)
     if left:
         warnings.warn("AnySR left these modules unconverted: " + "; ".join(
             f"{s.name} ({s.upstream_type}) {s.reason}" for s in left), AnySRWarning, stacklevel=2)
@@ -333,7 +384,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
         from .decoder import plan_decoder
         decoder_plan = plan_decoder(target_model, config)
 
-    state = AnySRState(config, adapter.name, root_name)
+    state = AnySRState(config, adapter.name, root_name, source)
     built = []
     # gate init from config.seed when given (identical on every DDP rank), the caller's RNG untouched
     with torch.random.fork_rng(devices=[], enabled=config.seed is not None):
@@ -352,12 +403,28 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     if decoder_plan is not None:
         from .decoder import apply_decoder
         apply_decoder(target_model, decoder_plan, state)
+    _prepare_source(target_model, source)
+    report = TargetReport(adapter.name, root_name, True, planner.targets, [], types, planner.validations,
+                          source.describe())
+    line = f"anysrify: {type(target_model).__name__}: {report.summary()}"
+    logging.getLogger("anysr_plugin").info(line)
+    if verbose:
+        print(f"anysr: {line}", file=sys.stderr, flush=True)
     return model
+
+
+def _prepare_source(model: nn.Module, source) -> None:
+    """Instance-level plumbing a scale source needs (set_scale records the pair it sets)."""
+    contract = getattr(source, "contract", None) if getattr(source, "kind", "") == "set_scale" else None
+    if contract is not None:
+        from .adapters.metasr import wrap_set_scale
+
+        wrap_set_scale(model, contract)
 
 
 def is_anysr(model: nn.Module) -> bool:
     return getattr(unwrap(model), "_anysr_state", None) is not None
 
 
-__all__ = ["anysrify", "inspect_targets", "is_anysr", "TargetReport", "Target", "Skipped", "block_signature",
+__all__ = ["anysrify", "inspect_targets", "resolve_scale_source", "is_anysr", "TargetReport", "Target", "Skipped", "block_signature",
            "EQUIVALENCE_TOLERANCE"]

@@ -13,11 +13,14 @@
    (LIIF / LTE / SRNO: :func:`install_registry_hooks` -- ``models.make`` builds specs
    carrying ``anysr:`` anysrified and loads ``sd`` / ``anysr_init_from`` after that;
    ``test.batched_predict`` runs under ``use_scale`` read from ``cell``);
-4. the script runs as ``__main__`` with ``sys.argv = [SCRIPT, *ARGS]``.
+4. the script runs as ``__main__`` with ``sys.argv = [SCRIPT, *ARGS]``; while it runs,
+   ``torch.save`` refuses a spec claiming AnySR without gate tensors (:func:`honest_saves`).
+   Everything is undone when the script returns (patched classes, hooks, ``torch``).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import runpy
 import sys
@@ -111,6 +114,43 @@ def cpu_shim():
         torch.utils.data.DataLoader = saved_loader
 
 
+def _claims_anysr_without_gates(obj) -> bool:
+    from collections.abc import Mapping
+
+    specs = [obj] + ([obj["model"]] if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) else [])
+    for spec in specs:
+        if isinstance(spec, Mapping) and spec.get(ANYSR_KEY) is not None and isinstance(spec.get("sd"), Mapping):
+            if not any("anysr_" in str(k) for k in spec["sd"]):
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def honest_saves():
+    """While the script runs, ``torch.save`` refuses a model spec that claims AnySR (``anysr:``)
+    next to a state dict without any gate tensor: the model trained was the plain upstream
+    one (e.g. LTE resuming a vanilla checkpoint), and such a file would lie about itself."""
+    from .errors import CheckpointError
+
+    original = torch.save
+
+    @functools.wraps(original)
+    def save(obj, *args, **kwargs):
+        if _claims_anysr_without_gates(obj):
+            raise CheckpointError(
+                "refusing to save a checkpoint whose model spec claims AnySR (`anysr:`) but whose `sd` holds no "
+                "anysr_* gate tensor: the model being trained is the plain upstream model (resumed from a vanilla "
+                "checkpoint through `resume:`?). Point `resume:` at the AnySR run (anysr convert-config does) or "
+                "remove it, and run again")
+        return original(obj, *args, **kwargs)
+
+    torch.save = save
+    try:
+        yield
+    finally:
+        torch.save = original
+
+
 def run(ctx: LaunchContext) -> int:
     """Run ``ctx.script`` as ``__main__`` inside the upstream repo with the adapter installed."""
     from .adapters import get_adapter
@@ -121,12 +161,13 @@ def run(ctx: LaunchContext) -> int:
     if not script.is_file():
         raise AnySRError(f"upstream script {script} not found; run from the upstream repo root or pass --repo DIR")
     saved_path, saved_argv, saved_cwd = list(sys.path), list(sys.argv), os.getcwd()
+    ctx._running = True
     purge_modules()
     sys.path.insert(0, str(repo))
     sys.argv = [str(script)] + list(ctx.argv)
     os.chdir(repo)
     try:
-        with cpu_shim() if ctx.cpu else contextlib.nullcontext():
+        with cpu_shim() if ctx.cpu else contextlib.nullcontext(), honest_saves():
             adapter.install(ctx)
             try:
                 runpy.run_path(str(script), run_name="__main__")
@@ -135,6 +176,7 @@ def run(ctx: LaunchContext) -> int:
                 return code if isinstance(code, int) else (0 if code is None else 1)
         return 0
     finally:
+        ctx._running = False
         for cleanup in reversed(ctx.cleanups):
             cleanup()
         os.chdir(saved_cwd)
@@ -170,64 +212,13 @@ def _import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
     return module
 
 
-def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, load_sd=False):
-    """``models.make`` with AnySR: specs carrying ``anysr:`` are built, anysrified, then loaded.
-
-    * ``anysr:`` (a top-level key of the model spec, the AnySRConfig dict) marks an AnySR
-      model.  ``--anysr-config FILE`` adds it to specs of this method's model names that
-      lack it, **in place**, so every checkpoint the trainer saves describes itself.
-    * ``load_sd=True`` (resume, ``test.py``, ``demo.py``): the saved ``sd`` is loaded
-      *after* anysrify, strictly; an ``sd`` without any ``anysr_*`` key is taken as vanilla
-      upstream weights (gates keep their fresh init, with a message).
-    * otherwise ``--init-from`` or the spec's ``anysr_init_from`` (vanilla upstream weights,
-      written by ``anysr convert-config --init-from``) is loaded with
-      :func:`anysr_plugin.load_upstream_checkpoint` (only ``anysr_*`` keys may be missing).
-
-    All of it happens inside ``make``, i.e. before the trainer builds its optimizer from
-    ``model.parameters()``, so the gates are trained.
-    """
+def _describe_weights(ctx, model, spec, name, load_sd) -> str:
+    """Load the weights a built AnySR model starts from; returns what was done, for the report."""
     from collections.abc import Mapping
 
     from .checkpoint import ANYSR_KEY as GATE_MARK, load_upstream_checkpoint
-    from .errors import CheckpointError, ConfigError
-    from .injection import anysrify, inspect_targets
+    from .errors import CheckpointError
 
-    if not isinstance(spec, Mapping):
-        return orig_make(spec, args=args, load_sd=load_sd)
-    name = spec.get("name")
-    section = spec.get(ANYSR_KEY)
-    if section is None and ctx.anysr_config is not None and name in adapter.upstream_names:
-        section = ctx.anysr_config.to_dict()
-        if isinstance(spec, dict):
-            spec[ANYSR_KEY] = section
-    if section is None:
-        sd = spec.get("sd") if load_sd else None
-        if isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
-            raise CheckpointError(f"model spec {name!r} holds AnySR weights (anysr_* keys) but no `anysr:` entry; "
-                                  "pass the AnySR config with `anysr launch ... --anysr-config FILE`")
-        if name in adapter.upstream_names:  # e.g. LTE's `resume:` pointing at a vanilla checkpoint
-            ctx.say(f"model spec {name!r} carries no `anysr:` entry: building the plain upstream model "
-                    "(convert the config with `anysr convert-config` or pass --anysr-config FILE)")
-        return orig_make(spec, args=args, load_sd=load_sd)
-    if name not in adapter.upstream_names:
-        raise ConfigError(f"model spec name {name!r} carries `anysr:` but adapter {adapter.name!r} serves "
-                          f"{', '.join(adapter.upstream_names)}; launch with the matching method")
-    try:
-        cfg = AnySRConfig.from_dict(section)
-    except AnySRError as exc:
-        raise ConfigError(f"model.anysr: {exc}") from None
-    if ctx.anysr_config is not None and ctx.anysr_config.to_dict() != cfg.to_dict() and not getattr(
-            ctx, "_warned_cfg", False):
-        ctx._warned_cfg = True
-        ctx.say("the model spec's own `anysr:` entry differs from --anysr-config; the spec's is used "
-                "(it describes the weights)")
-    model = orig_make(spec, args=args, load_sd=False)
-    anysrify(model, cfg, adapter)
-    if cfg.compat == "official":
-        from .official import prepare_official_model
-
-        prepare_official_model(model, adapter)
-    n_blocks = len(inspect_targets(model).targets)
     if load_sd:
         sd = spec.get("sd")
         if not isinstance(sd, Mapping):
@@ -238,32 +229,151 @@ def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, l
                 raise CheckpointError(
                     f"saved AnySR weights do not fit the model built from the spec's `anysr:` entry; "
                     f"missing {result.missing_keys[:6]}, unexpected {result.unexpected_keys[:6]}")
-            ctx.say(f"built {name} with {n_blocks} AnySR blocks; loaded its saved AnySR weights")
-        else:
-            load_upstream_checkpoint(model, sd)
-            ctx.say(f"built {name} with {n_blocks} AnySR blocks; the saved weights are vanilla upstream "
-                    "weights (no anysr_* keys): gates start fresh")
-    else:
-        init = ctx.init_from or spec.get(INIT_FROM_KEY)
-        if init:
-            init = Path(init)
-            if not init.is_absolute() and not init.exists():
-                init = ctx.repo / init
-            missing, _ = load_upstream_checkpoint(model, init)
-            ctx.say(f"built {name} with {n_blocks} AnySR blocks; initialised from {init} "
-                    f"({len(missing)} new anysr_* tensors keep their fresh init)")
-        else:
-            ctx.say(f"built {name} with {n_blocks} AnySR blocks (no --init-from / anysr_init_from: "
-                    "pretrained weights are not loaded)")
+            return "loaded its saved AnySR weights"
+        load_upstream_checkpoint(model, sd)
+        return "the saved weights are vanilla upstream weights (no anysr_* keys): gates start fresh"
+    init = ctx.init_from or spec.get(INIT_FROM_KEY)
+    if init:
+        init = Path(init)
+        if not init.is_absolute() and not init.exists():
+            init = ctx.repo / init
+        missing, _ = load_upstream_checkpoint(model, init)
+        return f"initialised from {init} ({len(missing)} new anysr_* tensors keep their fresh init)"
+    return "no --init-from / anysr_init_from: pretrained weights are not loaded"
+
+
+def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, load_sd=False, top_level=True):
+    """``models.make`` with AnySR: specs carrying ``anysr:`` are built, anysrified, then loaded.
+
+    * ``anysr:`` (a top-level key of the model spec, the AnySRConfig dict) marks an AnySR
+      model, whatever the spec's name.  ``--anysr-config FILE`` adds it, **in place**, to
+      every top-level spec (not to the encoder specs the model builds inside) that lacks
+      it, so every checkpoint the trainer saves describes itself.
+    * the model is converted by structure: the method adapter when it recognises the
+      model, else the generic adapter (a renamed fork still gets its encoder's blocks and
+      its scale from the forward signature).  When nothing is converted the launch stops
+      with a typed error before any training step.
+    * ``load_sd=True`` (resume, ``test.py``, ``demo.py``): the saved ``sd`` is loaded
+      *after* anysrify, strictly; an ``sd`` without any ``anysr_*`` key is taken as vanilla
+      upstream weights (gates keep their fresh init, with a message).
+    * otherwise ``--init-from`` or the spec's ``anysr_init_from`` (vanilla upstream weights,
+      written by ``anysr convert-config --init-from``) is loaded with
+      :func:`anysr_plugin.load_upstream_checkpoint` (only ``anysr_*`` keys may be missing).
+
+    All of it happens inside ``make``, i.e. before the trainer builds its optimizer from
+    ``model.parameters()``, so the gates are trained.  One line per model says how many
+    blocks were converted and where the scale comes from.
+    """
+    from collections.abc import Mapping
+
+    from .checkpoint import ANYSR_KEY as GATE_MARK
+    from .errors import CheckpointError, ConfigError, NoBlocksError
+    from .injection import anysrify, inspect_targets
+
+    if not isinstance(spec, Mapping):
+        return orig_make(spec, args=args, load_sd=load_sd)
+    name = spec.get("name")
+    section = spec.get(ANYSR_KEY)
+    if section is None and ctx.anysr_config is not None and top_level:
+        section = ctx.anysr_config.to_dict()
+        if isinstance(spec, dict):
+            spec[ANYSR_KEY] = section
+    if section is None:
+        sd = spec.get("sd") if load_sd else None
+        if isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
+            raise CheckpointError(f"model spec {name!r} holds AnySR weights (anysr_* keys) but no `anysr:` entry; "
+                                  "pass the AnySR config with `anysr launch ... --anysr-config FILE`")
+        if top_level:  # e.g. LTE's `resume:` pointing at a vanilla checkpoint
+            ctx.say(f"model spec {name!r} carries no `anysr:` entry: building the plain upstream model "
+                    "(convert the config with `anysr convert-config` or pass --anysr-config FILE)")
+        return orig_make(spec, args=args, load_sd=load_sd)
+    try:
+        cfg = AnySRConfig.from_dict(section)
+    except AnySRError as exc:
+        raise ConfigError(f"model.anysr: {exc}") from None
+    if ctx.anysr_config is not None and ctx.anysr_config.to_dict() != cfg.to_dict() and not getattr(
+            ctx, "_warned_cfg", False):
+        ctx._warned_cfg = True
+        ctx.say("the model spec's own `anysr:` entry differs from --anysr-config; the spec's is used "
+                "(it describes the weights)")
+    model = orig_make(spec, args=args, load_sd=False)
+    try:
+        anysrify(model, cfg, adapter if adapter.detect(model) else None)
+    except NoBlocksError as exc:
+        raise NoBlocksError(f"model spec {name!r} carries an AnySR config but nothing in "
+                            f"{type(model).__name__} can be converted, so the run would train the plain model; "
+                            f"stopped before any training step. {exc}") from None
+    if cfg.compat == "official":
+        from .official import prepare_official_model
+
+        prepare_official_model(model, adapter)
+    report = inspect_targets(model)
+    weights = _describe_weights(ctx, model, spec, name, load_sd)
+    ctx.say(f"built {name} ({type(model).__name__}): {report.summary()}; {weights}")
     if ctx.width is not None:
         from .control import set_width
 
         set_width(model, ctx.width)
-        ctx.say(f"fixed width {ctx.width:g} for every call (--width)")
-    from .adapters.liif import defer_features
-
-    defer_features(model)
+        ctx.say(f"fixed width {ctx.width:g} for every call (--width; the gates still see each call's scale)")
+    if getattr(ctx, "_running", False):  # inside `anysr launch` (not the tools' builds): scoped to the script
+        _scope(ctx).enter_context(_defer(model))
+        _scope(ctx).enter_context(_report_test_scales(ctx, model))
     return model
+
+
+def _scope(ctx: LaunchContext):
+    """An ExitStack closed when the script returns (class patches and hooks are undone there)."""
+    stack = getattr(ctx, "_scope", None)
+    if stack is None:
+        stack = ctx._scope = contextlib.ExitStack()
+        ctx.cleanups.append(stack.close)
+    return stack
+
+
+def _defer(model):
+    from .adapters.structure import defer_features
+
+    return defer_features(model)
+
+
+@contextlib.contextmanager
+def _report_test_scales(ctx: LaunchContext, model):
+    """Print, for evaluation calls, the width and the AnySR blocks' MACs each new scale runs at.
+
+    A line is printed whenever an ``eval()`` call runs at another (scale, width) than the
+    previous one, i.e. once per test scale, next to the script's own PSNR output."""
+    from .control import anysr_blocks
+    from .cost import gate_macs
+    from .plan import peek_plan
+
+    blocks = anysr_blocks(model)
+    last = {}
+
+    def observe(block, args):
+        if block.training or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        x = args[0]
+        scale, widths = peek_plan(block, x)
+        s = tuple(round(float(v), 4) for v in scale[0].tolist())
+        key = (s, tuple(widths))
+        if last.get("key") == key:
+            return None
+        last["key"] = key
+        pixels = int(x.shape[-2]) * int(x.shape[-1])
+        w = widths[0] if len(set(widths)) == 1 else None
+        macs = sum(b.conv_macs_per_pixel(w) * pixels + gate_macs(b, w) for b in blocks) if w is not None else None
+        shown = f"x{s[0]:g}" if s[0] == s[1] else f"x{s[0]:g}/{s[1]:g}"
+        ctx.say(f"test scale {shown}: width {format(w, 'g') if w is not None else widths}, encoder blocks "
+                f"{'mixed widths' if macs is None else f'{macs / 1e9:.4g} GMACs'} per image "
+                f"({x.shape[-2]}x{x.shape[-1]} LR, {len(blocks)} AnySR blocks)")
+        return None
+
+    handle = blocks[0].register_forward_pre_hook(observe) if blocks else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
@@ -274,8 +384,9 @@ def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
     module global read by ``eval_psnr`` at call time, also in train-time validation)
     runs inside ``use_scale(model, scale_from_cell(inp, cell))``, so the encoder run by
     ``gen_feat`` gets the scale.  A ``test.py`` / ``demo.py`` run as ``__main__`` has its
-    own copy of ``batched_predict``; models built here therefore also defer ``gen_feat``
-    to the first ``query_rgb`` (``adapters.liif.defer_features``).
+    own copy of ``batched_predict``; models built here therefore also defer their
+    feature methods (found by structure) to the first call carrying a ``cell``
+    (``adapters.structure.defer_features``, undone when the script returns).
     """
     import functools
 
@@ -286,9 +397,16 @@ def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
     models = _import_repo_module(ctx, "models")
     orig_make = models.make
 
+    depth = [0]
+
     @functools.wraps(orig_make)
     def make(model_spec, args=None, load_sd=False):
-        return build_anysr_model(ctx, adapter, orig_make, model_spec, args=args, load_sd=load_sd)
+        depth[0] += 1
+        try:
+            return build_anysr_model(ctx, adapter, orig_make, model_spec, args=args, load_sd=load_sd,
+                                     top_level=depth[0] == 1)
+        finally:
+            depth[0] -= 1
 
     make._anysr_orig = orig_make
     models.make = make

@@ -338,7 +338,9 @@ class Trainer:
             first = anysr_blocks(self.model)[0]
 
             def _peek(module, args):  # read-only: which widths the hooks chose for this call
-                plan = getattr(module, "_anysr_plan", None)
+                from .plan import active_plan
+
+                plan = active_plan(module._anysr_state)
                 if plan is not None and "widths" not in seen:
                     seen["widths"] = list(plan[1])
             hook = first.register_forward_pre_hook(_peek)

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 import anysr_plugin as anysr
+from anysr_plugin.plan import active_plan
 from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.metasr import wrap_set_scale
 from anysr_plugin.blocks import AnySRBlock
@@ -75,7 +76,7 @@ def test_asymmetric_scale_reaches_blocks(make_arbrcan, pair, width):
     net.eval()
     plans = []
     block = next(m for m in net.modules() if isinstance(m, AnySRBlock))
-    hook = block.register_forward_pre_hook(lambda m, a: plans.append((m._anysr_plan[0].tolist(), m._anysr_plan[1])))
+    hook = block.register_forward_pre_hook(lambda m, a: plans.append((active_plan(m._anysr_state)[0].tolist(), active_plan(m._anysr_state)[1])))
     net.set_scale(*pair)
     assert (net.scale, net.scale2) == pair
     with torch.no_grad():

@@ -11,6 +11,7 @@ from torch import nn
 import anysr_plugin as anysr
 from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.liif import PAPER_SCHEDULE, defer_features, scale_from_cell
+from anysr_plugin.adapters.structure import DeferredFeatures
 from anysr_plugin.errors import AnySRError, ConfigError, ScaleError
 from anysr_plugin.reference.encoders import EDSR, RDN
 
@@ -160,17 +161,27 @@ def test_gen_feat_first_path_gets_the_scale():
         model.gen_feat(inp)
     assert torch.allclose(model.query_rgb(coord, cell), ref, atol=1e-6)
     # defer_features: gen_feat waits for the first query's cell (test.py / demo.py as __main__)
-    defer_features(model)
-    assert model.gen_feat(inp) is None
-    out = torch.cat([model.query_rgb(coord[:, :30], cell[:, :30]), model.query_rgb(coord[:, 30:], cell[:, 30:])], 1)
-    assert torch.allclose(out, ref, atol=1e-6)
-    # inside forward / under use_width gen_feat runs at once, as upstream
-    with anysr.use_width(model, 0.7):
-        assert model.gen_feat(inp) is not None
-    assert torch.allclose(model(inp, coord, cell), ref, atol=1e-6)
-    # other instances of the class are untouched
+    cls_dict = dict(type(model).__dict__)
     other = liif_model(seed=1)
-    assert other.gen_feat(inp) is not None
+    with defer_features(model):
+        assert isinstance(model.gen_feat(inp), DeferredFeatures)
+        out = torch.cat([model.query_rgb(coord[:, :30], cell[:, :30]),
+                         model.query_rgb(coord[:, 30:], cell[:, 30:])], 1)
+        assert torch.allclose(out, ref, atol=1e-6)
+        # a fixed width is not a scale: still deferred, so the gates see the query's scale
+        with anysr.use_width(model, 1.0):
+            assert isinstance(model.gen_feat(inp), DeferredFeatures)
+            full = model.query_rgb(coord, cell)
+        with anysr.use_width(model, 1.0):
+            assert torch.allclose(full, model(inp, coord, cell), atol=1e-6)
+        # inside forward / under use_scale gen_feat runs at once, as upstream
+        with anysr.use_scale(model, 2.0):
+            assert isinstance(model.gen_feat(inp), torch.Tensor)
+        assert torch.allclose(model(inp, coord, cell), ref, atol=1e-6)
+        # other instances of the class are untouched
+        assert isinstance(other.gen_feat(inp), torch.Tensor)
+    assert dict(type(model).__dict__) == cls_dict  # no patch left on the class
+    assert isinstance(model.gen_feat(inp), torch.Tensor)
 
 
 def test_rdn_encoder_blocks_are_found():

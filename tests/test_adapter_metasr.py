@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import anysr_plugin as anysr
+from anysr_plugin.plan import active_plan
 from anysr_plugin.adapters import detect_adapter, get_adapter
 from anysr_plugin.adapters.metasr import (
     CALL_SCALE_ATTR, make_msdataloader_module, scale_from_pos_mat, wrap_set_scale)
@@ -56,7 +57,7 @@ def record_plans(model):
     plans = []
     blocks = [m for m in model.modules() if isinstance(m, AnySRBlock)]
     hook = blocks[0].register_forward_pre_hook(
-        lambda mod, args: plans.append((mod._anysr_plan[0].clone(), list(mod._anysr_plan[1]))))
+        lambda mod, args: plans.append((active_plan(mod._anysr_state)[0].clone(), list(active_plan(mod._anysr_state)[1]))))
     return plans, hook
 
 

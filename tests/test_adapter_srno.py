@@ -88,10 +88,11 @@ def test_forward_scale_from_b2_cell_and_full_width_identity():
 
 
 def test_batched_predict_rows_with_deferred_features():
-    conv = defer_features(anysr.anysrify(srno_model(), anysr.AnySRConfig(gate="paper")))
+    conv = anysr.anysrify(srno_model(), anysr.AnySRConfig(gate="paper"))
     inp = torch.randn(1, 3, 6, 6)
     coord, cell = grid(1, 6, 1.5)
     ref = conv(inp, coord, cell)
-    conv.gen_feat(inp)   # SRNO batched_predict: gen_feat, then query_rgb over HR-row chunks with the whole cell
-    out = torch.cat([conv.query_rgb(coord[:, :4], cell), conv.query_rgb(coord[:, 4:], cell)], dim=2)
+    with defer_features(conv):
+        conv.gen_feat(inp)   # SRNO batched_predict: gen_feat, then query_rgb over HR-row chunks with the whole cell
+        out = torch.cat([conv.query_rgb(coord[:, :4], cell), conv.query_rgb(coord[:, 4:], cell)], dim=2)
     assert torch.allclose(out, ref, atol=1e-6)

@@ -12,6 +12,7 @@ from anysr_plugin.cost import count_flops, safe_deepcopy
 from anysr_plugin.decoder import (SlimMLP, SlimPointwise, current_widths, decoder_macs_per_query,
                                   slim_decoders)
 from anysr_plugin.errors import ConfigError, UnsupportedBlockError
+from anysr_plugin.plan import active_plan
 from anysr_plugin.export import export_subnet
 from anysr_plugin.reference.models import build_reference, cell_for, make_coord
 
@@ -181,7 +182,7 @@ def test_training_draw_is_shared_with_the_encoder():
     inp, coord, cell = _inputs("liif", b=8)
     enc, dec = [], []
     block = anysr_blocks(model)[0]
-    h1 = block.register_forward_pre_hook(lambda m, a: enc.append(list(m._anysr_plan[1])))
+    h1 = block.register_forward_pre_hook(lambda m, a: enc.append(list(active_plan(m._anysr_state)[1])))
     h2 = model.imnet.register_forward_pre_hook(lambda m, a: dec.append(current_widths(m, a[0].shape[0])))
     with use_scale(model, torch.full((8, 2), 1.5)):
         model(inp, coord, cell)
@@ -288,9 +289,8 @@ def test_deferred_gen_feat_path_gives_every_query_chunk_the_scale(kind):
 
     _, model = _convert(kind, decoder_widths=WIDE)
     randomize_gates(model)
-    defer_features(model)
     inp, coord, cell = _inputs(kind, b=1, lr=6, hr=12)  # x2: widths 0.7 / 0.75
-    with torch.no_grad():
+    with torch.no_grad(), defer_features(model):
         model.gen_feat(inp)
         if kind == "srno":
             out = torch.cat([model.query_rgb(coord[:, r:r + 5], cell) for r in range(0, 12, 5)], dim=2)

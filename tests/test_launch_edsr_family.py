@@ -113,9 +113,6 @@ def test_metasr_pre_train_vanilla_and_fixed_widths(meta_repo, capsys, monkeypatc
         out = launch("metasr", meta_repo, argv, capsys, width=w)
         assert f"fixed sub-network width {w:g}" in out
         widths[w] = psnrs(out)
-    monkeypatch.setenv("ANYSR_WIDTH", "0.5")
-    assert psnrs(launch("metasr", meta_repo, argv, capsys)) == widths[0.5]
-    monkeypatch.delenv("ANYSR_WIDTH")
     assert widths[0.5] != widths[1.0]
     assert by_scale[(4.0, 4.0)] == widths[1.0][(4.0, 4.0)]  # x4 is in the full-width group
     assert by_scale[(1.5, 1.5)] == widths[0.5][(1.5, 1.5)]  # x1.5 runs the 0.5 sub-network
@@ -199,6 +196,18 @@ def test_cli_convert_config_then_launch(meta_repo, tmp_path, capsys):
     assert "using the paper's settings" not in out and "converted MetaRDN" in out
     _, gates = gate_keys(meta_repo / "experiment" / "cli" / "model" / "model_1.pt")
     assert gates
+
+
+@pytest.mark.parametrize("method", ["metasr", "arbsr"])
+def test_launcher_cpu_needs_the_scripts_own_cpu_flag(method, meta_repo, arb_repo, capsys):
+    from anysr_plugin.cli import main
+
+    repo = meta_repo if method == "metasr" else arb_repo
+    rc = main(["launch", method, "--cpu", "--repo", str(repo), "--", "main.py", "--n_GPUs", "1", "--test_only"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    flag = "--cpu True" if method == "arbsr" else "--cpu"
+    assert err.startswith("anysr launch: error: --cpu was given to the launcher but not to main.py") and flag in err
 
 
 def test_bad_width_is_a_typed_error(meta_repo, capsys):

@@ -120,6 +120,24 @@ def test_test_py_runs_the_width_of_the_scale(trained, scale, eval_bsize, monkeyp
     assert "loaded its saved AnySR weights" in err
 
 
+def test_fixed_width_fixes_only_the_width(trained):
+    """--width 1.0 on the gen_feat-first test path at x6: the gates still see x6 (not the fallback), so
+    the result equals the default run, whose x6 group is the full network; each scale says its width."""
+    repo, kind = trained["repo"], trained["kind"]
+    if kind == "lte":
+        pytest.skip("LTE's look-alike shares LIIF's code path; keeps the suite fast")
+    (repo / "t6.yaml").write_text(yaml.safe_dump(L.test_config(kind, 6, eval_bsize=7)))
+    _, out, err = launch(repo, kind, "test.py", "--config", "t6.yaml", "--model", "save/anysr/epoch-last.pth")
+    with _no_anysr_warnings():
+        _, outw, errw = launch(repo, kind, "test.py", "--config", "t6.yaml", "--model", "save/anysr/epoch-last.pth",
+                               width=1.0)
+    assert out.split("result: ")[1] == outw.split("result: ")[1]
+    assert "test scale x6: width 1, encoder blocks" in err and "test scale x6: width 1," in errw
+    _, out5, err5 = launch(repo, kind, "test.py", "--config", "t6.yaml", "--model", "save/anysr/epoch-last.pth",
+                           width=0.5)
+    assert "test scale x6: width 0.5" in err5 and out5.split("result: ")[1] != out.split("result: ")[1]
+
+
 @contextlib.contextmanager
 def _no_anysr_warnings():
     import warnings

@@ -143,7 +143,7 @@ def test_eval_repo_runs_the_upstream_model(repos, tmp_path, capsys):
     assert main(["eval", "--repo", str(r["repo"]), "--checkpoint", str(r["ckpt"]), "--hr", str(repos["hr"]),
                  "--scales", "2", "3", "--modes", "subnet", "full", "--json", str(out)]) == 0
     text = capsys.readouterr()
-    assert "built sronet with 2 AnySR blocks" in text.err and "vanilla upstream weights" in text.err
+    assert "built sronet (SRNO): converted 2 block(s)" in text.err and "vanilla upstream weights" in text.err
     rows = {(row["scale"], row["mode"]): row for row in json.loads(out.read_text())["results"]}
     _, converted, _ = build_from_repo(r["repo"], r["ckpt"])
     for s in (2, 3):
@@ -223,7 +223,7 @@ def test_lte_checkpoint_needs_its_repo(repos, capsys):
     # the LTE repo builds it
     assert main(["eval", "--repo", str(r["repo"]), "--checkpoint", str(r["ckpt"]), "--hr", str(repos["hr"]),
                  "--scales", "2", "--modes", "full"]) == 0
-    assert "built lte with 2 AnySR blocks" in capsys.readouterr().err
+    assert "built lte (LTE): converted 2 block(s)" in capsys.readouterr().err
 
 
 def test_reference_refuses_checkpoints_that_do_not_fit(repos, tmp_path, capsys):

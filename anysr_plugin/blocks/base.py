@@ -16,8 +16,8 @@ Execution at per-sample widths (a list with one width per sample):
 * several widths -> ``forward_masked``: full-size convolutions with the channels
   beyond each sample's ``n_b`` zeroed, which equals each sample's sliced result.
 
-The width and scale for a call come from the plan the model's hooks wrote on the
-block (see control.py); a block called outside such a call plans for itself.
+The width and scale for a call come from the call's plan (see plan.py); a block
+called outside a hooked model call plans for itself.
 """
 from __future__ import annotations
 
@@ -250,12 +250,18 @@ class AnySRBlock(nn.Module):
         self.training = block.training
         if self.anysr_gate is not None:
             self.anysr_gate.train(block.training)
-        # runtime controls; plain attributes (never in state_dict), copied to DataParallel replicas
+        # the model's shared state (never in state_dict); the per-call plan lives in plan.py
         self._anysr_state = state
-        self._anysr_plan = None
-        self._anysr_fixed_width = None
-        self._anysr_scale_override = None
-        self._anysr_budget = None
+
+    def _replicate_for_data_parallel(self):
+        # DataParallel runs replicas in worker threads that do not see the caller's
+        # use_width / use_scale contexts: the replica carries a snapshot of them
+        from ..plan import snapshot
+
+        replica = super()._replicate_for_data_parallel()
+        replica.__dict__["_anysr_inherited"] = snapshot(self._anysr_state)
+        replica.__dict__.pop("_anysr_recent", None)
+        return replica
 
     def _adopt(self, block: nn.Module) -> None:  # pragma: no cover - abstract
         """Take over the upstream block's children under their own attribute names."""
@@ -273,7 +279,7 @@ class AnySRBlock(nn.Module):
         return self.width_channels(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..control import plan_for_block
+        from ..plan import plan_for_block
 
         scale, widths = plan_for_block(self, x)
         ns = [self.width_channels(w) for w in widths]

@@ -25,6 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, type=Path, help="output YAML")
     p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
                    help="vanilla pretrained checkpoint to fine-tune from (recorded in the config)")
+    p.add_argument("--repo", type=Path, default=None, metavar="DIR",
+                   help="the upstream repository: build the model on the meta device with its registry and list "
+                        "what will be converted (needed for model or encoder names AnySR does not know)")
     p.add_argument("--paper-schedule", action="store_true",
                    help="the paper's fine-tune schedule: Adam lr 1e-5 halved every 200 epochs, 500 epochs")
     g = p.add_argument_group("AnySR options (default: the paper's)")
@@ -70,6 +73,10 @@ def run(args) -> int:
         options["init_from"] = args.init_from
     if args.paper_schedule:
         options["paper_schedule"] = True
+    if args.repo is not None:
+        if not args.repo.is_dir():
+            raise AnySRError(f"--repo {args.repo}: not a folder")
+        options["repo"] = args.repo
     out = get_adapter(args.method).convert_config(
         str(args.upstream) if args.upstream is not None else None, str(args.out), cfg, **options)
     print(f"wrote {out}")

@@ -22,21 +22,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                "  anysr launch liif --cpu -- train_liif.py --config anysr-liif.yaml\n"
                "  anysr launch liif -- test.py --config configs/test/test-div2k-2.yaml --model save/x/epoch-last.pth\n"
                "  anysr launch srno -- train.py --config anysr-srno.yaml --gpu 0\n"
+               "  anysr launch metasr --width 0.5 -- main.py --model metardn ... --test_only --resume 1\n"
                "--cpu makes the upstream's .cuda() calls no-ops, loads checkpoints onto the CPU and runs data "
-               "loading in-process: a smoke-test aid for machines without CUDA, not a way to train.",
+               "loading in-process: a smoke-test aid for machines without CUDA, not a way to train. Meta-SR and "
+               "ArbSR pick their device from their own flag: pass it to main.py too (--cpu / --cpu True).\n"
+               "Every model the launcher builds is reported (blocks converted, where the scale comes from); "
+               "evaluation calls print the width and the AnySR blocks' MACs of each test scale.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", help=f"upstream method ({METHODS_HELP})")
     p.add_argument("--cpu", action="store_true", help="smoke-test on a machine without CUDA (see below)")
     p.add_argument("--repo", type=Path, default=None, help="upstream repository root (default: current folder)")
     p.add_argument("--anysr-config", type=Path, default=None, metavar="FILE",
-                   help="AnySR config YAML applied to model specs that carry no `anysr:` entry")
+                   help="AnySR config YAML applied to every top-level model spec (whatever its name) that carries "
+                        "no `anysr:` entry; nothing convertible in it is an error")
     p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
-                   help="vanilla upstream checkpoint loaded into freshly built AnySR models "
-                        "(overrides the config's model.anysr_init_from; LIIF family and SRNO)")
+                   help="vanilla upstream checkpoint loaded into every AnySR model the launcher builds (only the "
+                        "new anysr_* gate tensors may be missing); overrides the config's model.anysr_init_from; "
+                        "all five methods")
     p.add_argument("--width", type=float, default=None, metavar="W",
-                   help="run the AnySR model at this fixed width for every scale (1.0 = the full network, the "
-                        "paper's AnySR-double-dagger evaluation); default: the width of each call's scale "
-                        "(LIIF family and SRNO)")
+                   help="fix the sub-network width of every call (1.0 = the full network at every scale, the "
+                        "paper's AnySR-double-dagger evaluation); the gates still see each call's scale. The one "
+                        "way to fix the width, for all five methods; default: the width of each call's scale")
     p.set_defaults(run=run, accepts_remainder=True)
     return p
 

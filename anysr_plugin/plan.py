@@ -1,0 +1,289 @@
+"""The per-call plan: which width and scale one block call runs at, without shared mutable state.
+
+Why a module of its own: blocks ask for their plan on every call, the controls
+(``use_width`` / ``use_scale`` / ``use_budget``) and the model's hooks write it; all of
+them must agree without any of them writing on the blocks, because a converted model
+is used from several threads at once, its contexts are entered and left in any order,
+and activation checkpointing re-runs blocks during backward, long after the call's
+hooks and contexts are gone.  So:
+
+* **user controls** live in a :class:`contextvars.ContextVar` (each thread and each
+  asyncio task sees its own), as a tuple of entries; entering a context adds one entry,
+  leaving it removes *that* entry, whatever the order: the newest live entry wins, and
+  once every context has exited the model is exactly as it was found.  ``set_width``
+  (persistent, process-wide by design) is a field of the model's state.
+* **per-call plans** live in another ContextVar, keyed by the model's state object (one
+  per converted model, shared with DataParallel replicas, copied by ``deepcopy``) and
+  owned by the module whose hook made them, so two threads calling the same model each
+  get their own plan.
+* **checkpoint recompute**: a block remembers the last plans it ran with outside
+  backward (a short stack); when it is run again *during* backward
+  (``torch._C._current_graph_task_id() != -1``, i.e. ``torch.utils.checkpoint``
+  recomputing it, reentrant or not) it reuses the newest remembered plan instead of
+  planning afresh.  Backward recomputes checkpointed segments newest-forward first, so a
+  stack is the right order for several forwards accumulated before one backward.
+* **DataParallel** runs replicas in worker threads that do not see the caller's
+  contexts; a block replica therefore carries a snapshot of the controls that were live
+  when it was replicated (``AnySRBlock._replicate_for_data_parallel``).
+
+Imports only ``errors`` (besides torch; the opt-in ``compat="official"`` rules are imported
+lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import contextvars
+import math
+import sys
+from typing import Iterator
+
+import torch
+
+from .errors import ScaleError
+
+# ---------------------------------------------------------------------------
+# scales
+
+
+def scale_pair(scale) -> tuple:
+    """``(s_h, s_w)`` floats from a number or a pair; ScaleError unless both are positive and finite."""
+    if isinstance(scale, (tuple, list)):
+        if len(scale) != 2:
+            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
+        sh, sw = scale
+    else:
+        sh = sw = scale
+    try:
+        sh, sw = float(sh), float(sw)
+    except (TypeError, ValueError):
+        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
+    if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
+        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
+    return sh, sw
+
+
+def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
+    """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
+    if isinstance(scale, torch.Tensor):
+        t = scale.detach().to(device=device, dtype=torch.float32)
+        if t.dim() == 0:
+            t = t.reshape(1, 1).expand(1, 2)
+        elif t.dim() == 1 and t.shape[0] == 2:
+            t = t.reshape(1, 2)
+        elif t.dim() == 1 and batch is not None and t.shape[0] == batch:
+            t = t[:, None].expand(-1, 2)
+        elif not (t.dim() == 2 and t.shape[1] == 2):
+            raise ScaleError(f"a scale tensor must be 0-d, (2,) or (B, 2); got shape {tuple(scale.shape)}")
+    elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        t = torch.tensor([[float(scale), float(scale)]], device=device)
+    elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) for s in scale):
+        t = torch.tensor([[float(scale[0]), float(scale[1])]], device=device)
+    else:
+        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {scale!r}")
+    if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
+        raise ScaleError(f"scales must be positive finite numbers; got {t.tolist()}")
+    return t
+
+
+# ---------------------------------------------------------------------------
+# user controls: a context-local tuple of entries
+
+
+class _Entry:
+    __slots__ = ("state", "kind", "value")
+
+    def __init__(self, state, kind: str, value):
+        self.state, self.kind, self.value = state, kind, value
+
+
+_CONTROLS: contextvars.ContextVar = contextvars.ContextVar("anysr_controls", default=())
+
+CONTROL_KINDS = ("width", "scale", "budget")
+
+
+@contextlib.contextmanager
+def control(state, kind: str, value) -> Iterator[None]:
+    """Add one control entry for the model of `state` while the context is open.
+
+    On exit exactly this entry is removed (contexts may exit in any order)."""
+    if kind not in CONTROL_KINDS:
+        raise ValueError(f"unknown control {kind!r}")
+    entry = _Entry(state, kind, value)
+    _CONTROLS.set(_CONTROLS.get() + (entry,))
+    try:
+        yield
+    finally:
+        _CONTROLS.set(tuple(e for e in _CONTROLS.get() if e is not entry))
+
+
+def snapshot(state) -> tuple:
+    """The live control entries of `state` in this context (for DataParallel replicas)."""
+    return tuple(e for e in _CONTROLS.get() if e.state is state)
+
+
+def controls(state, block=None) -> dict:
+    """``{"width", "scale", "budget"}`` in force for the model of `state` in this context.
+
+    A width fixed by a live ``use_width`` wins over ``set_width`` (``state.fixed_width``).
+    Without any live entry here, the snapshot a DataParallel replica `block` carries."""
+    entries = snapshot(state)
+    if not entries and block is not None:
+        entries = block.__dict__.get("_anysr_inherited", ())
+    out = {"width": getattr(state, "fixed_width", None), "scale": None, "budget": None}
+    seen = set()
+    for e in reversed(entries):
+        if e.kind not in seen:
+            seen.add(e.kind)
+            out[e.kind] = e.value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# deciding a plan
+
+
+def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, training: bool,
+                  block=None, x: torch.Tensor | None = None) -> list:
+    """Per-sample widths for one call.
+
+    Precedence: a fixed width (``use_width`` / ``set_width``), a budget, the scale's group
+    (``train()``: Algorithm 1's per-sample reset to full width), no scale: full width with
+    one warning."""
+    cfg = state.config
+    if ctl["width"] is not None:
+        return [ctl["width"]]
+    if ctl["budget"] is not None:
+        return [ctl["budget"].width_for(block, scale, x)]
+    if scale is None:
+        state.warn_once("no-scale", "AnySR: no scale is known for this call, so the full network runs "
+                        f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
+                        "or call the model's forward with its scale arguments")
+        return [1.0]
+    if cfg.compat == "official":  # official-release compatibility: 0.1-grid lookup, no reset
+        from .official import official_widths
+        return official_widths(scale, cfg.widths)
+    group = [cfg.width_for_scale(float(s)) for s in scale.max(dim=1).values.tolist()]
+    if training and cfg.reset_prob > 0:
+        reset = (torch.rand(len(group), generator=state.generator) < cfg.reset_prob).tolist()
+        group = [1.0 if r else w for w, r in zip(group, reset)]
+    return group
+
+
+def make_plan(state, call_scale: torch.Tensor | None, batch: int, training: bool, block=None,
+              x: torch.Tensor | None = None):
+    """(scale (B, 2) the gates see, per-sample widths) for one call under the live controls.
+
+    The gates always see the call's scale (or ``use_scale``'s), also when the width is
+    fixed: a fixed width fixes only the width."""
+    ctl = controls(state, block)
+    scale = ctl["scale"] if ctl["scale"] is not None else call_scale
+    widths = decide_widths(state, ctl, scale, batch, training, block, x)
+    if scale is None:
+        scale = as_scale_tensor(state.config.fallback_scale)
+    if state.config.compat == "official":  # official-release compatibility: sign flip
+        from .official import official_gate_scale
+        scale = official_gate_scale(scale)
+    return scale, widths
+
+
+def scale_known(state, block=None) -> bool:
+    """True when a call of this model now would know its scale (a live call plan made from a
+    scale, or ``use_scale``); a fixed width alone does not count."""
+    for st, _, _, knows in reversed(_PLANS.get()):
+        if st is state:
+            return knows
+    return controls(state, block)["scale"] is not None
+
+
+# ---------------------------------------------------------------------------
+# per-call plans: a context-local tuple of (state, owner id, plan)
+
+_PLANS: contextvars.ContextVar = contextvars.ContextVar("anysr_plans", default=())
+
+
+def active_plan(state):
+    """The plan of the call of this model that is running in this context, or None."""
+    for st, _, plan, _ in reversed(_PLANS.get()):
+        if st is state:
+            return plan
+    return None
+
+
+def push_plan(state, owner: int, plan, knows_scale: bool = True) -> None:
+    """Make `plan` the plan of the call `owner` (a module id) is running; ``knows_scale``:
+    it was made from a scale (not the no-scale fallback)."""
+    _PLANS.set(_PLANS.get() + ((state, owner, plan, knows_scale),))
+
+
+def pop_plans(state, owner: int) -> None:
+    _PLANS.set(tuple(p for p in _PLANS.get() if not (p[0] is state and p[1] == owner)))
+
+
+# ---------------------------------------------------------------------------
+# the block's question
+
+#: plans a block remembers for checkpoint recomputation (newest last)
+RECOMPUTE_MEMORY = 16
+
+
+def in_backward() -> bool:
+    """True while the autograd engine runs a backward pass (e.g. a checkpoint recompute)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def _in_reentrant_checkpoint() -> bool:
+    """True when called from inside ``torch.utils.checkpoint``'s reentrant forward (no_grad)."""
+    frame = sys._getframe(2)
+    for _ in range(48):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.endswith(("utils/checkpoint.py", "utils\\checkpoint.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _remember(block, plan) -> None:
+    memory = block.__dict__.get("_anysr_recent")
+    if memory is None:
+        memory = block.__dict__["_anysr_recent"] = collections.deque(maxlen=RECOMPUTE_MEMORY)
+    memory.append(plan)
+
+
+def plan_for_block(block, x: torch.Tensor):
+    """(scale (B, 2) on x's device, per-sample widths) for this call of `block`."""
+    plan = None
+    if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
+        memory = block.__dict__.get("_anysr_recent")
+        plan = memory.pop() if memory else None
+    if plan is None:
+        state = block._anysr_state
+        plan = active_plan(state)
+        if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
+            plan = make_plan(state, None, x.shape[0], False, block, x)
+        if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
+            _remember(block, plan)
+    scale, widths = plan
+    scale = scale.to(device=x.device)
+    if scale.shape[0] == 1 and x.shape[0] != 1:
+        scale = scale.expand(x.shape[0], 2)
+    elif scale.shape[0] != x.shape[0]:
+        raise ScaleError(f"{scale.shape[0]} per-sample scales for a batch of {x.shape[0]} in {type(block).__name__}")
+    if len(widths) not in (1, x.shape[0]):
+        raise ScaleError(f"{len(widths)} per-sample widths for a batch of {x.shape[0]}")
+    return scale, widths
+
+
+def peek_plan(block, x: torch.Tensor):
+    """The plan `block` would run a call on `x` with now, without remembering or consuming
+    anything (for reports); never a training draw."""
+    state = block._anysr_state
+    plan = active_plan(state)
+    return plan if plan is not None else make_plan(state, None, x.shape[0], False, block, x)
+
+
+__all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
+           "make_plan", "in_backward",
+           "active_plan", "push_plan", "pop_plans", "plan_for_block", "scale_known"]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import AnySRConfig
-from .errors import AnySRWarning, NotAnySRError, ScaleError
+from .errors import AnySRWarning, NotAModuleError, NotAnySRError, ScaleError
 
 
 class AnySRState:
@@ -76,6 +76,8 @@ class AnySRState:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Strip DataParallel / DistributedDataParallel ``.module`` and torch.compile ``._orig_mod``."""
+    if not isinstance(model, nn.Module):
+        raise NotAModuleError.for_value(model)
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module

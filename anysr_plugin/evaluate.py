@@ -92,10 +92,12 @@ def load_dataset(hr: Optional[str] = None, lr: Optional[str] = None, first_k: Op
     when ``hr`` is None or ``"skimage"``), or ``("paired", PairedFolders-like list)``."""
     from .data import ImageFolder, skimage_photos
 
+    if first_k is not None and (isinstance(first_k, bool) or not isinstance(first_k, int) or first_k < 1):
+        raise ConfigError(f"first_k must be a positive integer (or None for all images), got {first_k!r}")
     if lr is not None:
         if hr is None:
             raise ConfigError("paired evaluation needs both --lr and --hr folders")
-        return "paired", (lr, hr)
+        return "paired", (lr, hr, first_k)
     if hr is None or hr == "skimage":
         items = list(skimage_photos().items())
     else:
@@ -130,8 +132,8 @@ def _pairs_for_scale(kind, data, scale, bicubic: str):
     from .data import PairedFolders, make_lr
 
     if kind == "paired":
-        lr_dir, hr_dir = data
-        for name, lr, hr in PairedFolders(lr_dir, hr_dir, scale):
+        lr_dir, hr_dir, *first_k = data
+        for name, lr, hr in PairedFolders(lr_dir, hr_dir, scale, first_k=first_k[0] if first_k else None):
             yield name, lr, hr
         return
     for name, hr in data:

@@ -85,6 +85,8 @@ def run(args) -> int:
         print(f"max |export - slimmable| = {diff:.3g}")
         if not diff <= 1e-4:
             raise ConfigError(f"the exported sub-network differs from the slimmable one by {diff:.3g}")
+    if graph:  # a missing output folder is created, as for .pth / .safetensors
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if ext in (".pt", ".ts"):
         with torch.no_grad():
             traced = torch.jit.trace(sub, call, check_trace=False)

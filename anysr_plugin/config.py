@@ -194,7 +194,8 @@ class AnySRConfig:
             best = min(self.widths, key=lambda w: abs(value - w))
             if abs(value - best) <= WIDTH_TOLERANCE:
                 return best
-        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}")
+        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}; use one of them "
+                         "(the widths are set in the AnySR config)")
 
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict:
@@ -234,13 +235,19 @@ class AnySRConfig:
     def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
         import yaml
 
-        text = _read_if_file(text_or_path)
+        text, from_file = _read_if_file(text_or_path)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"AnySR config is not valid YAML: {' '.join(str(exc).split())}") from None
-        if isinstance(data, str) and "\n" not in text.strip():  # one bare word: a path that is not there
+        if isinstance(data, str) and not from_file and "\n" not in text.strip():  # a bare word: a missing file
             raise ConfigError(f"AnySR config file {text.strip()!r} does not exist (pass a YAML file or YAML text)")
+        if from_file and data is None:  # a truncated or emptied file must not mean "the paper's defaults"
+            raise ConfigError(f"AnySR config file {str(text_or_path)!r} is empty; write its fields (or drop the "
+                              "option for the paper's defaults)")
+        if from_file and not isinstance(data, Mapping):
+            raise ConfigError(f"AnySR config file {str(text_or_path)!r} holds a {type(data).__name__}, not a mapping "
+                              "of AnySRConfig fields (e.g. `widths: [0.5, 1.0]`)")
         if isinstance(data, Mapping) and "anysr" in data and isinstance(data["anysr"], Mapping):
             data = data["anysr"]
         return cls.from_dict(data)
@@ -249,8 +256,8 @@ class AnySRConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _read_if_file(text_or_path: "str | Path") -> str:
-    """The file's text when `text_or_path` names a file, else the string itself (YAML text)."""
+def _read_if_file(text_or_path: "str | Path") -> tuple:
+    """(the file's text, True) when `text_or_path` names a file, else (the string itself, False)."""
     path = None
     if isinstance(text_or_path, Path):
         path = text_or_path
@@ -263,9 +270,9 @@ def _read_if_file(text_or_path: "str | Path") -> str:
         except OSError:  # e.g. a "name" longer than the file system allows: it is YAML text
             pass
     if path is None:
-        return str(text_or_path)
+        return str(text_or_path), False
     try:
-        return path.read_text()
+        return path.read_text(), True
     except FileNotFoundError:
         raise ConfigError(f"AnySR config file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file

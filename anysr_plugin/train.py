@@ -276,6 +276,13 @@ class Trainer:
                             f"scale group {t + 1} ({lo}-{hi}) is not inside the config's width bounds "
                             f"{self.state.config.scale_bounds}: scale {s} maps to width "
                             f"{self.state.config.width_for_scale(s)}, not {widths[t]}")
+        top = max(hi for _, hi in self.cfg.scale_groups) if self.anysr else self.cfg.scale_max
+        need = round(self.cfg.patch * top)  # the largest HR crop a sample can draw (checked now, not mid-run)
+        small = [tuple(im.shape[-2:]) for im in self.images if min(im.shape[-2:]) < need]
+        if small:
+            raise ConfigError(f"{len(small)} of {len(self.images)} training images (e.g. {small[0][0]}x{small[0][1]}) "
+                              f"are smaller than the {need}x{need} crop that patch {self.cfg.patch} at scale {top:g} "
+                              "needs; use a smaller patch or larger images")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr)
         self.net = model

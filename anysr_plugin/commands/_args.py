@@ -111,3 +111,39 @@ def eval_mode(text: str) -> str:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"unknown mode {text!r}; use subnet, full, budget or a width such as 0.7")
     return text
+
+
+def device(text: str) -> str:
+    """A torch device string this machine has (``cpu``, ``cuda``, ``cuda:1`` ...)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; use cpu, cuda or cuda:N")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file path the command can write at its end: not a folder, and its first existing ancestor
+    is a writable folder (missing folders are created).  Checked before any work is done."""
+    import os
+
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {parent!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: the folder {parent!r} is not writable")
+    return text

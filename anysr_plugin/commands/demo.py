@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import nonnegative_int, positive_float, positive_floats, positive_int, probability
+from ._args import device, nonnegative_int, positive_float, positive_floats, positive_int, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     p.add_argument("--quick", action="store_true", help="tiny model and few steps: a smoke test under 2 minutes")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of initialisation, data and Algorithm 1 (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda[:N] (default cpu)")
     g = p.add_argument_group("size and schedule (defaults: the small CPU demo; --quick shrinks them)")
     g.add_argument("--n-resblocks", type=positive_int, default=None, help="EDSR residual blocks (default 4; paper 16)")
     g.add_argument("--n-feats", type=positive_int, default=None, help="EDSR channels (default 32; paper 64)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import eval_mode, positive_float, positive_int
+from ._args import device, eval_mode, output_file, positive_float, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,9 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lpips", action="store_true", help="also compute LPIPS (AlexNet)")
     p.add_argument("--lpips-weights", default=None, metavar="PATH", help="local LPIPS / AlexNet weights file")
     p.add_argument("--chunk", type=positive_int, default=30000, help="HR pixels per query chunk (memory bound)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, metavar="PATH", help="write {'results': [...]} here")
-    p.add_argument("--plot", default=None, metavar="PNG", help="PSNR-vs-GFLOPs plot (default: next to --json)")
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write {'results': [...]} here")
+    p.add_argument("--plot", type=output_file, default=None, metavar="PNG", help="PSNR-vs-GFLOPs plot (default: next to --json)")
     p.set_defaults(run=run)
     return p
 

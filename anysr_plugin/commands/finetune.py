@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._args import floats, nonnegative_int, positive_float, positive_int, probability
+from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
 def _kv(text: str):
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--repeat", type=positive_int, default=20, help="dataset repeats per epoch")
     g.add_argument("--save-every", type=positive_int, default=None, help="steps between checkpoints (default: an epoch)")
     g.add_argument("--seed", type=nonnegative_int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    g.add_argument("--device", type=device, default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     a = p.add_argument_group("Algorithm 1")
     a.add_argument("--reset-prob", type=probability, default=0.6, help="p (default 0.6)")
     a.add_argument("--gate", choices=("identity", "paper"), default="identity")

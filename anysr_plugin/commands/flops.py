@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import width_list
+from ._args import output_file, width_list
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--part", choices=("model", "encoder"), default="model",
                    help="count the whole call or only the encoder (Table IV counts the encoder)")
     p.add_argument("--no-blocks", action="store_true", help="omit the per-block table")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the tables as JSON")
+    p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the tables as JSON")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="stdout format")
     p.set_defaults(run=run)
     return p

@@ -135,6 +135,9 @@ def load_upstream_checkpoint(model: nn.Module, source, strict: bool = True):
     shape mismatch raises :class:`CheckpointError` listing them.  Returns the
     ``(missing, unexpected)`` key lists.
     """
+    if not isinstance(source, (Mapping, str, os.PathLike)):
+        raise CheckpointError(f"load_upstream_checkpoint needs a checkpoint path or a state dict, got "
+                              f"{type(source).__name__}")
     sd = source if isinstance(source, Mapping) else extract_state_dict(load_file(source))
     sd = strip_wrapper_prefix(sd)
     target = unwrap(model)

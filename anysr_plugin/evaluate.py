@@ -117,6 +117,11 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, hr_size, scale=None, width
     """
     from .adapters import adapter_for
 
+    if not isinstance(lr, torch.Tensor) or lr.dim() not in (3, 4) or lr.shape[-3] != 3:
+        raise ConfigError(f"super_resolve needs an RGB LR image (3, h, w) or batch (B, 3, h, w) in [0, 1], got "
+                          f"{tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
     m = unwrap(model)
     m.eval()
     dev = next(m.parameters()).device
@@ -156,6 +161,11 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
     from .metrics import LPIPSMetric, psnr
 
     kind, items = data if isinstance(data, tuple) and data and data[0] in ("hr", "paired") else ("hr", data)
+    if kind == "hr" and not all(isinstance(it, (tuple, list)) and len(it) == 2 and isinstance(it[1], torch.Tensor)
+                                for it in items):
+        raise ConfigError("evaluate's data must be load_dataset(...) or a list of (name, (3, H, W) HR tensor) pairs")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
     if model is None and baseline is None:
         raise ConfigError("nothing to evaluate: give a model or baseline='bicubic'")
     if baseline not in (None, "bicubic"):
@@ -176,7 +186,14 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
                 if mode in ("subnet", "full", "budget"):
                     runs.append((mode, None))
                 else:
-                    runs.append((f"width {float(mode):g}", cfg.check_width(float(mode))))
+                    if isinstance(mode, str):
+                        try:
+                            mode = float(mode)
+                        except ValueError:
+                            raise ConfigError(f"unknown mode {mode!r}; use 'subnet', 'full', 'budget' or a "
+                                              f"width {cfg.widths}") from None
+                    width = cfg.check_width(mode)
+                    runs.append((f"width {width:g}", width))
     if any(r[0] == "budget" for r in runs) and budget_gflops is None:
         raise ConfigError("mode 'budget' needs budget_gflops")
     counter = MacCounter(model) if (model is not None and count_gflops) else None

@@ -63,6 +63,9 @@ def ws(tmp_path, monkeypatch):
     (tmp_path / "empty.yaml").write_text("")
     (tmp_path / "list.yaml").write_text("- 0.5\n- 1.0\n")
     (tmp_path / "t_bad.json").write_text("{oops")
+    (tmp_path / "up.yaml").write_text("model:\n  name: liif\n  args:\n    encoder_spec: {name: edsr-baseline, args: "
+                                      "{no_upsampling: true}}\n    imnet_spec: {name: mlp, args: {out_dim: 3, "
+                                      "hidden_list: [8]}}\nepoch_max: 1\n")
     (tmp_path / "t_entry.json").write_text(json.dumps({"results": [{"width": "x", "median_ms": 1}]}))
     Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "f.tif")
     monkeypatch.chdir(tmp_path)
@@ -166,6 +169,16 @@ CLI_CASES = [
     ("convert-checkpoint-existing-output", ["convert-checkpoint", "anysr16.pth", "-o", "small.pth"],
      "already exists"),
     ("convert-checkpoint-output-folder", ["convert-checkpoint", "anysr16.pth", "-o", "hr"], "is a folder"),
+    ("convert-checkpoint-under-a-file", ["convert-checkpoint", "anysr16.pth", "-o", "notes.txt/x.pth"],
+     "is a file, not a folder"),
+    ("convert-config-onto-its-input", ["convert-config", "--method", "liif", "up.yaml", "-o", "./up.yaml"],
+     "is the input file"),
+    ("convert-config-out-folder", ["convert-config", "--method", "liif", "up.yaml", "-o", "hr"], "is a folder"),
+    ("convert-config-unknown-method", ["convert-config", "--method", "foo", "up.yaml", "-o", "o.yaml"],
+     "unknown adapter 'foo'"),
+    ("export-out-folder", ["export", *TINY, "--width", "0.5", "-o", "hr"], "is a folder"),
+    ("demo-out-is-file", ["demo", "--quick", "--out", "notes.txt"], "is not a folder"),
+    ("finetune-model-unknown", [*FT, "--out", "run", "--model", "foo"], "'foo'"),
     ("convert-checkpoint-corrupt-input", ["convert-checkpoint", "corrupt.safetensors", "-o", "new.pth"],
      "cannot read safetensors"),
 ]
@@ -215,6 +228,12 @@ def _model():
     return anysr.anysrify(tiny_edsr(n_resblocks=1, n_feats=8))
 
 
+def _liif():
+    from anysr_plugin.reference import build_reference
+
+    return anysr.anysrify(build_reference("liif-edsr-baseline", seed=0, n_resblocks=1, n_feats=8, hidden_list=[8]))
+
+
 API_CASES = [
     # from the issue
     ("anysrify-path", lambda ws: anysr.anysrify("edsr.pth"), NotAModuleError, "'edsr.pth' is a path"),
@@ -262,6 +281,19 @@ API_CASES = [
     ("trainconfig-seed-negative", lambda ws: anysr.train.TrainConfig(seed=-1), ConfigError, ">= 0"),
     ("trainconfig-save-every-0", lambda ws: anysr.train.TrainConfig(save_every=0), ConfigError, "save_every"),
     ("eval-first-k-0", lambda ws: anysr.evaluate.load_dataset(str(ws / "hr"), first_k=0), ConfigError, "first_k"),
+    ("super_resolve-grey-lr", lambda ws: anysr.evaluate.super_resolve(_liif(), torch.rand(8, 8), (16, 16), 2),
+     ConfigError, "RGB LR image"),
+    ("super_resolve-chunk-0", lambda ws: anysr.evaluate.super_resolve(_liif(), torch.rand(3, 8, 8), (16, 16), 2,
+                                                                       chunk=0), ConfigError, "chunk"),
+    ("evaluate-mode-foo", lambda ws: anysr.evaluate.evaluate(_liif(), [("a", torch.rand(3, 16, 16))], [2],
+                                                             modes=["foo"]), ConfigError, "unknown mode 'foo'"),
+    ("evaluate-mode-true", lambda ws: anysr.evaluate.evaluate(_liif(), [("a", torch.rand(3, 16, 16))], [2],
+                                                              modes=[True]), WidthError, "bool"),
+    ("evaluate-chunk-0", lambda ws: anysr.evaluate.evaluate(_liif(), [("a", torch.rand(3, 16, 16))], [2], chunk=0),
+     ConfigError, "chunk"),
+    ("evaluate-bare-tensors", lambda ws: anysr.evaluate.evaluate(None, [torch.rand(3, 16, 16)], [2],
+                                                                 baseline="bicubic"), ConfigError, "(name,"),
+    ("load-upstream-int", lambda ws: anysr.load_upstream_checkpoint(_model(), 5), CheckpointError, "got int"),
     ("build-model-bad-arg", lambda ws: anysr.cost.build_model("rcan", reduction="x"), ConfigError, "reduction"),
 ]
 

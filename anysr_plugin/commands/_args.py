@@ -147,3 +147,10 @@ def output_file(text: str) -> str:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: the folder {parent!r} is not writable")
     return text
+
+
+def output_path(text: str):
+    """:func:`output_file` as a ``pathlib.Path``."""
+    from pathlib import Path
+
+    return Path(output_file(text))

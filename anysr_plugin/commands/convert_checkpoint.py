@@ -26,13 +26,15 @@ import argparse
 import json
 from pathlib import Path
 
+from ._args import output_path
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "convert-checkpoint", help="AnySR checkpoint <-> standalone safetensors + YAML; official release -> ours",
         description=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="checkpoint to convert (.pth/.pt or .safetensors)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output (.safetensors or .pth)")
+    p.add_argument("-o", "--out", type=output_path, required=True, help="output (.safetensors or .pth)")
     p.add_argument("--spec", type=Path, default=None, help="model spec YAML for a .safetensors input "
                    "(default: the input's .yaml sibling)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files (never the input)")

@@ -23,7 +23,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    """A multi-line message (e.g. a list of unconvertible blocks) as one line."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()).replace(":; ", ": ")
 
 
 def build_parser() -> argparse.ArgumentParser:

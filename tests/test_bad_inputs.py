@@ -355,6 +355,41 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
         assert abs(r16n.psnr - r8.psnr) < 0.5
 
 
+def _write_png16(path, arr):
+    """A 16-bit PNG from a (H, W, C) uint16 array, written with zlib (Pillow cannot write 16-bit RGB)."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_sixteen_bit_png_channels_load_scaled(tmp_path, channels):
+    from anysr_plugin.data import load_image
+
+    a = np.random.default_rng(channels).integers(0, 65536, (5, 7, channels)).astype(np.uint16)
+    _write_png16(tmp_path / "x.png", a)
+    x = load_image(tmp_path / "x.png")
+    rgb = np.repeat(a, 3, axis=2) if channels == 1 else a[:, :, :3]
+    ref = torch.from_numpy(rgb.astype(np.float64) / 65535).permute(2, 0, 1).float()
+    tol = 1e-7 if channels == 1 else 1 / 255  # Pillow keeps the high byte of 16-bit RGB(A)
+    torch.testing.assert_close(x, ref, atol=tol, rtol=0)
+
+
+def test_one_line_joins_a_multi_line_message():
+    from anysr_plugin.cli import one_line
+
+    assert one_line("2 block(s) cannot be converted:\n  a (X): why\n  b (Y): why\n") == \
+        "2 block(s) cannot be converted: a (X): why; b (Y): why"
+
+
 def test_first_k_is_honoured_for_paired_folders(ws):
     from anysr_plugin.evaluate import evaluate, load_dataset
 
@@ -362,6 +397,10 @@ def test_first_k_is_honoured_for_paired_folders(ws):
     assert [r.images for r in res] == [2]
     res = evaluate(None, load_dataset(str(ws / "hr"), str(ws / "lr")), [2], baseline="bicubic")
     assert [r.images for r in res] == [3]
+    assert main(["eval", "--baseline-only", "--lr", "lr", "--hr", "hr", "--scales", "2", "--first-k", "1",
+                 "--json", "r.json"]) == 0
+    header, _, row = [[c.strip() for c in ln.strip("|").split("|")] for ln in (ws / "r.md").read_text().splitlines()[:3]]
+    assert row[header.index("images")] == "1"
 
 
 def test_export_creates_a_missing_folder(ws, capsys):

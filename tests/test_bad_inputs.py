@@ -399,7 +399,8 @@ def test_first_k_is_honoured_for_paired_folders(ws):
     assert [r.images for r in res] == [3]
     assert main(["eval", "--baseline-only", "--lr", "lr", "--hr", "hr", "--scales", "2", "--first-k", "1",
                  "--json", "r.json"]) == 0
-    header, _, row = [[c.strip() for c in ln.strip("|").split("|")] for ln in (ws / "r.md").read_text().splitlines()[:3]]
+    lines = (ws / "r.md").read_text().splitlines()[:3]
+    header, _, row = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
     assert row[header.index("images")] == "1"
 
 
@@ -493,6 +494,17 @@ def test_finetune_rerun_before_the_first_checkpoint_compares_anysr_yaml(ws, caps
     before = snapshot(ws)
     rc, _, err = run_cli([*FT, "--out", "run", "--steps", "1"], ws, capsys)
     assert_one_line_error(rc, err, "finetune", "anysr.gate: run 'paper', now 'identity'")
+    assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("present", ["final.pt", "last.pt"])
+def test_finetune_never_writes_over_files_it_did_not_write(ws, capsys, present):
+    (ws / "run").mkdir()
+    torch.save({"weights": torch.ones(2)}, ws / "run" / present)  # someone else's file of the same name
+    before = snapshot(ws)
+    rc, _, err = run_cli([*FT, "--out", "run", "--steps", "1"], ws, capsys)
+    assert_one_line_error(rc, err, "finetune", "final.pt but no last.pt" if present == "final.pt"
+                          else "not an anysr finetune checkpoint")
     assert snapshot(ws) == before
 
 

@@ -118,6 +118,9 @@ def run(args) -> int:
     trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist, run_info=run_info)
     resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
     yaml_path = os.path.join(args.out, "anysr.yaml")
+    if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
+        raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
+                               "overwrite it: give another --out")
     if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
         try:
             saved = AnySRConfig.from_yaml(yaml_path).to_dict()

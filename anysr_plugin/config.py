@@ -31,6 +31,11 @@ SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 WIDTH_TOLERANCE = 1e-6
 
 
+def _is_bool(value: Any) -> bool:
+    """Python and numpy booleans (numbers.Integral counts True as 1; a config never should)."""
+    return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype")
+
+
 def _fail(name: str, value: Any, why: str) -> None:
     raise ConfigError(f"AnySRConfig.{name}={value!r}: {why}")
 
@@ -95,9 +100,10 @@ class AnySRConfig:
         if any(y <= x for x, y in zip(b, b[1:])):
             _fail("scale_bounds", b, "bounds must be strictly ascending")
         if self.lam is not None:
-            if isinstance(self.lam, bool) or not isinstance(self.lam, int) or self.lam < 1:
+            if _is_bool(self.lam) or not isinstance(self.lam, numbers.Integral) or self.lam < 1:
                 _fail("lam", self.lam, "must be a positive integer or None (paper default per block)")
-        if isinstance(self.reset_prob, bool) or not isinstance(self.reset_prob, (int, float)):
+            self.lam = int(self.lam)
+        if _is_bool(self.reset_prob) or not isinstance(self.reset_prob, numbers.Real):
             _fail("reset_prob", self.reset_prob, "must be a number in [0, 1]")
         self.reset_prob = float(self.reset_prob)
         if not 0.0 <= self.reset_prob <= 1.0:
@@ -117,12 +123,12 @@ class AnySRConfig:
             _fail("decoder", self.decoder, "the official release has no slimmable decoder; use decoder='off' "
                   "with compat='official'")
         if self.seed is not None:
-            if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            if _is_bool(self.seed) or not isinstance(self.seed, numbers.Integral):
                 _fail("seed", self.seed, "must be an integer or None")
             self.seed = int(self.seed)
             if not SEED_MIN <= self.seed <= SEED_MAX:  # what torch.Generator.manual_seed accepts
                 _fail("seed", self.seed, f"must lie in [{SEED_MIN}, {SEED_MAX}] (torch's seed range)")
-        if isinstance(self.fallback_scale, bool) or not isinstance(self.fallback_scale, (int, float)) \
+        if _is_bool(self.fallback_scale) or not isinstance(self.fallback_scale, numbers.Real) \
                 or not math.isfinite(self.fallback_scale) or self.fallback_scale <= 0:
             _fail("fallback_scale", self.fallback_scale, "must be a positive finite number")
         self.fallback_scale = float(self.fallback_scale)
@@ -136,7 +142,7 @@ class AnySRConfig:
             _fail(name, value, "must be a list of numbers")
         out = []
         for x in value:
-            if isinstance(x, bool) or not isinstance(x, (int, float)):
+            if _is_bool(x) or not isinstance(x, numbers.Real):
                 _fail(name, value, f"entry {x!r} is not a number")
             out.append(float(x))
         return tuple(out)
@@ -187,7 +193,7 @@ class AnySRConfig:
             value = value.item()
         elif hasattr(value, "dtype") and hasattr(value, "item") and getattr(value, "shape", None) == ():
             value = value.item()  # numpy scalars (np.float32(0.7) -> 0.699999988...)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if _is_bool(value) or not isinstance(value, numbers.Real):
             raise WidthError(f"width must be a number, one of {self.widths}; got {type(width).__name__} {width!r}")
         value = float(value)
         if math.isfinite(value):

@@ -141,6 +141,11 @@ def load_hr_images(source) -> list:
         images = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in source]
     if not images:
         raise ConfigError(f"no training images found in {source!r}")
+    for i, img in enumerate(images):
+        if not (isinstance(img, torch.Tensor) and img.dim() == 3 and img.shape[0] == 3 and img.is_floating_point()):
+            what = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else \
+                type(img).__name__
+            raise ConfigError(f"training image {i} is a {what}; give (3, H, W) float tensors in [0, 1] or image paths")
     return images
 
 

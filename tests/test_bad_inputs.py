@@ -294,6 +294,14 @@ API_CASES = [
     ("evaluate-bare-tensors", lambda ws: anysr.evaluate.evaluate(None, [torch.rand(3, 16, 16)], [2],
                                                                  baseline="bicubic"), ConfigError, "(name,"),
     ("load-upstream-int", lambda ws: anysr.load_upstream_checkpoint(_model(), 5), CheckpointError, "got int"),
+    ("config-lam-np-bool", lambda ws: AnySRConfig(lam=np.bool_(True)), ConfigError, "lam"),
+    ("config-widths-np-bool", lambda ws: AnySRConfig(widths=[np.bool_(True)], scale_bounds=[]), ConfigError,
+     "not a number"),
+    ("trainer-grey-tensor-images", lambda ws: anysr.train.Trainer(_model(), [torch.rand(32, 32)],
+                                                                  anysr.train.TrainConfig(patch=4)),
+     ConfigError, "training image 0"),
+    ("trainer-uint8-images", lambda ws: anysr.train.Trainer(_model(), [torch.zeros(3, 32, 32, dtype=torch.uint8)],
+                                                            anysr.train.TrainConfig(patch=4)), ConfigError, "uint8"),
     ("build-model-bad-arg", lambda ws: anysr.cost.build_model("rcan", reduction="x"), ConfigError, "reduction"),
 ]
 
@@ -320,6 +328,13 @@ def test_width_accepts_float32_and_tensor_within_precision():
             with anysr.use_width(model, w):
                 assert torch.equal(model(x), ref), w
     assert AnySRConfig().check_width(np.float32(0.7)) == 0.7 and AnySRConfig().check_width(1) == 1.0
+
+
+def test_config_accepts_numpy_numbers():
+    cfg = AnySRConfig(widths=np.array([0.5, 1.0]), scale_bounds=[np.float32(2.0)], lam=np.int64(4),
+                      reset_prob=np.float32(0.5), fallback_scale=np.int32(3), seed=np.uint64(2**64 - 1))
+    assert cfg.widths == (0.5, 1.0) and cfg.scale_bounds == (2.0,) and cfg.lam == 4 and cfg.seed == 2**64 - 1
+    assert AnySRConfig.from_yaml(cfg.to_yaml()) == cfg  # plain Python numbers: YAML round trip
 
 
 def test_seed_range_is_torch_generator_range():

@@ -397,15 +397,14 @@ class Trainer:
         return rec
 
     def _require_finite(self, step: int, loss, tensors: list, what: str) -> None:
-        """TrainingDivergedError (before anything is saved) on a non-finite loss or tensor."""
-        bad = None
-        if loss is not None and not torch.isfinite(loss.detach()).all():
-            bad = f"the loss is {float(loss.detach()):g}"
-        elif tensors and not bool(torch.isfinite(torch.stack(torch._foreach_norm(
-                [t.detach() for t in tensors]))).all()):
-            bad = f"the {what} hold inf or nan"
-        if bad is None:
+        """TrainingDivergedError (before anything is saved) on a non-finite loss or tensor.  Under DDP
+        only the all-reduced gradients and the weights decide (equal on every rank, so all stop)."""
+        loss_ok = loss is None or bool(torch.isfinite(loss.detach()).all())
+        tensors_ok = not tensors or bool(torch.isfinite(torch.stack(torch._foreach_norm(
+            [t.detach() for t in tensors]))).all())
+        if tensors_ok and (loss_ok or self.dist.world > 1):
             return
+        bad = f"the loss is {float(loss.detach()):g}" if not loss_ok else f"the {what} hold inf or nan"
         kept = (f"the last good checkpoint {self.checkpoint_path} (step {self._saved_step}) is kept"
                 if self._saved_step is not None else "no checkpoint of this run was written")
         raise TrainingDivergedError(f"training diverged at step {step} (lr {self.lr_at(step):g}): {bad}; stopped "

@@ -116,7 +116,7 @@ CLI_CASES = [
     ("bench-threads-0", ["bench", *TINY, "--threads", "0"], "--threads"),
     ("finetune-out-is-file", [*FT, "--out", "notes.txt", "--steps", "1"], "is a file"),
     ("config-missing", ["flops", *TINY, "--config", "missing.yaml"], "'missing.yaml' does not exist"),
-    ("checkpoint-other-size", ["flops", "--checkpoint", "small.pth"], "shape mismatch: head.0.weight (8, 3, 3, 3)"),
+    ("checkpoint-other-size", ["flops", "--checkpoint", "small.pth"], "head.0.weight (8, 3, 3, 3) vs (64, 3, 3, 3)"),
     ("checkpoint-anysr-other-size", ["flops", *TINY, "--checkpoint", "anysr16.pth"], "does not fit"),
     ("checkpoint-corrupt-safetensors", ["flops", *TINY, "--checkpoint", "corrupt.safetensors"],
      "cannot read safetensors"),

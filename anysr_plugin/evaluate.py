@@ -204,6 +204,10 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
 
         budget = Budget(model, gflops=budget_gflops)
     scales = parse_scales(scales)
+    below = [s for s in scales if min(s) < 1]
+    if below:  # the LR would be larger than the HR: a PSNR of that means nothing
+        raise ScaleError(f"scale {_scale_out(below[0])} is below 1 (a downscale); super-resolution is evaluated at "
+                         "scales >= 1 (s_h and s_w)")
     bar = None
     if progress:
         from tqdm import tqdm

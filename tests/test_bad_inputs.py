@@ -132,6 +132,8 @@ CLI_CASES = [
     ("flops-scale-zero", ["flops", *TINY, "--scales", "0"], "cannot read scale"),
     ("flops-scale-leaves-no-pixel", ["flops", *TINY, "--hr-size", "4x4", "--scales", "1e9"], "no LR pixel"),
     ("flops-size-zero", ["flops", *TINY, "--lr-size", "0x4"], "cannot read size"),
+    ("eval-scale-below-1", ["eval", "--baseline-only", "--hr", "{hr}", "--scales", "2", "0.5"], "below 1"),
+    ("eval-scale-below-1-asymmetric", ["eval", *TINY_LIIF, "--hr", "{hr}", "--scales", "2x0.9"], "below 1"),
     ("eval-empty-folder", ["eval", "--baseline-only", "--hr", "empty"], "no images"),
     ("eval-non-image-file", ["eval", "--baseline-only", "--hr", "junk"], "cannot read image"),
     ("eval-hr-is-file", ["eval", "--baseline-only", "--hr", "notes.txt"], "image folder not found"),

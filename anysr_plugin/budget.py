@@ -43,8 +43,15 @@ __all__ = ["use_budget", "Budget", "BudgetError", "load_latency_table"]
 def load_latency_table(table) -> list:
     """Entries ``{"width", "scale", "input_shape", "median_ms"}`` of an ``anysr bench`` JSON."""
     if isinstance(table, (str, os.PathLike)):
-        with open(table) as f:
-            table = json.load(f)
+        try:
+            with open(table) as f:
+                table = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"latency table {os.fspath(table)!r} does not exist (write one with "
+                              "`anysr bench --json PATH`)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a folder, binary data, not JSON
+            raise ConfigError(f"cannot read latency table {os.fspath(table)!r}: {type(exc).__name__}: {exc}; "
+                              "expected the JSON `anysr bench --json` writes") from None
     if isinstance(table, dict):
         table = table.get("results", table.get("entries"))
     if not isinstance(table, list):
@@ -56,13 +63,21 @@ def load_latency_table(table) -> list:
             raise ConfigError(f"latency table entry {e!r} lacks 'width' / 'median_ms'")
         if e.get("model", "anysr") == "original":
             continue
-        shape = e.get("input_shape") or e.get("lr_size")
-        hw = tuple(int(v) for v in shape[-2:]) if shape else None
-        scale = e.get("scale")
-        if scale is not None and not isinstance(scale, (list, tuple)):
-            scale = (float(scale), float(scale))
-        out.append({"width": float(e["width"]), "hw": hw, "scale": tuple(scale) if scale else None,
-                    "ms": float(e["median_ms"])})
+        try:
+            shape = e.get("input_shape") or e.get("lr_size")
+            hw = tuple(int(v) for v in shape[-2:]) if shape else None
+            scale = e.get("scale")
+            if scale is not None and not isinstance(scale, (list, tuple)):
+                scale = (float(scale), float(scale))
+            scale = tuple(float(v) for v in scale) if scale else None
+            entry = {"width": float(e["width"]), "hw": hw, "scale": scale, "ms": float(e["median_ms"])}
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ConfigError(f"latency table entry {e!r} is malformed ({exc}); expected numbers for 'width', "
+                              "'median_ms', 'scale' and an 'input_shape' list") from None
+        if not (math.isfinite(entry["ms"]) and entry["ms"] >= 0) or (scale and len(scale) != 2):
+            raise ConfigError(f"latency table entry {e!r}: 'median_ms' must be a finite number >= 0 and "
+                              "'scale' a number or an (s_h, s_w) pair")
+        out.append(entry)
     if not out:
         raise ConfigError("the latency table has no AnySR entries")
     return out
@@ -78,8 +93,9 @@ class Budget:
         if gflops is not None and (not isinstance(gflops, (int, float)) or isinstance(gflops, bool)
                                    or not gflops > 0 or not math.isfinite(gflops)):
             raise ConfigError(f"gflops must be a positive number, got {gflops!r}")
-        if latency_table is not None and (latency_ms is None or not latency_ms > 0):
-            raise ConfigError("a latency_table budget needs latency_ms > 0")
+        if latency_table is not None and (not isinstance(latency_ms, (int, float)) or isinstance(latency_ms, bool)
+                                          or not latency_ms > 0 or not math.isfinite(latency_ms)):
+            raise ConfigError(f"a latency_table budget needs latency_ms, a positive finite number; got {latency_ms!r}")
         self.model = unwrap(model)
         self.config = get_state(self.model).config
         self.gflops = gflops

@@ -71,7 +71,10 @@ def load_file(path: str | Path, weights_only: bool = True):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_st
 
-        return load_st(str(path))
+        try:
+            return load_st(str(path))
+        except Exception as exc:  # header / truncation errors (SafetensorError), OSError
+            raise CheckpointError(f"cannot read safetensors file {path}: {type(exc).__name__}: {exc}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # pickle errors, unsafe globals, truncated files
@@ -107,6 +110,23 @@ def strip_wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return out
 
 
+def fit_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor], allow_missing: str | None = None,
+                 shown: int = 4) -> str:
+    """"" when `state_dict` loads into `model`, else one line naming a few missing, unexpected and
+    mis-shaped keys (with shapes).  Keys containing `allow_missing` may be missing."""
+    own = unwrap(model).state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
+                  if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict and not (allow_missing and allow_missing in k)]
+    unexpected = [k for k in state_dict if k not in own]
+    parts = []
+    for title, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{title}: " + ", ".join(keys[:shown]) + (f", ... ({len(keys)} in all)" if len(keys) > shown
+                                                                   else ""))
+    return "; ".join(parts)
+
+
 def load_upstream_checkpoint(model: nn.Module, source, strict: bool = True):
     """Load vanilla upstream weights (a path or a state dict) into an anysrified model.
 
@@ -115,6 +135,9 @@ def load_upstream_checkpoint(model: nn.Module, source, strict: bool = True):
     shape mismatch raises :class:`CheckpointError` listing them.  Returns the
     ``(missing, unexpected)`` key lists.
     """
+    if not isinstance(source, (Mapping, str, os.PathLike)):
+        raise CheckpointError(f"load_upstream_checkpoint needs a checkpoint path or a state dict, got "
+                              f"{type(source).__name__}")
     sd = source if isinstance(source, Mapping) else extract_state_dict(load_file(source))
     sd = strip_wrapper_prefix(sd)
     target = unwrap(model)
@@ -137,4 +160,4 @@ def load_upstream_checkpoint(model: nn.Module, source, strict: bool = True):
 
 
 __all__ = ["atomic_save", "atomic_write_text", "save_safetensors", "load_file", "extract_state_dict",
-           "strip_wrapper_prefix", "load_upstream_checkpoint"]
+           "strip_wrapper_prefix", "load_upstream_checkpoint", "fit_problems"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +24,16 @@ COMPAT_MODES = (None, "official")
 DECODER_KINDS = ("off", "slim")
 
 CONFIG_VERSION = 1
+
+#: torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer
+SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
+#: a width given as float32 (numpy scalar, tensor) matches the configured float64 width to this
+WIDTH_TOLERANCE = 1e-6
+
+
+def _is_bool(value: Any) -> bool:
+    """Python and numpy booleans (numbers.Integral counts True as 1; a config never should)."""
+    return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype")
 
 
 def _fail(name: str, value: Any, why: str) -> None:
@@ -89,9 +100,10 @@ class AnySRConfig:
         if any(y <= x for x, y in zip(b, b[1:])):
             _fail("scale_bounds", b, "bounds must be strictly ascending")
         if self.lam is not None:
-            if isinstance(self.lam, bool) or not isinstance(self.lam, int) or self.lam < 1:
+            if _is_bool(self.lam) or not isinstance(self.lam, numbers.Integral) or self.lam < 1:
                 _fail("lam", self.lam, "must be a positive integer or None (paper default per block)")
-        if isinstance(self.reset_prob, bool) or not isinstance(self.reset_prob, (int, float)):
+            self.lam = int(self.lam)
+        if _is_bool(self.reset_prob) or not isinstance(self.reset_prob, numbers.Real):
             _fail("reset_prob", self.reset_prob, "must be a number in [0, 1]")
         self.reset_prob = float(self.reset_prob)
         if not 0.0 <= self.reset_prob <= 1.0:
@@ -110,9 +122,13 @@ class AnySRConfig:
         if self.decoder == "slim" and self.compat == "official":
             _fail("decoder", self.decoder, "the official release has no slimmable decoder; use decoder='off' "
                   "with compat='official'")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            _fail("seed", self.seed, "must be an integer or None")
-        if isinstance(self.fallback_scale, bool) or not isinstance(self.fallback_scale, (int, float)) \
+        if self.seed is not None:
+            if _is_bool(self.seed) or not isinstance(self.seed, numbers.Integral):
+                _fail("seed", self.seed, "must be an integer or None")
+            self.seed = int(self.seed)
+            if not SEED_MIN <= self.seed <= SEED_MAX:  # what torch.Generator.manual_seed accepts
+                _fail("seed", self.seed, f"must lie in [{SEED_MIN}, {SEED_MAX}] (torch's seed range)")
+        if _is_bool(self.fallback_scale) or not isinstance(self.fallback_scale, numbers.Real) \
                 or not math.isfinite(self.fallback_scale) or self.fallback_scale <= 0:
             _fail("fallback_scale", self.fallback_scale, "must be a positive finite number")
         self.fallback_scale = float(self.fallback_scale)
@@ -126,7 +142,7 @@ class AnySRConfig:
             _fail(name, value, "must be a list of numbers")
         out = []
         for x in value:
-            if isinstance(x, bool) or not isinstance(x, (int, float)):
+            if _is_bool(x) or not isinstance(x, numbers.Real):
                 _fail(name, value, f"entry {x!r} is not a number")
             out.append(float(x))
         return tuple(out)
@@ -164,13 +180,28 @@ class AnySRConfig:
             return self.check_width(width)
         return self.decoder_widths[self.widths.index(self.check_width(width))]
 
-    def check_width(self, width: float) -> float:
+    def check_width(self, width: Any) -> float:
+        """The configured width equal to `width` (a number, numpy scalar or one-element tensor,
+        equal within float32 precision); WidthError for anything else, booleans included."""
         from .errors import WidthError
 
-        for w in self.widths:
-            if abs(float(width) - w) < 1e-9:
-                return w
-        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}")
+        value = width
+        if hasattr(value, "numel") and hasattr(value, "item"):  # a torch tensor
+            if value.numel() != 1 or value.dtype == _torch_bool():
+                raise WidthError(f"width must be one number, got a tensor of shape {tuple(value.shape)} "
+                                 f"({value.dtype}); pass one of {self.widths}")
+            value = value.item()
+        elif hasattr(value, "dtype") and hasattr(value, "item") and getattr(value, "shape", None) == ():
+            value = value.item()  # numpy scalars (np.float32(0.7) -> 0.699999988...)
+        if _is_bool(value) or not isinstance(value, numbers.Real):
+            raise WidthError(f"width must be a number, one of {self.widths}; got {type(width).__name__} {width!r}")
+        value = float(value)
+        if math.isfinite(value):
+            best = min(self.widths, key=lambda w: abs(value - w))
+            if abs(value - best) <= WIDTH_TOLERANCE:
+                return best
+        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}; use one of them "
+                         "(the widths are set in the AnySR config)")
 
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict:
@@ -210,11 +241,19 @@ class AnySRConfig:
     def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
         import yaml
 
-        text = _read_if_file(text_or_path)
+        text, from_file = _read_if_file(text_or_path)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"AnySR config is not valid YAML: {exc}") from None
+            raise ConfigError(f"AnySR config is not valid YAML: {' '.join(str(exc).split())}") from None
+        if isinstance(data, str) and not from_file and "\n" not in text.strip():  # a bare word: a missing file
+            raise ConfigError(f"AnySR config file {text.strip()!r} does not exist (pass a YAML file or YAML text)")
+        if from_file and data is None:  # a truncated or emptied file must not mean "the paper's defaults"
+            raise ConfigError(f"AnySR config file {str(text_or_path)!r} is empty; write its fields (or drop the "
+                              "option for the paper's defaults)")
+        if from_file and not isinstance(data, Mapping):
+            raise ConfigError(f"AnySR config file {str(text_or_path)!r} holds a {type(data).__name__}, not a mapping "
+                              "of AnySRConfig fields (e.g. `widths: [0.5, 1.0]`)")
         if isinstance(data, Mapping) and "anysr" in data and isinstance(data["anysr"], Mapping):
             data = data["anysr"]
         return cls.from_dict(data)
@@ -223,16 +262,33 @@ class AnySRConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _read_if_file(text_or_path: "str | Path") -> str:
-    """The file's text when `text_or_path` names a file, else the string itself (YAML text)."""
+def _read_if_file(text_or_path: "str | Path") -> tuple:
+    """(the file's text, True) when `text_or_path` names a file, else (the string itself, False)."""
+    path = None
     if isinstance(text_or_path, Path):
-        return text_or_path.read_text()
+        path = text_or_path
+    elif not isinstance(text_or_path, str):
+        raise ConfigError(f"AnySR config must be a YAML file path or YAML text, got {type(text_or_path).__name__}")
+    else:
+        try:
+            if "\n" not in text_or_path and Path(text_or_path).exists():
+                path = Path(text_or_path)
+        except OSError:  # e.g. a "name" longer than the file system allows: it is YAML text
+            pass
+    if path is None:
+        return str(text_or_path), False
     try:
-        if "\n" not in text_or_path and Path(text_or_path).is_file():
-            return Path(text_or_path).read_text()
-    except OSError:  # e.g. a "name" longer than the file system allows: it is YAML text
-        pass
-    return str(text_or_path)
+        return path.read_text(), True
+    except FileNotFoundError:
+        raise ConfigError(f"AnySR config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file
+        raise ConfigError(f"cannot read AnySR config file {str(path)!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _torch_bool():
+    import torch
+
+    return torch.bool
 
 
 def channels_at(channels: int, width: float) -> int:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import AnySRConfig
-from .errors import AnySRWarning, NotAnySRError
+from .errors import AnySRWarning, NotAModuleError, NotAnySRError
 from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, in_backward, make_plan,
                    plan_for_block, pop_plans, push_plan, scale_pair)
 
@@ -93,6 +93,8 @@ class AnySRState:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Strip DataParallel / DistributedDataParallel ``.module`` and torch.compile ``._orig_mod``."""
+    if not isinstance(model, nn.Module):
+        raise NotAModuleError.for_value(model)
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module

@@ -282,6 +282,9 @@ def build_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
     from .reference.models import build_reference
 
     if name in BUILTIN_ENCODERS:
+        from .reference.models import _ENCODER_KEYS, check_model_args
+
+        check_model_args(name, kwargs, _ENCODER_KEYS[name])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if name == "edsr-baseline":
@@ -291,11 +294,11 @@ def build_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
             if name == "rdn":
                 return encoders.RDN(**kwargs)
             return encoders.RCAN(**kwargs)
-    try:
-        return build_reference(name, seed=seed, **kwargs)
-    except AnySRError as exc:
-        raise ConfigError(f"unknown model {name!r}; built-in names: {', '.join(builtin_names())} "
-                          f"(or pass a checkpoint) [{exc}]") from None
+    from .reference.models import REFERENCE_NAMES
+
+    if name not in REFERENCE_NAMES:
+        raise ConfigError(f"unknown model {name!r}; built-in names: {', '.join(builtin_names())}")
+    return build_reference(name, seed=seed, **kwargs)
 
 
 def cost_table(model: nn.Module, scales: Iterable, widths="all", hr_size=None, lr_size=None,

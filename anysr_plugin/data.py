@@ -54,15 +54,30 @@ def list_images(folder: Union[str, os.PathLike]) -> List[str]:
     return [os.path.join(folder, n) for n in names]
 
 
+#: Pillow modes of 16-bit greyscale images (PNG, TIFF); ``convert("RGB")`` would clip them to white
+_GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
-    """An image file as a ``(3, H, W)`` float tensor in [0, 1] (converted to RGB, like upstream)."""
+    """An image file as a ``(3, H, W)`` float tensor in [0, 1] (converted to RGB, like upstream).
+
+    16-bit greyscale is divided by 65535 (Pillow's own conversion clips it, which made every
+    such image white); 32-bit integer or float images have no known range and are refused."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if im.mode in _GREY16_MODES or (im.mode == "I" and im.format == "PNG"):
+                grey = np.asarray(im).astype(np.float32) / np.float32(65535)
+                return torch.from_numpy(np.ascontiguousarray(grey)).unsqueeze(0).expand(3, -1, -1).clone()
+            if im.mode in ("I", "F"):
+                raise ImageError(f"cannot read image {path}: Pillow mode {im.mode!r} (32-bit integer or float "
+                                 "samples) has no known value range; save it as an 8- or 16-bit image")
             arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
 
 
@@ -108,13 +123,15 @@ class PairedFolders:
     ``sr-implicit-paired``).  Counts must match.
     """
 
-    def __init__(self, lr_folder, hr_folder, scale: Optional[ScaleArg] = None):
+    def __init__(self, lr_folder, hr_folder, scale: Optional[ScaleArg] = None, first_k: Optional[int] = None):
         self.lr = list_images(lr_folder)
         self.hr = list_images(hr_folder)
         if len(self.lr) != len(self.hr):
             raise ImageError(
                 f"{len(self.lr)} LR images in {lr_folder} but {len(self.hr)} HR images in {hr_folder}"
             )
+        if first_k is not None:  # the first K pairs (counts checked on the whole folders)
+            self.lr, self.hr = self.lr[:first_k], self.hr[:first_k]
         self.scale = None if scale is None else scale_pair(scale)
 
     def __len__(self) -> int:

@@ -64,5 +64,29 @@ class CheckpointError(AnySRError, RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
+class NotAModuleError(AnySRError, TypeError):
+    """A function that takes a model got something else (a path, a state dict ...)."""
+
+    @classmethod
+    def for_value(cls, value, what: str = "model") -> "NotAModuleError":
+        import os
+
+        hint = ""
+        if isinstance(value, (str, os.PathLike)):
+            hint = (f" ({str(value)!r} is a path or a name, not a model: build the model first, load the weights "
+                    "into it (e.g. anysr_plugin.load_upstream_checkpoint), then pass the model)")
+        elif isinstance(value, dict):
+            hint = " (a dict looks like a state dict: load it into the model with model.load_state_dict first)"
+        return cls(f"{what} must be a torch.nn.Module, got {type(value).__name__}{hint}")
+
+
+class RunMismatchError(AnySRError, ValueError):
+    """A rerun into an existing run folder asks for settings other than the run's own."""
+
+
+class TrainingDivergedError(AnySRError, FloatingPointError):
+    """A non-finite loss, gradient or weight appeared during training; the run stopped."""
+
+
 class AnySRWarning(UserWarning):
     """Category of every warning the package emits (filter with warnings.filterwarnings)."""

@@ -92,10 +92,12 @@ def load_dataset(hr: Optional[str] = None, lr: Optional[str] = None, first_k: Op
     when ``hr`` is None or ``"skimage"``), or ``("paired", PairedFolders-like list)``."""
     from .data import ImageFolder, skimage_photos
 
+    if first_k is not None and (isinstance(first_k, bool) or not isinstance(first_k, int) or first_k < 1):
+        raise ConfigError(f"first_k must be a positive integer (or None for all images), got {first_k!r}")
     if lr is not None:
         if hr is None:
             raise ConfigError("paired evaluation needs both --lr and --hr folders")
-        return "paired", (lr, hr)
+        return "paired", (lr, hr, first_k)
     if hr is None or hr == "skimage":
         items = list(skimage_photos().items())
     else:
@@ -115,6 +117,11 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, hr_size, scale=None, width
     """
     from .adapters import adapter_for
 
+    if not isinstance(lr, torch.Tensor) or lr.dim() not in (3, 4) or lr.shape[-3] != 3:
+        raise ConfigError(f"super_resolve needs an RGB LR image (3, h, w) or batch (B, 3, h, w) in [0, 1], got "
+                          f"{tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
     m = unwrap(model)
     m.eval()
     dev = next(m.parameters()).device
@@ -130,8 +137,8 @@ def _pairs_for_scale(kind, data, scale, bicubic: str):
     from .data import PairedFolders, make_lr
 
     if kind == "paired":
-        lr_dir, hr_dir = data
-        for name, lr, hr in PairedFolders(lr_dir, hr_dir, scale):
+        lr_dir, hr_dir, *first_k = data
+        for name, lr, hr in PairedFolders(lr_dir, hr_dir, scale, first_k=first_k[0] if first_k else None):
             yield name, lr, hr
         return
     for name, hr in data:
@@ -154,6 +161,11 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
     from .metrics import LPIPSMetric, psnr
 
     kind, items = data if isinstance(data, tuple) and data and data[0] in ("hr", "paired") else ("hr", data)
+    if kind == "hr" and not all(isinstance(it, (tuple, list)) and len(it) == 2 and isinstance(it[1], torch.Tensor)
+                                for it in items):
+        raise ConfigError("evaluate's data must be load_dataset(...) or a list of (name, (3, H, W) HR tensor) pairs")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
     if model is None and baseline is None:
         raise ConfigError("nothing to evaluate: give a model or baseline='bicubic'")
     if baseline not in (None, "bicubic"):
@@ -174,7 +186,14 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
                 if mode in ("subnet", "full", "budget"):
                     runs.append((mode, None))
                 else:
-                    runs.append((f"width {float(mode):g}", cfg.check_width(float(mode))))
+                    if isinstance(mode, str):
+                        try:
+                            mode = float(mode)
+                        except ValueError:
+                            raise ConfigError(f"unknown mode {mode!r}; use 'subnet', 'full', 'budget' or a "
+                                              f"width {cfg.widths}") from None
+                    width = cfg.check_width(mode)
+                    runs.append((f"width {width:g}", width))
     if any(r[0] == "budget" for r in runs) and budget_gflops is None:
         raise ConfigError("mode 'budget' needs budget_gflops")
     counter = MacCounter(model) if (model is not None and count_gflops) else None
@@ -185,6 +204,10 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
 
         budget = Budget(model, gflops=budget_gflops)
     scales = parse_scales(scales)
+    below = [s for s in scales if min(s) < 1]
+    if below:  # the LR would be larger than the HR: a PSNR of that means nothing
+        raise ScaleError(f"scale {_scale_out(below[0])} is below 1 (a downscale); super-resolution is evaluated at "
+                         "scales >= 1 (s_h and s_w)")
     bar = None
     if progress:
         from tqdm import tqdm

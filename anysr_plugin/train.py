@@ -53,10 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, RunMismatchError, TrainingDivergedError
 
 PAPER_SCALE_GROUPS = ((1.1, 1.7), (1.8, 2.5), (2.6, 3.2), (3.3, 4.0))
 CHECKPOINT_NAME = "last.pt"
+#: TrainConfig fields a resumed run may change: how long it trains, how often it saves or logs, where
+#: it runs; every other field shapes the data, the schedule or the random draws and must match
+RESUME_MAY_CHANGE = ("epochs", "steps", "save_every", "log_every", "device", "progress")
 
 
 @dataclass
@@ -86,6 +89,20 @@ class TrainConfig:
     grad_clip: float | None = None
 
     def __post_init__(self):
+        for name in ("patch", "batch_size", "repeat", "epochs", "lr_step_epochs", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"TrainConfig.{name} must be an integer, got {value!r}")
+        if self.seed < 0:  # numpy's SeedSequence draws every step's randomness; it takes no negative seed
+            raise ConfigError(f"TrainConfig.seed must be >= 0, got {self.seed}")
+        for name in ("lr", "lr_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"TrainConfig.{name} must be a finite number, got {value!r}")
+        if self.sample_q is not None and self.sample_q < 1:
+            raise ConfigError(f"sample_q must be >= 1 (or None for every HR pixel), got {self.sample_q}")
+        if self.save_every is not None and self.save_every < 1:
+            raise ConfigError(f"save_every must be >= 1 (or None for once an epoch), got {self.save_every}")
         if self.patch < 2 or self.batch_size < 1:
             raise ConfigError(f"patch ({self.patch}) must be >= 2 and batch_size ({self.batch_size}) >= 1")
         if self.steps is not None and self.steps < 0:
@@ -124,6 +141,11 @@ def load_hr_images(source) -> list:
         images = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in source]
     if not images:
         raise ConfigError(f"no training images found in {source!r}")
+    for i, img in enumerate(images):
+        if not (isinstance(img, torch.Tensor) and img.dim() == 3 and img.shape[0] == 3 and img.is_floating_point()):
+            what = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else \
+                type(img).__name__
+            raise ConfigError(f"training image {i} is a {what}; give (3, H, W) float tensors in [0, 1] or image paths")
     return images
 
 
@@ -231,8 +253,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, images, config: TrainConfig | None = None,
                  out_dir: str | os.PathLike | None = None, dist_info: DistInfo | None = None,
-                 record: bool = False, callback: Callable | None = None):
+                 record: bool = False, callback: Callable | None = None, run_info: dict | None = None):
         self.cfg = config or TrainConfig()
+        self.run_info = run_info  # what built the model (e.g. the CLI's --model / --model-arg), saved and compared
         self.images = load_hr_images(images)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.dist = dist_info or DistInfo()
@@ -258,6 +281,13 @@ class Trainer:
                             f"scale group {t + 1} ({lo}-{hi}) is not inside the config's width bounds "
                             f"{self.state.config.scale_bounds}: scale {s} maps to width "
                             f"{self.state.config.width_for_scale(s)}, not {widths[t]}")
+        top = max(hi for _, hi in self.cfg.scale_groups) if self.anysr else self.cfg.scale_max
+        need = round(self.cfg.patch * top)  # the largest HR crop a sample can draw (checked now, not mid-run)
+        small = [tuple(im.shape[-2:]) for im in self.images if min(im.shape[-2:]) < need]
+        if small:
+            raise ConfigError(f"{len(small)} of {len(self.images)} training images (e.g. {small[0][0]}x{small[0][1]}) "
+                              f"are smaller than the {need}x{need} crop that patch {self.cfg.patch} at scale {top:g} "
+                              "needs; use a smaller patch or larger images")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr)
         self.net = model
@@ -271,6 +301,7 @@ class Trainer:
         self.total_steps = self.cfg.steps if self.cfg.steps is not None else self.cfg.epochs * self.steps_per_epoch
         self.save_every = self.cfg.save_every or self.steps_per_epoch
         self.step = 0
+        self._saved_step: int | None = None  # step of the checkpoint on disk (None: none written or resumed)
         self._perm_cache: dict = {}
 
     # -- schedule ------------------------------------------------------------
@@ -355,7 +386,10 @@ class Trainer:
         loss.backward()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        # after backward, so every DDP rank sees the same (all-reduced) gradients and stops together
+        self._require_finite(step, loss, [p.grad for p in self.params if p.grad is not None], "gradients")
         self.optimizer.step()
+        self._require_finite(step, None, self.params, "weights")
         rec = {"step": step, "loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
         if self.anysr:
             widths = seen.get("widths", [])
@@ -363,6 +397,20 @@ class Trainer:
                 widths = widths * len(groups)
             rec.update(groups=groups, widths=widths, scales=scales.tolist())
         return rec
+
+    def _require_finite(self, step: int, loss, tensors: list, what: str) -> None:
+        """TrainingDivergedError (before anything is saved) on a non-finite loss or tensor.  Under DDP
+        only the all-reduced gradients and the weights decide (equal on every rank, so all stop)."""
+        loss_ok = loss is None or bool(torch.isfinite(loss.detach()).all())
+        tensors_ok = not tensors or bool(torch.isfinite(torch.stack(torch._foreach_norm(
+            [t.detach() for t in tensors]))).all())
+        if tensors_ok and (loss_ok or self.dist.world > 1):
+            return
+        bad = f"the loss is {float(loss.detach()):g}" if not loss_ok else f"the {what} hold inf or nan"
+        kept = (f"the last good checkpoint {self.checkpoint_path} (step {self._saved_step}) is kept"
+                if self._saved_step is not None else "no checkpoint of this run was written")
+        raise TrainingDivergedError(f"training diverged at step {step} (lr {self.lr_at(step):g}): {bad}; stopped "
+                                    f"and {kept}; lower the learning rate (or set grad_clip) and rerun")
 
     # -- checkpoints ------------------------------------------------------------
     @property
@@ -372,7 +420,9 @@ class Trainer:
     def state_dict(self) -> dict:
         d = {"kind": "anysr_plugin.finetune", "step": self.step, "epoch": self.step // self.steps_per_epoch,
              "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-             "train_config": self.cfg.to_dict(), "world": self.dist.world}
+             "train_config": self.cfg.to_dict(), "world": self.dist.world, "images": len(self.images)}
+        if self.run_info is not None:
+            d["run"] = dict(self.run_info)
         if self.anysr:
             d["anysr_config"] = self.state.config.to_dict()
         return d
@@ -383,7 +433,36 @@ class Trainer:
         from .checkpoint import atomic_save
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        return atomic_save(self.state_dict(), self.checkpoint_path)
+        path = atomic_save(self.state_dict(), self.checkpoint_path)
+        self._saved_step = self.step
+        return path
+
+    def resume_mismatch(self, ckpt: dict) -> list:
+        """``"field: run X, now Y"`` for every setting in which checkpoint `ckpt` differs from this
+        trainer (model, AnySR config, training config, weights' shapes); empty when it may resume."""
+        from .checkpoint import fit_problems
+
+        diffs = []
+        saved_run, now_run = ckpt.get("run"), self.run_info
+        if isinstance(saved_run, dict) and now_run is not None:
+            diffs += [f"{k}: run {saved_run.get(k)!r}, now {now_run.get(k)!r}"
+                      for k in sorted(set(saved_run) | set(now_run)) if saved_run.get(k) != now_run.get(k)]
+        saved_a = ckpt.get("anysr_config")
+        now_a = self.state.config.to_dict() if self.anysr else None
+        if (saved_a is None) != (now_a is None):
+            diffs.append(f"AnySR: run {'AnySR' if saved_a else 'plain (no AnySR)'}, "
+                         f"now {'AnySR' if now_a else 'plain (no AnySR)'}")
+        elif now_a is not None:
+            diffs += [f"anysr.{k}: run {saved_a.get(k)!r}, now {v!r}" for k, v in now_a.items() if saved_a.get(k) != v]
+        if "images" in ckpt and ckpt["images"] != len(self.images):
+            diffs.append(f"training images: run {ckpt['images']}, now {len(self.images)}")
+        saved_t, now_t = ckpt.get("train_config") or {}, self.cfg.to_dict()
+        diffs += [f"train.{k}: run {saved_t[k]!r}, now {v!r}" for k, v in now_t.items()
+                  if k not in RESUME_MAY_CHANGE and k in saved_t and saved_t[k] != v]
+        problems = fit_problems(self.model, ckpt.get("model") or {})
+        if problems:
+            diffs.append(f"model weights: {problems}")
+        return diffs
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
         """Load ``path`` (default ``out_dir/last.pt``); False when there is nothing to resume."""
@@ -398,9 +477,15 @@ class Trainer:
         if ckpt.get("world", 1) != self.dist.world:
             raise CheckpointError(f"{path} was written by a {ckpt.get('world')}-process run; resume it with "
                                   f"the same number of processes (now {self.dist.world}) to keep the data order")
+        diffs = self.resume_mismatch(ckpt)
+        if diffs:
+            raise RunMismatchError(f"{path} belongs to a run trained with other settings, so it cannot resume "
+                                   f"under these ({'; '.join(diffs)}); rerun with the run's settings to continue it, "
+                                   "or give another output folder for a new run")
         self.model.load_state_dict(ckpt["model"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
+        self._saved_step = self.step
         return True
 
     # -- loop ---------------------------------------------------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import device, nonnegative_int, output_file, positive_int, width_list
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..cost import add_model_arguments
@@ -25,17 +27,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--lr-size", default="96x96", help="LR input size HxW (default 96x96)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--scales", nargs="+", default=["2"], help="scales (whole SR models upsample to LR x s)")
-    p.add_argument("--widths", default="all", help="'all' or e.g. 0.5,0.7,1.0")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--widths", type=width_list("all"), default="all", help="'all' or e.g. 0.5,0.7,1.0")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--warmup", type=nonnegative_int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=10)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall-clock, or process CPU time (robust to other load; use with --threads 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the results as JSON")
     p.set_defaults(run=run)
     return p
 

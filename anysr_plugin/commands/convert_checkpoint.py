@@ -26,15 +26,18 @@ import argparse
 import json
 from pathlib import Path
 
+from ._args import output_path
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "convert-checkpoint", help="AnySR checkpoint <-> standalone safetensors + YAML; official release -> ours",
         description=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="checkpoint to convert (.pth/.pt or .safetensors)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output (.safetensors or .pth)")
+    p.add_argument("-o", "--out", type=output_path, required=True, help="output (.safetensors or .pth)")
     p.add_argument("--spec", type=Path, default=None, help="model spec YAML for a .safetensors input "
                    "(default: the input's .yaml sibling)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files (never the input)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--official", action="store_true", help="the input is an official AnySR release checkpoint")
     g.add_argument("--to-official", action="store_true", help="write our checkpoint with the release's key names")
@@ -58,7 +61,10 @@ def read_checkpoint(path: Path, spec_path: Path | None = None):
         spec_path = spec_path or path.with_suffix(".yaml")
         if not spec_path.is_file():
             raise CheckpointError(f"{path}: its model spec {spec_path} is missing (pass --spec FILE)")
-        data = yaml.safe_load(spec_path.read_text())
+        try:
+            data = yaml.safe_load(spec_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{spec_path}: not a readable YAML model spec ({type(exc).__name__})") from None
         spec = data.get("model", data) if isinstance(data, dict) else None
         if not isinstance(spec, dict) or "name" not in spec:
             raise CheckpointError(f"{spec_path}: expected a model spec ({{model: {{name, args, anysr}}}})")
@@ -87,10 +93,35 @@ def write_checkpoint(out: Path, spec: dict, sd: dict) -> list:
     return [out]
 
 
+def output_paths(out: Path) -> list:
+    """Every file :func:`write_checkpoint` writes for `out` (a .safetensors gets a .yaml beside it)."""
+    return [out, out.with_suffix(".yaml")] if _is_safetensors(out) else [out]
+
+
+def check_outputs(args) -> None:
+    """Refuse to write over the input (or its spec) ever, and over any existing file without --force."""
+    import os
+
+    from ..errors import CheckpointError
+
+    inputs = [p for p in (args.input, args.spec or (args.input.with_suffix(".yaml") if _is_safetensors(args.input)
+                                                    else None)) if p is not None and p.exists()]
+    for out in output_paths(args.out):
+        if out.exists() and out.is_dir():
+            raise CheckpointError(f"output {out} is a folder; give a file name (.safetensors or .pth)")
+        same = [p for p in inputs if out.resolve() == p.resolve() or (out.exists() and os.path.samefile(out, p))]
+        if same:
+            raise CheckpointError(f"output {out} is the input file {same[0]}; writing it would destroy the input "
+                                  "(its optimizer state and epoch): choose another -o")
+        if out.exists() and not args.force:
+            raise CheckpointError(f"output {out} already exists; choose another -o or pass --force to overwrite it")
+
+
 def run(args) -> int:
     from ..errors import CheckpointError
     from .. import official
 
+    check_outputs(args)
     spec, sd = read_checkpoint(args.input, args.spec)
     if args.official:
         kind = official.official_state_dict_kind(sd)

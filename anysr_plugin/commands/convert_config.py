@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import floats
+from ._args import floats, output_path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("upstream", nargs="?", type=Path, default=None, help="the upstream training YAML")
     p.add_argument("--method", required=True, help="liif, lte, srno, metasr, arbsr")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output YAML")
+    p.add_argument("-o", "--out", required=True, type=output_path, help="output YAML")
     p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
                    help="vanilla pretrained checkpoint to fine-tune from (recorded in the config)")
     p.add_argument("--repo", type=Path, default=None, metavar="DIR",
@@ -67,6 +67,10 @@ def run(args) -> int:
 
     if args.anysr_config is not None and not args.anysr_config.is_file():
         raise AnySRError(f"--anysr-config {args.anysr_config}: file does not exist")
+    for given in (args.upstream, args.anysr_config, args.init_from):  # never write over an input
+        if given is not None and given.exists() and args.out.exists() and args.out.samefile(given):
+            raise AnySRError(f"-o {args.out} is the input file {given}; writing it would destroy the input: "
+                             "choose another -o")
     cfg = anysr_config_from_args(args)
     options = {}
     if args.init_from is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import floats
+from ._args import device, nonnegative_int, positive_float, positive_floats, positive_int, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,19 +28,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "not written by anysr is refused unless --force")
     p.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     p.add_argument("--quick", action="store_true", help="tiny model and few steps: a smoke test under 2 minutes")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data and Algorithm 1 (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of initialisation, data and Algorithm 1 (default 0)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda[:N] (default cpu)")
     g = p.add_argument_group("size and schedule (defaults: the small CPU demo; --quick shrinks them)")
-    g.add_argument("--n-resblocks", type=int, default=None, help="EDSR residual blocks (default 4; paper 16)")
-    g.add_argument("--n-feats", type=int, default=None, help="EDSR channels (default 32; paper 64)")
-    g.add_argument("--pretrain-steps", type=int, default=None, help="pretraining steps (default 1500)")
-    g.add_argument("--finetune-steps", type=int, default=None, help="Algorithm-1 fine-tune steps (default 400)")
-    g.add_argument("--finetune-lr", type=float, default=None, help="fine-tune lr (default 1e-4; paper 1e-5 for "
+    g.add_argument("--n-resblocks", type=positive_int, default=None, help="EDSR residual blocks (default 4; paper 16)")
+    g.add_argument("--n-feats", type=positive_int, default=None, help="EDSR channels (default 32; paper 64)")
+    g.add_argument("--pretrain-steps", type=nonnegative_int, default=None, help="pretraining steps (default 1500)")
+    g.add_argument("--finetune-steps", type=nonnegative_int, default=None, help="Algorithm-1 fine-tune steps (default 400)")
+    g.add_argument("--finetune-lr", type=positive_float, default=None, help="fine-tune lr (default 1e-4; paper 1e-5 for "
                    "500 epochs)")
-    g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (default 0.6)")
+    g.add_argument("--reset-prob", type=probability, default=None, help="Algorithm 1 reset probability p (default 0.6)")
     g.add_argument("--gate", choices=("identity", "paper"), default=None, help="gate kind (default identity)")
-    g.add_argument("--scales", type=floats, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
-    g.add_argument("--eval-size", type=int, default=None, help="centre crop of the test photographs (default 144)")
+    g.add_argument("--scales", type=positive_floats, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
+    g.add_argument("--eval-size", type=positive_int, default=None, help="centre crop of the test photographs (default 144)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
     return p

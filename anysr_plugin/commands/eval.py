@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import device, eval_mode, output_file, positive_float, positive_int
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..cost import add_model_arguments
@@ -36,20 +38,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_arguments(p, default="liif-edsr-baseline")
     p.add_argument("--hr", default=None, help="folder of HR images (default: the scikit-image photographs)")
     p.add_argument("--lr", default=None, help="folder of LR images paired with --hr (by sorted order)")
-    p.add_argument("--first-k", type=int, default=None, help="only the first K images")
+    p.add_argument("--first-k", type=positive_int, default=None, help="only the first K images")
     p.add_argument("--scales", nargs="+", default=["2", "3", "4"], help="2, 2.5, 1.5x3 (s_h x s_w), 6 ... 30")
-    p.add_argument("--modes", nargs="+", default=["subnet", "full"], help="subnet, full, budget, or widths")
-    p.add_argument("--budget-gflops", type=float, default=None, help="budget of mode 'budget' (GFLOPs per image)")
+    p.add_argument("--modes", nargs="+", type=eval_mode, default=["subnet", "full"], help="subnet, full, budget, or widths")
+    p.add_argument("--budget-gflops", type=positive_float, default=None, help="budget of mode 'budget' (GFLOPs per image)")
     p.add_argument("--protocol", choices=("benchmark", "div2k"), default="benchmark")
     p.add_argument("--bicubic", choices=("pil", "matlab"), default="pil", help="how LR images are made")
     p.add_argument("--baseline", choices=("bicubic",), default=None, help="also evaluate bicubic upscaling")
     p.add_argument("--baseline-only", action="store_true", help="evaluate only the baseline (no model)")
     p.add_argument("--lpips", action="store_true", help="also compute LPIPS (AlexNet)")
     p.add_argument("--lpips-weights", default=None, metavar="PATH", help="local LPIPS / AlexNet weights file")
-    p.add_argument("--chunk", type=int, default=30000, help="HR pixels per query chunk (memory bound)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, metavar="PATH", help="write {'results': [...]} here")
-    p.add_argument("--plot", default=None, metavar="PNG", help="PSNR-vs-GFLOPs plot (default: next to --json)")
+    p.add_argument("--chunk", type=positive_int, default=30000, help="HR pixels per query chunk (memory bound)")
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write {'results': [...]} here")
+    p.add_argument("--plot", type=output_file, default=None, metavar="PNG", help="PSNR-vs-GFLOPs plot (default: next to --json)")
     p.set_defaults(run=run)
     return p
 

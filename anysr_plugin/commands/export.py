@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import output_file
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..cost import add_model_arguments
@@ -37,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scale", default=None, help="fold this scale (2, 2.5, 1.5x3) into the gates")
     p.add_argument("--part", choices=("model", "encoder"), default="model", help="export the whole model or the encoder")
     p.add_argument("--lr-size", default="48x48", help="example LR size HxW for tracing (default 48x48)")
-    p.add_argument("-o", "--out", required=True, help="output file (.pt/.ts, .pt2, .onnx, .pth, .safetensors)")
+    p.add_argument("-o", "--out", type=output_file, required=True, help="output file (.pt/.ts, .pt2, .onnx, .pth, .safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the export with the slimmable model")
     p.set_defaults(run=run)
     return p
@@ -85,6 +87,8 @@ def run(args) -> int:
         print(f"max |export - slimmable| = {diff:.3g}")
         if not diff <= 1e-4:
             raise ConfigError(f"the exported sub-network differs from the slimmable one by {diff:.3g}")
+    if graph:  # a missing output folder is created, as for .pth / .safetensors
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if ext in (".pt", ".ts"):
         with torch.no_grad():
             traced = torch.jit.trace(sub, call, check_trace=False)

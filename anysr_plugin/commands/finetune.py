@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._args import floats
+from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
 def _kv(text: str):
@@ -46,19 +46,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="pretrained (vanilla upstream or anysr) weights to start from")
     p.add_argument("--no-anysr", action="store_true", help="train the plain model (upstream-style pretraining)")
     g = p.add_argument_group("schedule (default: the paper's)")
-    g.add_argument("--epochs", type=int, default=500)
-    g.add_argument("--steps", type=int, default=None, help="total steps; overrides --epochs")
-    g.add_argument("--lr", type=float, default=1e-5)
-    g.add_argument("--lr-step-epochs", type=int, default=200, help="halve the lr every N epochs")
-    g.add_argument("--batch-size", type=int, default=16, help="per process")
-    g.add_argument("--patch", type=int, default=None, help="LR patch (default 48 LIIF, 128 SRNO)")
-    g.add_argument("--sample-q", type=int, default=2304, help="LIIF queries per sample")
-    g.add_argument("--repeat", type=int, default=20, help="dataset repeats per epoch")
-    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints (default: an epoch)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    g.add_argument("--epochs", type=nonnegative_int, default=500)
+    g.add_argument("--steps", type=nonnegative_int, default=None, help="total steps; overrides --epochs")
+    g.add_argument("--lr", type=positive_float, default=1e-5)
+    g.add_argument("--lr-step-epochs", type=positive_int, default=200, help="halve the lr every N epochs")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="per process")
+    g.add_argument("--patch", type=positive_int, default=None, help="LR patch (default 48 LIIF, 128 SRNO)")
+    g.add_argument("--sample-q", type=positive_int, default=2304, help="LIIF queries per sample")
+    g.add_argument("--repeat", type=positive_int, default=20, help="dataset repeats per epoch")
+    g.add_argument("--save-every", type=positive_int, default=None, help="steps between checkpoints (default: an epoch)")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
+    g.add_argument("--device", type=device, default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     a = p.add_argument_group("Algorithm 1")
-    a.add_argument("--reset-prob", type=float, default=0.6, help="p (default 0.6)")
+    a.add_argument("--reset-prob", type=probability, default=0.6, help="p (default 0.6)")
     a.add_argument("--gate", choices=("identity", "paper"), default="identity")
     a.add_argument("--interweave", choices=("interleave", "concat", "none"), default="interleave")
     a.add_argument("--widths", type=floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
@@ -72,17 +72,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    """Everything (arguments, model, weights, data, the run folder's saved settings) is validated
+    before the first file is written, so a refused rerun leaves the run folder as it was."""
     import os
 
     import torch
 
     from ..checkpoint import load_upstream_checkpoint, atomic_write_text
     from ..config import AnySRConfig
-    from ..errors import ConfigError
+    from ..errors import ConfigError, RunMismatchError
     from ..injection import anysrify
     from ..reference.models import build_reference
     from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out!r} is a file; give a folder (new, or a run folder to resume)")
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
@@ -91,6 +95,7 @@ def run(args) -> int:
     dist = init_distributed(device)
     model = build_reference(args.model, seed=args.seed, **dict(args.model_arg))
     is_srno = args.model.startswith("srno")
+    cfg = None
     if not args.no_anysr:
         over = {k: v for k, v in dict(widths=args.widths, scale_bounds=args.scale_bounds).items() if v is not None}
         cfg = AnySRConfig(reset_prob=args.reset_prob, gate=args.gate, interweave=args.interweave, seed=args.seed,
@@ -98,8 +103,6 @@ def run(args) -> int:
         model = anysrify(model, cfg)  # cfg.seed: gate init identical on every rank
         if args.init_from:  # vanilla upstream weights (anysr_* keys keep their identity start) or anysr weights
             load_upstream_checkpoint(model, args.init_from)
-        if dist.main:
-            atomic_write_text(os.path.join(args.out, "anysr.yaml"), cfg.to_yaml())
     elif args.init_from:
         load_upstream_checkpoint(model, args.init_from)
     groups = PAPER_SCALE_GROUPS
@@ -111,9 +114,30 @@ def run(args) -> int:
                        sample_q=args.sample_q, repeat=args.repeat, epochs=args.epochs, steps=args.steps, lr=args.lr,
                        lr_step_epochs=args.lr_step_epochs, scale_groups=groups, asymmetric=args.asymmetric,
                        seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)
-    trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist)
-    if trainer.resume() and dist.main:
+    run_info = {"model": args.model, "model_args": {k: v for k, v in args.model_arg}}
+    trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist, run_info=run_info)
+    resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
+    yaml_path = os.path.join(args.out, "anysr.yaml")
+    if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
+        raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
+                               "overwrite it: give another --out")
+    if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
+        try:
+            saved = AnySRConfig.from_yaml(yaml_path).to_dict()
+        except ConfigError as exc:
+            raise RunMismatchError(f"{yaml_path} exists but is not a readable AnySR config ({exc}); "
+                                   "give another --out for a new run") from None
+        now = cfg.to_dict() if cfg is not None else {}
+        diffs = [f"anysr.{k}: run {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+        if args.no_anysr:
+            diffs = ["AnySR: run AnySR (anysr.yaml), now plain (--no-anysr)"]
+        if diffs:
+            raise RunMismatchError(f"{args.out} holds a run with other AnySR settings ({'; '.join(diffs)}); rerun "
+                                   "with them, or give another --out for a new run")
+    if resumed and dist.main:
         print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
+    if cfg is not None and dist.main and not os.path.isfile(yaml_path):  # validated: the first write
+        atomic_write_text(yaml_path, cfg.to_yaml())
     trainer.run()
     if dist.main:
         from ..checkpoint import atomic_save

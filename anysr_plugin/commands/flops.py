@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import output_file, width_list
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..cost import add_model_arguments
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--scales", nargs="+", default=["2", "3", "4"], help="scales (2, 2.5, 1.5x3 = s_h x s_w)")
-    p.add_argument("--widths", default="policy",
+    p.add_argument("--widths", type=width_list("policy", "all"), default="policy",
                    help="'policy' (the scale group's width, Table IV's dagger rows), 'all', or e.g. 0.5,1.0")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--hr-size", default=None, help="fixed HR size HxW (default 400x600: consistent pixel size)")
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--part", choices=("model", "encoder"), default="model",
                    help="count the whole call or only the encoder (Table IV counts the encoder)")
     p.add_argument("--no-blocks", action="store_true", help="omit the per-block table")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the tables as JSON")
+    p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the tables as JSON")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="stdout format")
     p.set_defaults(run=run)
     return p

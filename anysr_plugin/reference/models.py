@@ -14,6 +14,7 @@ Coordinates follow LIIF's ``make_coord``: pixel centres in [-1, 1], last axis
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -87,6 +88,38 @@ _WRAPPER_KEYS = {
     "srno": {"width", "blocks"},
 }
 
+_POSITIVE_INTS = {"n_resblocks", "n_feats", "G0", "D", "C", "G", "RDNkSize", "n_resgroups", "reduction", "width",
+                  "blocks"}
+_POSITIVE_NUMBERS = {"res_scale", "rgb_range"}
+_BOOLS = {"shared_act", "local_ensemble", "feat_unfold", "cell_decode", "imnet"}
+
+
+def check_model_args(name: str, kwargs: Mapping[str, Any], allowed: set) -> None:
+    """ConfigError naming the first unknown or ill-typed size argument of model `name`
+    (``--model-arg n_resblocks=abc`` must not reach a constructor)."""
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"{name}: unknown argument(s) {unknown}; it takes {sorted(allowed)}")
+    for k, v in kwargs.items():
+        if k in _POSITIVE_INTS:
+            ok, what = isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"
+        elif k in _POSITIVE_NUMBERS:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            what = "a positive number"
+        elif k in _BOOLS:
+            ok, what = isinstance(v, bool), "true or false"
+        elif k == "RDNconfig":
+            ok, what = v in ("A", "B"), "'A' or 'B'"
+        elif k == "hidden_list":
+            ok = isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
+                                                      for x in v)
+            what = "a list of positive integers, e.g. [256,256]"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{name}: argument {k}={v!r} must be {what}")
+
+
 REFERENCE_NAMES = tuple(f"{w}-{e}" for w in ("liif", "srno") for e in ENCODERS
                         if not (w == "srno" and e not in ("edsr-baseline", "rdn")))
 
@@ -112,6 +145,7 @@ def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
     if unknown:
         raise ConfigError(f"build_reference({name!r}): unknown argument(s) {unknown}; encoder takes "
                           f"{sorted(enc_keys)}, {wrapper} takes {sorted(wrap_keys)}")
+    check_model_args(name, kwargs, enc_keys | wrap_keys)
     enc_spec = {"name": encoder, "args": {"no_upsampling": True,
                                           **{k: v for k, v in kwargs.items() if k in enc_keys}}}
     wargs = {k: v for k, v in kwargs.items() if k in wrap_keys}

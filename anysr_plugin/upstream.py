@@ -32,6 +32,7 @@ import copy
 import functools
 import json
 import sys
+import types
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -163,13 +164,14 @@ def _cuda_follows_device(fn):
 
 
 def follow_device(model: nn.Module) -> nn.Module:
-    """Make the upstream's hard-wired ``.cuda()`` calls follow the model's device (on its
-    class: ``forward``, ``gen_feat``, ``query_rgb``)."""
+    """Make the upstream's hard-wired ``.cuda()`` calls follow the model's device, for this
+    instance only (``forward``, ``gen_feat``, ``query_rgb`` bound on the instance: the
+    upstream class stays untouched; deep copies rebind to the copy)."""
     cls = type(model)
     for name in ("forward", "gen_feat", "query_rgb"):
-        fn = cls.__dict__.get(name) or getattr(cls, name, None)
-        if callable(fn) and not getattr(fn, "_anysr_cuda_guard", False):
-            setattr(cls, name, _cuda_follows_device(fn))
+        fn = getattr(cls, name, None)
+        if callable(fn) and not getattr(model.__dict__.get(name), "_anysr_cuda_guard", False):
+            model.__dict__[name] = types.MethodType(_cuda_follows_device(fn), model)
     return model
 
 

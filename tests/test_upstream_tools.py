@@ -307,3 +307,14 @@ def test_safetensors_export_round_trip(tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(sub(x, coord, cell, scale=(1.5, 2.2)), ref, atol=1e-5)
     assert not math.isnan(float(ref.mean()))
+
+
+def test_built_models_leave_the_upstream_class_untouched(repos):
+    """The `.cuda()` guard is bound on the instance: the repo's class keeps its own methods."""
+    r = repos["srno"]
+    original, model, _ = build_from_repo(r["repo"], r["ckpt"])
+    for m in (original, model):
+        cls = type(m)
+        assert all(not getattr(cls.__dict__.get(n), "_anysr_cuda_guard", False)
+                   for n in ("forward", "gen_feat", "query_rgb"))
+        assert getattr(m.__dict__.get("forward"), "_anysr_cuda_guard", False)

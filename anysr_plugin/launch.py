@@ -106,12 +106,15 @@ def cpu_shim():
 
     torch.Tensor.cuda, torch.nn.Module.cuda, torch.load = tensor_cuda, module_cuda, load
     torch.utils.data.DataLoader = _CpuDataLoader
+    saved_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     try:
         yield
     finally:
         torch.Tensor.cuda, torch.nn.Module.cuda, torch.load = saved
         torch.utils.data.DataLoader = saved_loader
+        if saved_visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
 
 
 def _claims_anysr_without_gates(obj) -> bool:

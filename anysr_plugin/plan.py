@@ -35,6 +35,7 @@ import collections
 import contextlib
 import contextvars
 import math
+import numbers
 import sys
 from typing import Iterator
 
@@ -63,9 +64,20 @@ def scale_pair(scale) -> tuple:
     return sh, sw
 
 
+def _is_number(value) -> bool:
+    """A real number, numpy scalars and 0-d tensors included; never a bool."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and value.dtype != torch.bool
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return False
+    return isinstance(value, numbers.Real)
+
+
 def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
     """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
     if isinstance(scale, torch.Tensor):
+        if scale.dtype == torch.bool or scale.is_complex():
+            raise ScaleError(f"a scale tensor must hold real numbers, got dtype {scale.dtype}")
         t = scale.detach().to(device=device, dtype=torch.float32)
         if t.dim() == 0:
             t = t.reshape(1, 1).expand(1, 2)
@@ -75,10 +87,9 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
             t = t[:, None].expand(-1, 2)
         elif not (t.dim() == 2 and t.shape[1] == 2):
             raise ScaleError(f"a scale tensor must be 0-d, (2,) or (B, 2); got shape {tuple(scale.shape)}")
-    elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
+    elif _is_number(scale):
         t = torch.tensor([[float(scale), float(scale)]], device=device)
-    elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) for s in scale):
+    elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(_is_number(s) for s in scale):
         t = torch.tensor([[float(scale[0]), float(scale[1])]], device=device)
     else:
         raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {scale!r}")

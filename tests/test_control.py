@@ -237,3 +237,27 @@ def test_torch_compile_after_anysrify_matches_eager():
     with anysr.use_width(compiled, 0.7), anysr.use_scale(compiled, 2.0), torch.no_grad():
         with anysr.use_width(model, 0.7), anysr.use_scale(model, 2.0):
             torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_numpy_and_0d_tensor_scales_are_numbers():
+    import numpy as np
+
+    from anysr_plugin.control import as_scale_tensor
+    from anysr_plugin.errors import ScaleError
+
+    for s in (np.float32(2.0), np.int64(2), torch.tensor(2.0), (np.float64(2.0), torch.tensor(2))):
+        assert as_scale_tensor(s).tolist() == [[2.0, 2.0]]
+    for bad in (True, np.bool_(True), torch.tensor(True), "2"):
+        with pytest.raises(ScaleError):
+            as_scale_tensor(bad)
+
+
+def test_cpu_shim_restores_the_environment(monkeypatch):
+    import os
+
+    from anysr_plugin.launch import cpu_shim
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with cpu_shim():
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ

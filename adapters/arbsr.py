@@ -7,7 +7,7 @@
   ``scale2`` = width) right before ``net(x)``; :func:`~anysr_plugin.adapters.metasr.wrap_set_scale`
   records the pair, :meth:`ArbSRAdapter.scale_from_call` returns it as the (1, 2) tensor
   ``(s_h, s_w)`` per sample of the batch, asymmetric scales included (the width group uses
-  ``max(s_h, s_w)``; Algorithm 1's reset is drawn per sample, DESIGN 2.6).
+  ``max(s_h, s_w)``; Algorithm 1's reset is drawn per sample, docs/design.md item 6).
   Fallback: the ``scale`` / ``scale2`` attributes upstream's ``set_scale`` writes.
 * Launcher: the shims of the EDSR-PyTorch family (see ``adapters/metasr.py``) with the
   replacement loader seeded as ``sys.modules['data.dataloader']`` (first-epoch integer

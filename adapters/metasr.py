@@ -9,7 +9,7 @@ Meta-SR's wrapper ``model.Model.forward(x, idx_scale, pos_mat)`` calls
 same signature that calls the original and records the resulting scale pair on the net
 (``net._anysr_call_scale``); :meth:`MetaSRAdapter.scale_from_call` returns it for the
 next forward, one row per sample of the batch (Algorithm 1's full-width reset is then
-drawn per sample, DESIGN 2.6; in eval every sample shares the width and the sliced path runs).  Fallback (a net anysrified outside the launcher, never hooked): the first
+drawn per sample, docs/design.md item 6; in eval every sample shares the width and the sliced path runs).  Fallback (a net anysrified outside the launcher, never hooked): the first
 column of ``pos_mat`` (``1/s``, prepended by ``Trainer.input_matrix_wpn``), rounded to 1e-4.
 
 The launcher (``anysr launch metasr -- main.py ...``)
@@ -152,7 +152,7 @@ def wrap_set_scale(net: nn.Module, contract: str) -> nn.Module:
 def per_sample(scale: "torch.Tensor | None", args: tuple) -> "torch.Tensor | None":
     """Expand a (1, 2) batch scale to (B, 2) for the input batch ``args[0]``.
 
-    Meta-SR / ArbSR draw one scale per batch, but DESIGN 2.6 applies Algorithm 1 per
+    Meta-SR / ArbSR draw one scale per batch, but we apply Algorithm 1 per
     sample: with a (B, 2) scale the core draws the full-width reset for every sample (a
     training batch may then mix widths: the masked path); in eval all samples share the
     width and the sliced path runs."""

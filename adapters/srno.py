@@ -1,7 +1,7 @@
 """Adapter for SRNO (``sronet``, 2y7c3/Super-Resolution-Neural-Operator), also the model
 the official AnySR release fine-tunes.
 
-Same contract as LIIF (research/upstream-liif-family.md sections 3.5, 4.2, 8):
+Same contract as LIIF (docs/upstream.md, "LIIF family"):
 ``forward(inp, coord, cell)`` with ``coord`` (B, H, W, 2) and ``cell`` (B, 2), so the
 per-sample scale is ``2 / (cell * (H_lr, W_lr))`` (see ``adapters/liif.py``); the blocks
 live in ``model.encoder`` (EDSR-baseline or RDN: ``conv00`` hard-codes a 64-channel

@@ -16,7 +16,6 @@ The helpers (:func:`predict`, :func:`evaluate`, :func:`prepare_out_dir` ...) are
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math

@@ -35,7 +35,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from .control import anysr_blocks, as_scale_tensor, get_state, unwrap, use_scale, use_width
+from .control import anysr_blocks, as_scale_tensor, get_state, unwrap, use_width
 from .cost import MacCounter, call_inputs, encoder_of
 from .errors import ConfigError, ScaleError
 

@@ -8,7 +8,7 @@ Every SR paper's first table row is "Bicubic".  On Set5 the widely reported valu
 LR = MATLAB ``imresize(HR, 1/s, 'bicubic')``, SR = ``imresize(LR, s, 'bicubic')``).
 This script computes exactly that with :func:`anysr_plugin.imresize.imresize_matlab`
 (both ways) and :func:`anysr_plugin.metrics.psnr` (``protocol="benchmark"``), so with a
-real Set5 ``HR`` folder it reproduces those numbers (DESIGN.md §5 asks for 0.05 dB).
+real Set5 ``HR`` folder it reproduces those numbers (our target: within 0.05 dB).
 Measured on the Set5 HR PNGs shipped in the Meta-SR repository: 33.67 / 30.40 / 28.43 dB
 (``--method pil`` gives the same to 0.01 dB), i.e. within 0.01 dB.  Our MATLAB resize is
 bit-exact against MATLAB-made Set5 LR files at x2/x3/x4; the 0.01 dB left comes from the

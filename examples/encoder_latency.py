@@ -4,7 +4,7 @@ EDSR-baseline encoder (16 ResBlocks, 64 channels) on a 1x3x96x96 input, eval mod
 grad; widths 0.5 / 0.7 / 0.9 / 1.0 of the anysrified copy and the original encoder are
 timed side by side in ONE process, interleaved, after warm-up; medians are compared.
 
-DESIGN.md section 5 targets: full width <= 1.05x the original, width 0.7 (the x2
+Targets: full width <= 1.05x the original, width 0.7 (the x2
 sub-network) <= 0.80x (its FLOPs ratio is 0.697).
 
     python examples/encoder_latency.py [--repeats 30] [--warmup 5] [--size 96] [--threads N] [--clock wall|cpu] [--json out.json]

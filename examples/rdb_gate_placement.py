@@ -1,4 +1,4 @@
-"""Where should the gate sit in an RDN block?  Measure it (DESIGN 2.8).
+"""Where should the gate sit in an RDN block?  Measure it (docs/design.md, RDB).
 
 One pretrained reference LIIF-RDN is fine-tuned with Algorithm 1 in four ways and every
 variant is evaluated as AnySR-dagger (the width each scale selects) at x1.5 / x2 / x3 / x4:

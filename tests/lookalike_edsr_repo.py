@@ -1,6 +1,6 @@
 """Write look-alike EDSR-PyTorch-family repositories (Meta-SR, ArbSR) into a folder.
 
-Written here from the documented facts (shared/research/upstream-metasr-arbsr.md), not
+Written here from the documented facts (docs/upstream.md, "EDSR-PyTorch family"), not
 copied: the same module names, class names, attribute names, state_dict key patterns,
 call signatures and quirks the adapters must survive, at toy sizes so a whole
 ``main.py`` run takes about a second on a CPU.

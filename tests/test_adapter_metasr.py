@@ -184,7 +184,7 @@ def test_wrap_errors(nets):
 
 
 def test_training_mixed_widths_backward(nets):
-    """One scale per batch, but Algorithm 1's reset is drawn per sample (DESIGN 2.6): a
+    """One scale per batch, but Algorithm 1's reset is drawn per sample (docs/design.md item 6): a
     training batch mixes widths; gradients reach the gates.  In eval one width per batch."""
     net = build(nets, "metardn")
     wrap_set_scale(net, "index")

@@ -1,8 +1,7 @@
 """Look-alike encoders of the upstream repos, written here from the documented facts.
 
 They mirror the upstream class names, attribute names, state_dict key patterns and
-forward semantics (research/upstream-liif-family.md section 2, upstream-metasr-arbsr.md
-section 1.3) so the plugin is tested on exactly the structures it meets upstream:
+forward semantics (docs/upstream.md) so the plugin is tested on exactly the structures it meets upstream:
 
 * ``EDSR``: ``sub_mean``/``add_mean`` (unused in forward, as in LIIF), ``head.0``,
   ``body.{i}.body.{0,2}`` ResBlocks with ``res_scale``, trailing ``body.{n}`` conv;

@@ -1,6 +1,6 @@
 """A look-alike of upstream LIIF (``liif:models/liif.py``) and its ``mlp`` imnet.
 
-Written here from the documented facts (research/upstream-liif-family.md section 3.1):
+Written here from the documented facts (docs/upstream.md):
 
 * ``LIIF(encoder_spec, imnet_spec=None, local_ensemble=True, feat_unfold=True,
   cell_decode=True)``; also accepts a ready ``encoder=`` module (our addition).

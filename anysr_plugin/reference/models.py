@@ -1,7 +1,7 @@
 """Builders of the reference look-alike models by name, and LIIF's coordinate helpers.
 
-Written here from the documented upstream facts (research/upstream-liif-family.md
-sections 1-4); no upstream code is copied.  Upstream builds every model through a
+Written here from the documented upstream facts (docs/upstream.md); no upstream code
+is copied.  Upstream builds every model through a
 registry from a spec ``{'name': ..., 'args': {...}}``; :func:`make` mirrors that for
 the encoders and wrappers defined in this package, and :func:`build_reference` is the
 convenient front door::
@@ -15,7 +15,7 @@ Coordinates follow LIIF's ``make_coord``: pixel centres in [-1, 1], last axis
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn

@@ -52,6 +52,8 @@ class LaunchContext:
     init_from: Path | None = None
     #: messages printed by the hooks go here (stderr by default; tests capture them)
     log: object = None
+    #: the user's modules imported before the script runs (``--import``: their own block types)
+    imports: list = field(default_factory=list)
     #: run every AnySR model built by the hooks at this fixed width (``--width``; e.g. 1.0 = the
     #: full network at every scale, the paper's AnySR-double-dagger rows); None = by scale
     width: float | None = None
@@ -154,6 +156,37 @@ def honest_saves():
         torch.save = original
 
 
+def import_user_modules(specs) -> list:
+    """Import the user's modules named by ``--import`` (a ``.py`` file or a dotted module name,
+    looked up from the current folder / the repo root), so what they register at import --
+    block types (``anysr_plugin.register_block_type``), adapters -- exists before any model
+    is built.  Returns the modules; a module that cannot be imported is a one-line error."""
+    import importlib
+    import importlib.util
+
+    modules = []
+    for spec in specs or ():
+        spec = str(spec)
+        try:
+            if spec.endswith(".py"):
+                path = Path(spec).resolve()
+                if not path.is_file():
+                    raise AnySRError(f"--import {spec}: file does not exist")
+                loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(loader_spec)
+                sys.modules[path.stem] = module
+                loader_spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(spec)
+        except AnySRError:
+            raise
+        except Exception as exc:
+            raise AnySRError(f"--import {spec}: importing it failed ({type(exc).__name__}: {exc}); pass a .py "
+                             "file or a module importable from the current folder") from None
+        modules.append(module)
+    return modules
+
+
 def run(ctx: LaunchContext) -> int:
     """Run ``ctx.script`` as ``__main__`` inside the upstream repo with the adapter installed."""
     from .adapters import get_adapter
@@ -171,6 +204,7 @@ def run(ctx: LaunchContext) -> int:
     os.chdir(repo)
     try:
         with cpu_shim() if ctx.cpu else contextlib.nullcontext(), honest_saves():
+            import_user_modules(ctx.imports)  # e.g. the user's own block types, registered on import
             adapter.install(ctx)
             try:
                 runpy.run_path(str(script), run_name="__main__")

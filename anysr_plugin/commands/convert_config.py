@@ -28,6 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=None, metavar="DIR",
                    help="the upstream repository: build the model on the meta device with its registry and list "
                         "what will be converted (needed for model or encoder names AnySR does not know)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this module (a .py file or a dotted name) first, e.g. one that registers your own "
+                        "block types with anysr_plugin.register_block_type (use with --repo); repeatable")
     p.add_argument("--paper-schedule", action="store_true",
                    help="the paper's fine-tune schedule: Adam lr 1e-5 halved every 200 epochs, 500 epochs")
     g = p.add_argument_group("AnySR options (default: the paper's)")
@@ -71,6 +74,9 @@ def run(args) -> int:
         if given is not None and given.exists() and args.out.exists() and args.out.samefile(given):
             raise AnySRError(f"-o {args.out} is the input file {given}; writing it would destroy the input: "
                              "choose another -o")
+    from ..launch import import_user_modules
+
+    import_user_modules(args.imports)
     cfg = anysr_config_from_args(args)
     options = {}
     if args.init_from is not None:

@@ -43,6 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fix the sub-network width of every call (1.0 = the full network at every scale, the "
                         "paper's AnySR-double-dagger evaluation); the gates still see each call's scale. The one "
                         "way to fix the width, for all five methods; default: the width of each call's scale")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this module (a .py file or a dotted name) before the script runs, e.g. one that "
+                        "registers your own block types with anysr_plugin.register_block_type; repeatable")
     p.set_defaults(run=run, accepts_remainder=True)
     return p
 
@@ -88,5 +91,6 @@ def run(args) -> int:
     if not script_path.is_absolute():
         script_path = (repo / script_path) if (repo / script_path).is_file() else script_path.resolve()
     ctx = LaunchContext(method=args.method, repo=repo, script=script_path, argv=list(argv), cpu=args.cpu,
-                        anysr_config=cfg, init_from=init, width=args.width)
+                        anysr_config=cfg, init_from=init, width=args.width,
+                        imports=list(args.imports))
     return launch_run(ctx)

@@ -37,7 +37,8 @@ from torch.utils._pytree import tree_flatten
 
 from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
 
-__all__ = ["bench_candidates", "bench_widths", "peak_memory", "format_markdown", "Candidate"]
+__all__ = ["bench_candidates", "bench_widths", "peak_memory", "format_markdown", "Candidate",
+           "finetune_step_report", "format_finetune_markdown"]
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -238,3 +239,203 @@ def format_markdown(report: dict) -> str:
 
 def dumps(report: dict) -> str:
     return json.dumps(report, indent=2)
+
+
+# ---------------------------------------------------------------------------
+# fine-tune step: AnySR (Algorithm 1) vs the vanilla model's training step
+
+
+def _synthetic_images(n: int, size: int, seed: int = 0) -> list:
+    """Smooth random HR images (low-frequency noise upsampled): data only the cost depends on."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g)
+    imgs = torch.nn.functional.interpolate(base, size=(size, size), mode="bicubic", align_corners=False)
+    return list(imgs.clamp(0, 1))
+
+
+def _module_key(root: nn.Module, part: nn.Module) -> str:
+    """FlopCounterMode's name of ``part`` (``"<RootClass>.<path>"``; the root: ``"Global"``)."""
+    if part is root:
+        return "Global"
+    for name, m in root.named_modules():
+        if m is part:
+            return f"{type(root).__name__}.{name}"
+    raise ValueError("part is not a sub-module of root")  # pragma: no cover - internal
+
+
+def _encoder_of(model: nn.Module) -> nn.Module:
+    """The encoder, as the model's method adapter names it (its block root)."""
+    from .adapters import adapter_for
+
+    return adapter_for(model).block_root(unwrap(model))
+
+
+def finetune_step_report(original: nn.Module, variants: dict, batch: int = 16, patch: int = 48,
+                         sample_q: int | None = 2304, device="cpu", warmup: int = 1, repeats: int = 5,
+                         memory_steps: int = 3, threads: Optional[int] = None, clock: str = "wall",
+                         seed: int = 0, image_size: int | None = None, progress: bool = False) -> dict:
+    """One training step (forward, L1 loss, backward, Adam) of ``original`` (plain training,
+    scale U[1, 4] per sample) and of each AnySR model in ``variants`` (``{name: model}``,
+    Algorithm 1 as its config says), side by side in one process.
+
+    * time: interleaved rounds (each round runs one step of every candidate, rotated order),
+      ``warmup`` untimed, median and quartiles of ``repeats``; batches are made beforehand;
+    * peak memory: ``memory_steps`` further steps per candidate (peak above the level before
+      the step: activations, gradients, temporaries; median over the steps);
+    * MACs (FlopCounterMode, forward + backward): counted on the same memory steps, whole
+      model and encoder (the adapter's block root); and, for the AnySR models, the expected
+      encoder MACs of a step under the config's width mix, from per-width counts on one sample
+      (the grouped path's cost is the sum over samples; the masked path's is not, so its
+      expectation is its counted full-size cost).
+    Widths drawn in the timed steps are reported, so every figure can be checked.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .control import anysr_blocks as _blocks
+    from .train import TrainConfig, Trainer
+
+    device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    timer = CLOCKS[clock]
+    image_size = image_size or max(patch * 4 + 8, 64)
+    images = _synthetic_images(4, image_size, seed)
+    steps = warmup + repeats + memory_steps
+    cfg = TrainConfig(patch=patch, batch_size=batch, sample_q=sample_q, steps=10 ** 9, lr=1e-5, progress=False,
+                      seed=seed, device=str(device), augment=False)
+    cands = {"vanilla": original, **variants}
+    trainers, cached = {}, {}
+    for name, model in cands.items():
+        t = Trainer(model.to(device), images, cfg)
+        cached[name] = [t.batch(s) for s in range(steps)]
+        t.batch = (lambda step, _c=cached[name]: _c[step])  # data preparation is not timed
+        trainers[name] = t
+    times = {n: [] for n in cands}
+    widths = {n: [] for n in cands}
+    total = warmup + repeats
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total * len(cands) + memory_steps * len(cands), desc="finetune step", unit="step")
+    names = list(cands)
+    for r in range(total):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            _sync(device)
+            t0 = timer()
+            rec = trainers[name].train_step(r)
+            _sync(device)
+            dt = timer() - t0
+            if r >= warmup:
+                times[name].append(dt * 1e3)
+                widths[name].append(rec.get("widths"))
+            if bar is not None:
+                bar.update(1)
+    peaks, macs, enc_macs = {n: [] for n in cands}, {n: [] for n in cands}, {n: [] for n in cands}
+    mem_widths = {n: [] for n in cands}
+    for name in names:
+        model = unwrap(cands[name])
+        enc_key = _module_key(model, _encoder_of(model))
+        for s in range(total, steps):
+            counter = FlopCounterMode(display=False)
+            recs = []
+            with counter:
+                peaks[name].append(peak_memory(lambda: recs.append(trainers[name].train_step(s)), device))
+            mem_widths[name].append(recs[0].get("widths"))
+            counts = counter.get_flop_counts()
+            macs[name].append(counter.get_total_flops() // 2)
+            enc_macs[name].append(sum(counts.get(enc_key, {}).values()) // 2)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    # expected encoder MACs per step under Algorithm 1's width mix, from one-sample counts
+    expected = {}
+    one = TrainConfig(**{**cfg.to_dict(), "batch_size": 1})
+    for name, model in cands.items():
+        if name == "vanilla" or not _blocks(model):
+            continue
+        state = get_state(model)
+        conf = state.config
+        if conf.mixed_path == "masked" or conf.compat is not None:
+            continue
+        twin = _copy_for_counting(model)
+        t = Trainer(twin, images, one)
+        per_width = {}
+        key = _module_key(unwrap(twin), _encoder_of(twin))
+        for w in conf.widths:
+            counter = FlopCounterMode(display=False)
+            with use_width(twin, w), counter:
+                t.train_step(0)
+            per_width[w] = sum(counter.get_flop_counts().get(key, {}).values()) // 2
+        T, p = len(conf.widths), conf.reset_prob
+        prob = {w: (1 - p) / T for w in conf.widths[:-1]}
+        prob[conf.widths[-1]] = 1 / T + (T - 1) / T * p
+        expected[name] = {"per_sample_encoder_macs": {str(w): v for w, v in per_width.items()},
+                          "width_prob": {str(w): v for w, v in prob.items()},
+                          "expected_encoder_macs_per_step": batch * sum(prob[w] * per_width[w] for w in prob)}
+    van_t = statistics.median(times["vanilla"])
+    van_m = statistics.median(peaks["vanilla"])
+    van_e = statistics.mean(enc_macs["vanilla"])
+    van_w = statistics.mean(macs["vanilla"])
+    results = []
+    for name in names:
+        med = statistics.median(times[name])
+        p25, p75 = _quantiles(times[name])
+        e = statistics.mean(enc_macs[name])
+        row = {"name": name, "median_ms": med, "p25_ms": p25, "p75_ms": p75, "time_ratio": med / van_t,
+               "peak_mem_bytes": statistics.median(peaks[name]), "peak_mem_max_bytes": max(peaks[name]),
+               "mem_ratio": statistics.median(peaks[name]) / van_m,
+               "encoder_macs_counted": e, "encoder_mac_ratio_counted": e / van_e,
+               "model_macs_counted": statistics.mean(macs[name]),
+               "model_mac_ratio_counted": statistics.mean(macs[name]) / van_w,
+               "widths_timed_steps": widths[name] if name != "vanilla" else None,
+               "widths_memory_steps": mem_widths[name] if name != "vanilla" else None}
+        if name in expected:
+            row.update(expected[name])
+            row["encoder_mac_ratio_expected"] = expected[name]["expected_encoder_macs_per_step"] / van_e
+            per = {float(w): v for w, v in expected[name]["per_sample_encoder_macs"].items()}
+            drawn = [sum(per[w] for w in (ws if len(ws) == batch else ws * batch)) for ws in widths[name] if ws]
+            if drawn:  # the timed steps' own width draws, at the per-sample counts (grouped: a sum)
+                row["encoder_mac_ratio_timed_steps"] = statistics.mean(drawn) / van_e
+        if name != "vanilla":
+            conf = get_state(cands[name]).config
+            row.update(reset=conf.reset, mixed_path=conf.mixed_path, reset_prob=conf.reset_prob)
+        results.append(row)
+    return {"device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "clock": clock, "warmup": warmup, "repeats": repeats,
+            "memory_steps": memory_steps, "batch": batch, "patch": patch, "sample_q": sample_q,
+            "results": results}
+
+
+def _copy_for_counting(model: nn.Module) -> nn.Module:
+    from .cost import safe_deepcopy
+
+    return safe_deepcopy(unwrap(model))
+
+
+def format_finetune_markdown(report: dict) -> str:
+    lines = [f"device: {report['device']} ({report.get('cpu', '')}), torch {report['torch']}, "
+             f"{report['threads']} threads, {report['clock']} clock; batch {report['batch']}, LR patch "
+             f"{report['patch']}, {report['sample_q']} queries/sample; {report['warmup']} warm-up + "
+             f"{report['repeats']} interleaved timed steps, {report['memory_steps']} memory/MAC steps",
+             "",
+             "| step | reset | mixed path | median ms | p25-p75 ms | time ratio | peak MiB | mem ratio | "
+             "encoder GMACs (counted) | encoder ratio (counted) | encoder ratio (timed steps) | "
+             "encoder ratio (expected) | whole-model ratio (counted) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        exp = r.get("encoder_mac_ratio_expected")
+        timed = r.get("encoder_mac_ratio_timed_steps")
+        lines.append(f"| {r['name']} | {r.get('reset', '-')} | {r.get('mixed_path', '-')} | {r['median_ms']:.0f} | "
+                     f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f} | {r['time_ratio']:.3f} | "
+                     f"{r['peak_mem_bytes'] / 2**20:.0f} | {r['mem_ratio']:.3f} | "
+                     f"{r['encoder_macs_counted'] / 1e9:.1f} | {r['encoder_mac_ratio_counted']:.3f} | "
+                     f"{'-' if timed is None else f'{timed:.3f}'} | "
+                     f"{'-' if exp is None else f'{exp:.3f}'} | {r['model_mac_ratio_counted']:.3f} |")
+    lines += ["", "counted: FlopCounterMode over the memory steps (forward + backward); timed steps: the widths "
+              "the timed steps drew, at per-sample counts; expected: over the config's width distribution "
+              "(group uniform, reset p); the grouped path's cost is the sum of its samples' costs."]
+    return "\n".join(lines)

@@ -22,6 +22,8 @@ INTERWEAVE_KINDS = ("interleave", "concat", "none")
 RDB_GATE_PLACES = ("first", "last")
 COMPAT_MODES = (None, "official")
 DECODER_KINDS = ("off", "slim")
+RESET_MODES = ("sample", "batch")
+MIXED_PATHS = ("auto", "grouped", "masked")
 
 CONFIG_VERSION = 1
 
@@ -52,6 +54,18 @@ class AnySRConfig:
                   features); None = each block type's ``default_lam`` (paper: 4 EDSR/RCAB,
                   8 RDB; 4 RRDB).
     reset_prob    Algorithm 1 line 4: probability a training sample runs the full network.
+    reset         "sample": one reset draw per sample (upstream LIIF/LTE/SRNO pipelines draw a
+                  scale per sample, so each sample is its own Algorithm-1 draw; batches mix widths
+                  and run the mixed path).  "batch": one draw per iteration, as Algorithm 1 is
+                  written; with one scale group per batch (Meta-SR / ArbSR trainers, or
+                  ``anysr finetune`` with this setting) every batch then runs ONE sub-network on
+                  the sliced path (cheapest step), at the price of noisier per-step updates.
+    mixed_path    how a batch whose samples need different widths runs: "grouped" (each width
+                  group's sliced convolutions on its sub-batch: fewer MACs, less memory),
+                  "masked" (full-size convolutions with per-sample channel masks: static shapes),
+                  "auto" (grouped in training and on maps >= 32x32 pixels; masked on smaller maps
+                  without gradients and under torch.compile, where masked keeps shapes static).
+                  Both are exact (equal to running every sample alone); see blocks/base.py.
     gate          "identity": 2*sigmoid with fc2 zero-initialised, so conversion preserves the
                   function exactly; "paper": sigmoid with default init.
     interweave    "interleave" (paper), "concat" (ablation "w/o FI"), "none" (ablation "w/o ASE").
@@ -78,6 +92,8 @@ class AnySRConfig:
     compat: str | None = None
     decoder: str = "off"
     decoder_widths: tuple | None = None
+    reset: str = "sample"
+    mixed_path: str = "auto"
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -108,6 +124,8 @@ class AnySRConfig:
         self.reset_prob = float(self.reset_prob)
         if not 0.0 <= self.reset_prob <= 1.0:
             _fail("reset_prob", self.reset_prob, "must lie in [0, 1]")
+        self._choice("reset", RESET_MODES)
+        self._choice("mixed_path", MIXED_PATHS)
         self._choice("gate", GATE_KINDS)
         self._choice("interweave", INTERWEAVE_KINDS)
         self._choice("rdb_gate", RDB_GATE_PLACES)

@@ -6,8 +6,9 @@ Width precedence, per call (decided in :mod:`anysr_plugin.plan`):
    (found at conversion, see ``adapters/structure.py``) reads from the call
    (``cell``, ``set_scale``, a ``scale`` argument ...);
    ``eval()``: the scale group's width (``config.width_for_scale(max(s_h, s_w))``);
-   ``train()``: Algorithm 1 per sample, the group's width reset to full with
-   probability ``reset_prob``, drawn from the model's seedable generator;
+   ``train()``: Algorithm 1, the group's width reset to full with probability
+   ``reset_prob``, drawn from the model's seedable generator once per sample
+   (``config.reset="sample"``) or once per call (``"batch"``, as Algorithm 1 is written);
 3. no scale known: the full network, with one warning.
 
 A fixed width fixes only the width: the gates still see the call's scale.

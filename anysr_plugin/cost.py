@@ -43,6 +43,12 @@ def count_flops(model: nn.Module, *inputs, width: float | None = None, scale=Non
     ``width`` fixes the sub-network, ``scale`` gives the scale explicitly (both only for
     AnySR models).  Runs in eval mode without gradients; the model's mode is restored.
     """
+    return count_flops_by_module(model, *inputs, width=width, scale=scale, **kwargs)[""]
+
+
+def count_flops_by_module(model: nn.Module, *inputs, width: float | None = None, scale=None, **kwargs) -> dict:
+    """:func:`count_flops` split by module: ``{module path: MACs}``, ``""`` = the whole call
+    (a module's MACs include its sub-modules'; modules that ran no conv/linear are absent)."""
     was_training = model.training
     model.eval()
     try:
@@ -54,7 +60,11 @@ def count_flops(model: nn.Module, *inputs, width: float | None = None, scale=Non
             counter = FlopCounterMode(display=False)
             with torch.no_grad(), counter:
                 model(*inputs, **kwargs)
-        return counter.get_total_flops() // 2
+        root = type(model).__name__ + "."
+        out = {name[len(root):]: sum(per_op.values()) // 2 for name, per_op in counter.get_flop_counts().items()
+               if name.startswith(root)}
+        out[""] = counter.get_total_flops() // 2
+        return out
     finally:
         model.train(was_training)
 
@@ -129,6 +139,10 @@ class MacCounter:
         return shapes, width, None if scale is None else tuple(torch.as_tensor(scale).flatten().tolist())
 
     def __call__(self, *inputs, width=None, scale=None, call_kwargs=None) -> int:
+        return self.by_module(*inputs, width=width, scale=scale, call_kwargs=call_kwargs)[""]
+
+    def by_module(self, *inputs, width=None, scale=None, call_kwargs=None) -> dict:
+        """MACs per module path of one call (:func:`count_flops_by_module`; ``""`` = whole)."""
         call_kwargs = dict(call_kwargs or {})
         key = self._key(inputs, width, scale, call_kwargs)
         if key in self._cache:
@@ -139,13 +153,13 @@ class MacCounter:
             try:
                 if self._twin is None:
                     self._twin = meta_twin(self.model)
-                macs = count_flops(self._twin, *_to_meta(inputs), **kw, **_to_meta(call_kwargs))
+                macs = count_flops_by_module(self._twin, *_to_meta(inputs), **kw, **_to_meta(call_kwargs))
             except AnySRError:
                 raise
             except Exception:  # a model that needs real data (e.g. .item() on a tensor)
                 self.use_meta = False
         if macs is None:
-            macs = count_flops(self.model, *inputs, **kw, **call_kwargs)
+            macs = count_flops_by_module(self.model, *inputs, **kw, **call_kwargs)
         self._cache[key] = macs
         return macs
 
@@ -260,9 +274,17 @@ def default_inputs(model: nn.Module) -> Callable:
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
-    """The module holding the blocks (LIIF / SRNO ``encoder``), else the model."""
-    enc = getattr(unwrap(model), "encoder", None)
-    return enc if isinstance(enc, nn.Module) else unwrap(model)
+    """The encoder as the model's method adapter names it (its block root: LIIF / SRNO
+    ``encoder``; the whole net for Meta-SR / ArbSR nets and bare encoders)."""
+    from .adapters import adapter_for
+
+    return adapter_for(model).block_root(unwrap(model))
+
+
+def encoder_path(model: nn.Module) -> str:
+    """Module path of :func:`encoder_of` inside the model (``""``: the model itself)."""
+    enc, root = encoder_of(model), unwrap(model)
+    return next(name for name, m in root.named_modules() if m is enc)
 
 
 #: built-in reference models by name (the ``--model`` of ``anysr flops / bench / eval / export``)
@@ -352,6 +374,77 @@ def cost_table(model: nn.Module, scales: Iterable, widths="all", hr_size=None, l
             conv = sum(b.conv_macs_per_pixel(w) for b in anysr_blocks(model)) * lr[0] * lr[1]
             rows.append(CostRow((sh, sw), w, "anysr", lr, hr, params, macs, 2 * macs / 1e9, macs / ref, conv))
     return rows
+
+
+@dataclass
+class SplitRow:
+    """Whole-model and encoder MACs of one call, original vs AnySR (where AnySR pays off).
+
+    ``encoder_share``: the encoder's part of the original's whole-model MACs; ``blocks_share``:
+    the part inside the blocks AnySR slims; ``model_ratio``: AnySR whole-model MACs over the
+    original's (``1 - model_ratio`` is the saving)."""
+
+    scale: tuple
+    width: float
+    lr_size: tuple
+    hr_size: tuple
+    original_macs: int
+    original_encoder_macs: int
+    original_blocks_macs: int
+    macs: int
+    encoder_macs: int
+    blocks_macs: int
+    encoder_share: float
+    blocks_share: float
+    encoder_ratio: float
+    model_ratio: float
+
+
+def cost_split(model: nn.Module, original: nn.Module, scales: Iterable, widths="policy", hr_size=None,
+               lr_size=None, use_meta: bool = True) -> list:
+    """:class:`SplitRow` per scale and width: whole-model MACs (the call the method adapter
+    builds, :func:`call_inputs`), the encoder's part (the adapter's block root) and the
+    blocks' part, each from the per-module split of the same counted call."""
+    if hr_size is None and lr_size is None:
+        hr_size = PAPER_HR_SIZE
+    cfg = get_state(model).config
+    names = {id(m): n for n, m in unwrap(model).named_modules()}
+    block_paths = [names[id(b)] for b in anysr_blocks(model)]
+    enc, orig_enc = encoder_path(model), encoder_path(original)
+    counter, orig_counter = MacCounter(model, use_meta), MacCounter(original, use_meta)
+    rows = []
+    for scale in scales:
+        sh, sw = scale_pair(scale)
+        lr, hr = sizes_for((sh, sw), hr_size, lr_size)
+        ref = orig_counter.by_module(*call_inputs(original, lr, hr))
+        ref_blocks = sum(ref.get(p, 0) for p in block_paths)
+        inputs = call_inputs(model, lr, hr)
+        if widths == "all":
+            ws = list(cfg.widths)
+        elif widths == "policy":
+            ws = [cfg.width_for_scale(max(sh, sw))]
+        else:
+            ws = [cfg.check_width(w) for w in widths]
+        for w in ws:
+            got = counter.by_module(*inputs, width=w, scale=(sh, sw))
+            rows.append(SplitRow((sh, sw), w, lr, hr, ref[""], ref.get(orig_enc, 0), ref_blocks, got[""],
+                                 got.get(enc, 0), sum(got.get(p, 0) for p in block_paths),
+                                 ref.get(orig_enc, 0) / ref[""], ref_blocks / ref[""],
+                                 got.get(enc, 0) / max(1, ref.get(orig_enc, 0)), got[""] / ref[""]))
+    return rows
+
+
+def split_to_markdown(rows: Sequence[SplitRow]) -> str:
+    lines = ["| scale | width | LR | original GMACs (whole / encoder) | encoder share | blocks share | "
+             "AnySR GMACs (whole / encoder) | encoder ratio | whole-model ratio | whole-model saving |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {_fmt_scale(r.scale)} | {r.width:g} | {r.lr_size[0]}x{r.lr_size[1]} | "
+                     f"{r.original_macs / 1e9:.2f} / {r.original_encoder_macs / 1e9:.2f} | "
+                     f"{100 * r.encoder_share:.1f}% | {100 * r.blocks_share:.1f}% | "
+                     f"{r.macs / 1e9:.2f} / {r.encoder_macs / 1e9:.2f} | {r.encoder_ratio:.3f} | "
+                     f"{r.model_ratio:.3f} | {100 * (1 - r.model_ratio):.1f}% |")
+    return "\n".join(lines)
 
 
 def add_model_arguments(p, default: str = "edsr-baseline") -> None:
@@ -464,11 +557,13 @@ def blocks_to_markdown(rows: Sequence[BlockCost], first_only: bool = True) -> st
     return "\n".join(lines)
 
 
-def to_json(rows: Sequence, blocks: Sequence = ()) -> str:
-    return json.dumps({"rows": [asdict(r) for r in rows], "blocks": [asdict(b) for b in blocks]}, indent=2)
+def to_json(rows: Sequence, blocks: Sequence = (), split: Sequence = ()) -> str:
+    return json.dumps({"rows": [asdict(r) for r in rows], "blocks": [asdict(b) for b in blocks],
+                       "split": [asdict(r) for r in split]}, indent=2)
 
 
-__all__ = ["count_flops", "count_params", "MacCounter", "meta_twin", "safe_deepcopy", "call_inputs",
+__all__ = ["count_flops", "count_flops_by_module", "encoder_path", "cost_split", "SplitRow", "split_to_markdown",
+           "count_params", "MacCounter", "meta_twin", "safe_deepcopy", "call_inputs",
            "encoder_of", "build_model", "builtin_names", "BUILTIN_ENCODERS", "block_costs", "BlockCost", "cost_table",
            "CostRow", "sizes_for", "rows_to_markdown", "blocks_to_markdown", "to_json", "PAPER_HR_SIZE",
            "gate_macs"]

@@ -84,8 +84,9 @@ class InterweavingGate(nn.Module):
         key = (n, device)
         if key not in self._layouts:
             feat, scale, length = interleave_layout(self.channels, n, self.lam, self.interweave)
-            self._layouts[key] = (torch.tensor(feat, dtype=torch.long, device=device),
-                                  torch.tensor(scale, dtype=torch.long, device=device), length)
+            with torch.inference_mode(False):  # a cache made in inference mode must serve training too
+                self._layouts[key] = (torch.tensor(feat, dtype=torch.long, device=device),
+                                      torch.tensor(scale, dtype=torch.long, device=device), length)
         return self._layouts[key]
 
     def activation(self, z: torch.Tensor) -> torch.Tensor:
@@ -127,6 +128,53 @@ class InterweavingGate(nn.Module):
         h = F.relu(F.linear(x, self.fc1.weight, self.fc1.bias))
         z = F.linear(h, self.fc2.weight, self.fc2.bias)
         return self.activation(z)[:, :, None, None] * mask
+
+
+class _GatedActivation(torch.autograd.Function):
+    """``act(h * g)`` for a gate ``g > 0`` and ``act`` ReLU or LeakyReLU, saving only its
+    output and ``g``: autograd's ``act(h * g)`` also keeps ``h`` (for ``dL/dg``), one extra
+    feature map per gated block.  Both activations are positively homogeneous, so with
+    ``z = h * g``: ``dL/dh = act'(z) dy g`` and ``dL/dg = sum_hw act'(z) dy z / g`` with
+    ``z`` read back from the output (``y`` where ``y > 0``, ``y / slope`` elsewhere)."""
+
+    @staticmethod
+    def forward(ctx, h, g, slope):
+        z = h * g
+        y = torch.where(z > 0, z, z * slope) if slope else torch.relu(z)
+        ctx.slope = slope
+        ctx.save_for_backward(y, g)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, g = ctx.saved_tensors
+        slope = ctx.slope
+        pos = y > 0
+        if slope:
+            dz = torch.where(pos, dy, dy * slope)
+            z = torch.where(pos, y, y / slope)
+        else:
+            dz = dy * pos
+            z = y
+        dh = dz * g
+        dg = (dz * z).sum(dim=tuple(range(2, y.dim())), keepdim=True)
+        # g == 0 only where a sigmoid underflowed: its derivative there is 0, so 0 is exact
+        dg = torch.where(g > 0, dg / torch.where(g > 0, g, torch.ones_like(g)), torch.zeros_like(dg))
+        return dh, dg.sum_to_size(g.shape), None
+
+
+def gated_activation(h: torch.Tensor, gate: torch.Tensor, act, apply=None) -> torch.Tensor:
+    """``act(h * gate)``; with gradients recorded and ``act`` a ReLU / LeakyReLU module, the
+    memory-lean :class:`_GatedActivation` (same values, same gradients, one feature map less
+    saved for backward).  ``apply(act, z)`` runs any other activation (default ``act(z)``)."""
+    apply = apply or (lambda a, z: a(z))
+    if torch.is_grad_enabled() and (h.requires_grad or gate.requires_grad):
+        if type(act) is nn.ReLU:
+            return _GatedActivation.apply(h, gate, 0.0)
+        if type(act) is nn.LeakyReLU and act.negative_slope > 0:
+            return _GatedActivation.apply(h, gate, float(act.negative_slope))
+        return apply(act, h * gate)
+    return apply(act, h.mul_(gate))
 
 
 def gate_param_count(channels: int, lam: int, interweave: str = "interleave") -> int:

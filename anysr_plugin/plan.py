@@ -160,8 +160,8 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
     """Per-sample widths for one call.
 
     Precedence: a fixed width (``use_width`` / ``set_width``), a budget, the scale's group
-    (``train()``: Algorithm 1's per-sample reset to full width), no scale: full width with
-    one warning."""
+    (``train()``: Algorithm 1's reset to full width, per sample or, with ``reset="batch"``,
+    once per call), no scale: full width with one warning."""
     cfg = state.config
     if ctl["width"] is not None:
         return [ctl["width"]]
@@ -176,8 +176,9 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
         from .official import official_widths
         return official_widths(scale, cfg.widths)
     group = [cfg.width_for_scale(float(s)) for s in scale.max(dim=1).values.tolist()]
-    if training and cfg.reset_prob > 0:
-        reset = (torch.rand(len(group), generator=state.generator) < cfg.reset_prob).tolist()
+    if training and cfg.reset_prob > 0:  # Algorithm 1 line 4: per sample, or once per call (reset="batch")
+        draws = 1 if cfg.reset == "batch" else len(group)
+        reset = (torch.rand(draws, generator=state.generator) < cfg.reset_prob).tolist() * (len(group) // draws)
         group = [1.0 if r else w for w, r in zip(group, reset)]
     return group
 

@@ -1,14 +1,15 @@
 """Our own Algorithm-1 fine-tune trainer (single process or DDP through ``torchrun``).
 
 One step (paper Algorithm 1, applied per sample as upstream pipelines draw a scale per
-sample):
+sample; ``AnySRConfig(reset="batch")``: once per iteration, as Algorithm 1 is written):
 
-1. draw a group ``t`` uniformly from ``1..T`` and a scale uniformly in ``S_t``
-   (``scale_groups``; symmetric by default, independent ``s_h``/``s_w`` with
-   ``asymmetric=True``);
+1. draw a group ``t`` uniformly from ``1..T`` (per sample; per batch with ``reset="batch"``)
+   and a scale uniformly in ``S_t`` per sample (``scale_groups``; symmetric by default,
+   independent ``s_h``/``s_w`` with ``asymmetric=True``);
 2. reset ``t <- T`` with probability ``p``.  This is done **once**, by the AnySR model's
    own hooks in ``train()`` mode (``control.decide_widths``), from the model's seedable
-   generator, which the trainer re-seeds every step from ``(seed, step, rank)``;
+   generator, which the trainer re-seeds every step from ``(seed, step, rank)``; with
+   ``reset="batch"`` the whole batch shares one draw, so every batch runs one width;
 3. one forward with the per-sample sub-network, L1 loss, Adam step.
 
 The trainer tells the model each sample's scale with ``use_scale(model, (B, 2) tensor)``
@@ -319,13 +320,14 @@ class Trainer:
         pos = (within * self.dist.world + self.dist.rank) * self.cfg.batch_size + j
         return int(perm[pos % len(perm)])
 
-    def draw_scale(self, rng: np.random.Generator):
-        """(group index or None, (s_h, s_w)) for one sample (Algorithm 1 lines 2-3)."""
+    def draw_scale(self, rng: np.random.Generator, group: int | None = None):
+        """(group index or None, (s_h, s_w)) for one sample (Algorithm 1 lines 2-3);
+        ``group`` fixes the group (one group per batch)."""
         cfg = self.cfg
         if not self.anysr:
             lo, hi, t = cfg.scale_min, cfg.scale_max, None
         else:
-            t = int(rng.integers(0, len(cfg.scale_groups)))
+            t = int(rng.integers(0, len(cfg.scale_groups))) if group is None else group
             lo, hi = cfg.scale_groups[t]
         sh = float(rng.uniform(lo, hi))
         sw = float(rng.uniform(lo, hi)) if cfg.asymmetric else sh
@@ -334,9 +336,12 @@ class Trainer:
     def batch(self, step: int):
         rng = _rng(self.cfg.seed, 2, step, self.dist.rank)
         inps, coords, cells, gts, scales, groups = [], [], [], [], [], []
+        # reset="batch" is Algorithm 1 as written: one group (and one reset) per iteration
+        one = (int(rng.integers(0, len(self.cfg.scale_groups)))
+               if self.anysr and self.state.config.reset == "batch" else None)
         for j in range(self.cfg.batch_size):
             hr = self.images[self._image_index(step, j)]
-            t, scale = self.draw_scale(rng)
+            t, scale = self.draw_scale(rng, one)
             lr, coord, cell, gt, eff = make_sample(hr, scale, self.cfg.patch, rng, self.cfg.augment, self.layout,
                                                    self.cfg.sample_q)
             inps.append(lr); coords.append(coord); cells.append(cell); gts.append(gt)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import anysr_plugin as anysr
@@ -87,3 +88,46 @@ def test_help_answers(capsys):
         except SystemExit as e:
             assert e.code == 0
         assert "usage: anysr " + cmd in capsys.readouterr().out
+
+
+def test_finetune_step_report_counts_what_each_path_runs():
+    import copy
+
+    from anysr_plugin.bench import finetune_step_report, format_finetune_markdown
+    from anysr_plugin.reference import build_reference
+
+    original = build_reference("liif-edsr-baseline", seed=0, n_resblocks=2, n_feats=8, hidden_list=[8])
+    variants = {"grouped": anysr.anysrify(copy.deepcopy(original), anysr.AnySRConfig(seed=1)),
+                "masked": anysr.anysrify(copy.deepcopy(original), anysr.AnySRConfig(seed=1, mixed_path="masked"))}
+    rep = finetune_step_report(original, variants, batch=4, patch=6, sample_q=8, warmup=0, repeats=1,
+                               memory_steps=2)
+    json.loads(json.dumps(rep))
+    rows = {r["name"]: r for r in rep["results"]}
+    assert list(rows) == ["vanilla", "grouped", "masked"]
+    assert rows["vanilla"]["time_ratio"] == 1.0 and rows["vanilla"]["mem_ratio"] == 1.0
+    assert all(r["peak_mem_bytes"] > 0 and r["median_ms"] > 0 for r in rows.values())
+    g = rows["grouped"]
+    per = {float(w): v for w, v in g["per_sample_encoder_macs"].items()}
+    assert per[0.5] < per[0.7] < per[0.9] < per[1.0]
+    # the grouped path costs the sum of its samples' sliced costs (what it ran, step by step) ...
+    want = [sum(per[w] for w in ws) for ws in g["widths_memory_steps"]]
+    assert g["encoder_macs_counted"] == pytest.approx(sum(want) / len(want), rel=1e-12)
+    # ... the masked path the full width for every sample, whatever the mix
+    assert rows["masked"]["encoder_macs_counted"] == 4 * per[1.0]
+    assert g["encoder_mac_ratio_expected"] < 1.0 < rows["masked"]["encoder_mac_ratio_counted"]
+    assert "| grouped | sample | auto |" in format_finetune_markdown(rep)
+
+
+def test_cli_bench_finetune_step(tmp_path, capsys):
+    args = ["bench", "--model", "liif-edsr-baseline", "--model-arg", "n_resblocks=1", "--model-arg", "n_feats=8",
+            "--model-arg", "hidden_list=[8]", "--lr-size", "6x6", "--warmup", "0", "--repeats", "1",
+            "--widths", "0.5,1.0", "--device", "cpu", "--finetune-step", "--step-batch", "2", "--step-patch", "6",
+            "--step-sample-q", "8", "--step-warmup", "0", "--step-repeats", "1", "--step-memory-steps", "1"]
+    assert main(args + ["--json", str(tmp_path / "b.json")]) == 0
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert len(rep["results"]) == 3
+    assert [r["name"] for r in rep["finetune_step"]["results"]] == ["vanilla", "anysr", "anysr (masked)",
+                                                                     "anysr (reset=batch)"]
+    assert "encoder ratio (expected)" in capsys.readouterr().out
+    assert main(["bench", "--finetune-step", "--lr-size", "6x6"]) == 2  # a bare encoder: no training step
+    assert "anysr bench: error: --finetune-step" in capsys.readouterr().err

@@ -111,3 +111,47 @@ def test_cost_table_all_widths_and_lr_size():
     assert [r.width for r in rows] == [0.5, 0.7, 0.9, 1.0]
     assert rows[-1].ratio == 1.0 and rows[0].ratio < rows[1].ratio < rows[2].ratio < 1.0
     assert rows[0].hr_size == (16, 24) and rows[0].scale == (2.0, 3.0)
+
+
+def test_cost_split_whole_model_encoder_and_blocks():
+    from anysr_plugin.cost import call_inputs, cost_split, encoder_path, split_to_markdown
+    from anysr_plugin.reference import build_reference
+
+    o = build_reference("liif-edsr-baseline", seed=0, n_resblocks=2, n_feats=16, hidden_list=[16])
+    m = anysr.anysrify(copy.deepcopy(o))
+    assert encoder_path(o) == encoder_path(m) == "encoder"  # the LIIF adapter's block root
+    rows = cost_split(m, o, [2.0, 4.0], widths="all", hr_size=(12, 16))
+    assert [(r.scale[0], r.width) for r in rows] == [(s, w) for s in (2.0, 4.0) for w in (0.5, 0.7, 0.9, 1.0)]
+    for r in rows:
+        lr, hr = sizes_for(r.scale, hr_size=(12, 16))
+        x = torch.rand(1, 3, *lr)
+        # independent counts: the encoder alone on the LR image, the whole call as the adapter builds it
+        assert r.original_encoder_macs == count_flops(o.encoder, x)
+        assert r.encoder_macs == count_flops(m.encoder, x, width=r.width, scale=r.scale)
+        assert r.original_macs == count_flops(o, *call_inputs(o, lr, hr))
+        assert r.macs == count_flops(m, *call_inputs(m, lr, hr), width=r.width, scale=r.scale)
+        decoder = r.original_macs - r.original_encoder_macs
+        assert r.macs - r.encoder_macs == decoder  # AnySR leaves the decoder's cost alone
+        head_tail = lr[0] * lr[1] * (3 * 16 * 9 + 16 * 16 * 9)
+        assert r.original_blocks_macs == r.original_encoder_macs - head_tail
+        assert r.encoder_share == pytest.approx(r.original_encoder_macs / r.original_macs)
+        assert r.model_ratio == pytest.approx(r.macs / r.original_macs)
+    x2 = [r for r in rows if r.scale[0] == 2.0]
+    assert x2[0].model_ratio < x2[1].model_ratio < x2[2].model_ratio < 1.0 < x2[3].model_ratio  # gates cost a bit
+    assert rows[0].encoder_share > rows[4].encoder_share  # the decoder runs on HR pixels: share falls with scale
+    assert "| x2 | 0.5 |" in split_to_markdown(rows)
+    bare = cost_split(anysr.anysrify(tiny_edsr()), tiny_edsr(), [2.0], hr_size=(8, 8))[0]
+    assert bare.encoder_share == 1.0 and bare.model_ratio == bare.encoder_ratio < 1.0
+
+
+def test_cli_flops_prints_the_split(capsys):
+    from anysr_plugin.cli import main
+
+    args = ["flops", "--model", "liif-edsr-baseline", "--model-arg", "n_resblocks=1", "--model-arg", "n_feats=8",
+            "--model-arg", "hidden_list=[8]", "--hr-size", "12x12", "--no-blocks"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "where AnySR pays off" in out and "encoder share" in out
+    assert main(args + ["--format", "json"]) == 0
+    split = json.loads(capsys.readouterr().out)["split"]
+    assert [s["width"] for s in split] == [0.7, 0.9, 1.0] and all(0 < s["encoder_share"] < 1 for s in split)

@@ -24,6 +24,11 @@ def test_demo_tiny_end_to_end(tmp_path):
     rows = [r for r in data["rows"] if r["model"] == "anysr" and r.get("selected")]
     assert [r["width"] for r in rows] == [0.7, 0.9, 1.0]
     assert [h["scale"] for h in res["headline"]] == [2.0, 3.0, 4.0]
+    assert "Where AnySR pays off" in report
+    for h in res["headline"]:  # the encoder's share of the original's whole-model MACs, from its own rows
+        orig = next(r for r in res["rows"] if r["model"] == "original" and r["scale"] == h["scale"])
+        assert h["encoder_share"] == pytest.approx(orig["encoder_gflops"] / orig["total_gflops"])
+        assert 0 < h["encoder_share"] < 1 and f"encoder {100 * h['encoder_share']:.0f} %" in report
     for r in data["rows"]:
         if r["model"] == "anysr" and not r.get("selected"):
             # sub-networks are cheaper; the full width pays only the small gate

@@ -13,8 +13,27 @@ Execution at per-sample widths (a list with one width per sample):
 
 * one width for the whole batch -> ``forward_sliced``: convolutions on the first
   ``floor(C*w)`` filters, so the FLOPs really shrink;
-* several widths -> ``forward_masked``: full-size convolutions with the channels
-  beyond each sample's ``n_b`` zeroed, which equals each sample's sliced result.
+* several widths, ``config.mixed_path``:
+
+  - ``"grouped"`` -> ``forward_grouped``: the samples are split by width, each group runs
+    ``forward_sliced`` on its sub-batch and the results go back in batch order.  Every
+    sample computes exactly its own sliced sub-network (outputs and gradients), the MACs
+    are the sum of the groups' sliced MACs, and no full-size masked activations are kept
+    for backward (Algorithm 1 per sample makes almost every training batch mixed);
+  - ``"masked"`` -> ``forward_masked``: full-size convolutions with the channels beyond
+    each sample's ``n_b`` zeroed, which equals each sample's sliced result; full MACs and
+    extra saved activations, but shapes that do not depend on the width mix;
+  - ``"auto"`` (default): grouped when gradients are recorded (training: fewer MACs and,
+    with the gated activation, no more saved activations than the plain block; measured
+    on a LIIF-EDSR-baseline fine-tune step, examples/finetune_step_cost/) and, without
+    gradients, for feature maps of at least ``AUTO_GROUPED_MIN_PIXELS`` (32x32) pixels;
+    masked for smaller maps without gradients (per-group overheads outweigh the saved
+    MACs there, and no-grad masked runs in place) and while ``torch.compile`` traces (the
+    group sizes change from batch to batch, so grouped would recompile; masked keeps
+    shapes static).  A rule on the grad mode and the shape, not a timing: the choice never
+    depends on measurement noise, so runs repeat bit for bit.  The rule rests on CPU
+    measurements (examples/mixed_path_choice/); ``python examples/mixed_path_choice.py
+    --device cuda`` measures a GPU, and ``mixed_path=`` forces either path.
 
 The width and scale for a call come from the call's plan (see plan.py); a block
 called outside a hooked model call plans for itself.
@@ -29,7 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AnySRConfig, channels_at
-from ..gate import InterweavingGate, StaticGate, gate_input_length
+from ..gate import InterweavingGate, StaticGate, gate_input_length, gated_activation
+
+#: without gradients, mixed_path="auto" groups feature maps of at least this many pixels
+AUTO_GROUPED_MIN_PIXELS = 32 * 32
 
 #: activations a sub-block may use between its convolutions
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU)
@@ -127,7 +149,8 @@ class DenseColumns:
     def _input_index(self, g: int, layers: int, device) -> torch.Tensor:
         key = (g, layers, device)
         if key not in self._index_cache:
-            self._index_cache[key] = dense_input_index(self.in_channels, self.channels, g, layers, device)
+            with torch.inference_mode(False):  # made in inference mode, it must serve training too
+                self._index_cache[key] = dense_input_index(self.in_channels, self.channels, g, layers, device)
         return self._index_cache[key]
 
     def __getstate__(self):
@@ -176,7 +199,8 @@ class AnySRBlock(nn.Module):
 
     and implements ``structure_problem``, ``gated_channels``, ``input_channels``,
     ``_adopt``, ``forward_sliced``, ``forward_masked``, ``export_static`` and
-    ``conv_macs_per_pixel`` (see docs/block-types.md).
+    ``conv_macs_per_pixel`` (see docs/block-types.md); ``forward_grouped`` is generic
+    (it only calls ``forward_sliced``).
     """
 
     family: str = ""
@@ -289,13 +313,60 @@ class AnySRBlock(nn.Module):
             from ..errors import ScaleError
 
             raise ScaleError(f"{len(ns)} per-sample widths for a batch of {x.shape[0]}")
+        if self.mixed_path(x) == "grouped":
+            return self.forward_grouped(x, ns, scale)
         return self.forward_masked(x, ns, scale)
+
+    def mixed_path(self, x: torch.Tensor) -> str:
+        """``"grouped"`` or ``"masked"``: how this call runs a batch of several widths."""
+        state = self._anysr_state
+        path = state.config.mixed_path if state is not None else "auto"
+        if path != "auto":
+            return path
+        if torch.compiler.is_compiling():
+            return "masked"
+        if torch.is_grad_enabled() or x.shape[-2] * x.shape[-1] >= AUTO_GROUPED_MIN_PIXELS:
+            return "grouped"
+        return "masked"
+
+    def forward_grouped(self, x: torch.Tensor, ns: list, scale: torch.Tensor) -> torch.Tensor:
+        """Each width group's ``forward_sliced`` on its sub-batch, results back in batch order.
+
+        One gather sorts the batch by width (stable; skipped when already sorted), the
+        groups are contiguous views of it, and one gather restores the order.  Autograd
+        sees only index_select / split / cat, so gradients are exactly the per-sample ones.
+        """
+        order = sorted(range(len(ns)), key=ns.__getitem__)
+        sizes, widths = [], []
+        for b in order:
+            if widths and widths[-1] == ns[b]:
+                sizes[-1] += 1
+            else:
+                widths.append(ns[b])
+                sizes.append(1)
+        inverse = None
+        if order != list(range(len(ns))):
+            perm = torch.tensor(order, device=x.device)
+            x, scale = x.index_select(0, perm), scale.index_select(0, perm)
+            inverse = torch.empty_like(perm)
+            inverse[perm] = torch.arange(len(order), device=x.device)
+        parts = [self.forward_sliced(xg, n, sg)
+                 for xg, sg, n in zip(x.split(sizes), scale.split(sizes), widths)]
+        out = torch.cat(parts)
+        return out if inverse is None else out.index_select(0, inverse)
 
     def apply_gate(self, h: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         if self.anysr_gate is None:
             return h
         gate = self.anysr_gate(h, scale, n)
         return h.mul_(gate) if not torch.is_grad_enabled() else h * gate
+
+    def gate_activation(self, h: torch.Tensor, scale: torch.Tensor, n: int, act) -> torch.Tensor:
+        """``act(apply_gate(h, scale, n))``; in training it saves one feature map less for
+        backward (gate.gated_activation), so a gated block keeps what the plain block keeps."""
+        if self.anysr_gate is None:
+            return activate(act, h)
+        return gated_activation(h, self.anysr_gate(h, scale, n), act, activate)
 
     def apply_gate_masked(self, h: torch.Tensor, scale: torch.Tensor, ns: list, mask: torch.Tensor) -> torch.Tensor:
         if self.anysr_gate is None:

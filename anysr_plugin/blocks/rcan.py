@@ -45,7 +45,7 @@ class AnySRRCAB(AnySRBlock):
         conv1, act, conv2, attention = self.body[0], self.body[1], self.body[2], self.body[3]
         full = n == self.channels
         h = conv1(x) if full else sliced_conv(conv1, x, out_channels=n)
-        h = activate(act, self.apply_gate(h, scale, n))
+        h = self.gate_activation(h, scale, n, act)
         res = conv2(h) if full else sliced_conv(conv2, h, in_index=n)
         return add_residual(attention(res), x)
 

@@ -99,9 +99,8 @@ class AnySRRDB(DenseColumns, AnySRBlock):
             else:
                 out = sliced_conv(conv, feats, out_channels=g,
                                   in_index=None if k == 0 else self._input_index(g, k, x.device))
-            if k == self.gate_layer:
-                out = self.apply_gate(out, scale, g)
-            feats = torch.cat((feats, activate(act, out)), 1)
+            out = self.gate_activation(out, scale, g, act) if k == self.gate_layer else activate(act, out)
+            feats = torch.cat((feats, out), 1)
         if full:
             return add_residual(self.LFF(feats), x)
         return add_residual(sliced_conv(self.LFF, feats, in_index=self._input_index(g, len(self.convs), x.device)), x)

@@ -10,8 +10,15 @@ Examples::
     anysr bench --threads 1 --clock cpu           # robust ratios on a busy machine
     anysr bench --model liif-edsr-baseline --lr-size 48x48 --scales 2 4 --json bench.json
     anysr bench --device cuda --repeats 50
+    anysr bench --device cuda --model liif-edsr-baseline --lr-size 48x48 --batch 16 --finetune-step
 
-The JSON (``--json``) is what ``use_budget(model, latency_table=...)`` reads.
+``--finetune-step`` (SR models the trainer drives: LIIF family, SRNO) adds one training step
+(forward, L1, backward, Adam) of the original model and of AnySR with the config's reset
+(grouped mixed path), with the masked path, and with ``reset="batch"``: time, peak memory and
+encoder MACs against the original's step (anysr_plugin.bench.finetune_step_report).
+
+The JSON (``--json``) is what ``use_budget(model, latency_table=...)`` reads; with
+``--finetune-step`` it also holds the step report under ``finetune_step``.
 """
 from __future__ import annotations
 
@@ -38,6 +45,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="wall-clock, or process CPU time (robust to other load; use with --threads 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the results as JSON")
+    s = p.add_argument_group("fine-tune step (--finetune-step)")
+    s.add_argument("--finetune-step", action="store_true",
+                   help="also time one Algorithm-1 training step against the original's training step")
+    s.add_argument("--step-batch", type=positive_int, default=16, help="training batch (default 16)")
+    s.add_argument("--step-patch", type=positive_int, default=48, help="LR training patch (default 48)")
+    s.add_argument("--step-sample-q", type=positive_int, default=2304, help="queries per sample (default 2304)")
+    s.add_argument("--step-warmup", type=nonnegative_int, default=1)
+    s.add_argument("--step-repeats", type=positive_int, default=5)
+    s.add_argument("--step-memory-steps", type=positive_int, default=2)
     p.set_defaults(run=run)
     return p
 
@@ -50,6 +66,13 @@ def run(args) -> int:
     from ..evaluate import parse_scales
 
     original, model = load_cli_model(args)
+    if args.finetune_step:
+        from ..adapters import adapter_for
+        from ..errors import ConfigError
+
+        if adapter_for(model).name not in ("liif", "lte", "srno"):
+            raise ConfigError(f"--finetune-step trains an SR model (liif-*, srno-*); {args.model} is run by "
+                              f"adapter {adapter_for(model).name!r}, which the trainer cannot drive")
     h, w = parse_size(args.lr_size)
     scales = parse_scales(args.scales)
     widths = None if args.widths == "all" else [float(v) for v in args.widths.split(",")]
@@ -64,8 +87,37 @@ def run(args) -> int:
                           memory=not args.no_memory, progress=True, threads=args.threads, clock=args.clock)
     report["model"] = args.model
     print(format_markdown(report))
+    if args.finetune_step:
+        report["finetune_step"] = _finetune_step(args, original, model)
     if args.json:
         from ..checkpoint import atomic_write_text
 
         atomic_write_text(args.json, dumps(report))
     return 0
+
+
+def _finetune_step(args, original, model) -> dict:
+    import copy
+
+    from ..bench import finetune_step_report, format_finetune_markdown
+    from ..control import get_state
+    from ..cost import safe_deepcopy
+    from ..injection import anysrify
+
+    cfg = get_state(model).config
+    base = cfg.replace(mixed_path="auto") if cfg.mixed_path == "masked" else cfg
+    variants = {"anysr": model}
+    for name, change in (("anysr (masked)", {"mixed_path": "masked"}),
+                         ("anysr (reset=batch)", {"reset": "batch", "mixed_path": base.mixed_path})):
+        if cfg.replace(**change) != cfg:
+            twin = anysrify(safe_deepcopy(original), base.replace(**change))
+            twin.load_state_dict(model.state_dict())
+            variants[name] = twin
+    rep = finetune_step_report(copy.deepcopy(original).train(), variants, batch=args.step_batch,
+                               patch=args.step_patch, sample_q=args.step_sample_q, device=args.device,
+                               warmup=args.step_warmup, repeats=args.step_repeats,
+                               memory_steps=args.step_memory_steps, threads=args.threads,
+                               clock=args.clock, progress=True)
+    print()
+    print(format_finetune_markdown(rep))
+    return rep

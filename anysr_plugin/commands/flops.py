@@ -7,6 +7,12 @@ Examples::
     anysr flops --model liif-edsr-baseline --scales 2 3 4 --widths all --json cost.json
     anysr flops --lr-size 48x48 --scales 2.5 1.5x3
 
+Every run also prints where AnySR pays off: the whole call's MACs (the inputs the model's
+method adapter builds) split into the encoder's part (the adapter's block root) and the
+blocks' part, the encoder's share of the original and the whole-model saving.  AnySR slims
+only the encoder's blocks, so the whole-model saving is the encoder share times the encoder
+saving: large for a bare encoder or an RDN encoder, a few percent for LIIF at x2.
+
 "Consistent pixel size" (the paper's): a fixed HR size (``--hr-size``, default 400x600,
 the size Table V's counts imply) and LR = floor(HR / s).  ``--lr-size`` fixes the LR
 instead.  MACs count every convolution / linear multiply-add that runs; FLOPs = 2 x MACs.
@@ -40,8 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_table, load_cli_model, parse_size,
-                        rows_to_markdown, sizes_for, to_json)
+    from ..cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_split, cost_table, load_cli_model,
+                        parse_size, rows_to_markdown, sizes_for, split_to_markdown, to_json)
     from ..evaluate import parse_scales
 
     original, model = load_cli_model(args)
@@ -57,7 +63,8 @@ def run(args) -> int:
         for s in scales:
             lr_s, _ = sizes_for(s, hr, lr)
             blocks += block_costs(model, lr_s)
-    text = to_json(rows, blocks)
+    split = cost_split(model, original, scales, widths=widths, hr_size=hr, lr_size=lr)
+    text = to_json(rows, blocks, split)
     if args.json:
         from ..checkpoint import atomic_write_text
 
@@ -68,6 +75,8 @@ def run(args) -> int:
     where = f"HR {hr[0]}x{hr[1]} (LR = HR / s)" if hr else f"LR {lr[0]}x{lr[1]}"
     print(f"## {args.model} ({args.part}), {where}\n")
     print(rows_to_markdown(rows))
+    print(f"\n## where AnySR pays off: whole model vs encoder ({args.model}, {where})\n")
+    print(split_to_markdown(split))
     if blocks:
         print(f"\n## first AnySR block per width (LR of the first scale, {scales[0]})\n")
         print(blocks_to_markdown([b for b in blocks if b.pixels == blocks[0].pixels]))

@@ -363,17 +363,21 @@ def cost_table(model: nn.Module, scales: Iterable, widths="all", hr_size=None, l
         full = counter(*inputs, width=1.0, scale=(sh, sw))
         if ref is None:
             ref = full
-        if widths == "all":
-            ws = list(cfg.widths)
-        elif widths == "policy":
-            ws = [cfg.width_for_scale(max(sh, sw))]
-        else:
-            ws = [cfg.check_width(w) for w in widths]
-        for w in ws:
+        for w in widths_to_count(cfg, widths, (sh, sw)):
             macs = full if w == 1.0 else counter(*inputs, width=w, scale=(sh, sw))
             conv = sum(b.conv_macs_per_pixel(w) for b in anysr_blocks(model)) * lr[0] * lr[1]
             rows.append(CostRow((sh, sw), w, "anysr", lr, hr, params, macs, 2 * macs / 1e9, macs / ref, conv))
     return rows
+
+
+def widths_to_count(cfg, widths, scale: tuple) -> list:
+    """``"all"``: every configured width; ``"policy"``: the scale's own width; else the given
+    widths, validated."""
+    if widths == "all":
+        return list(cfg.widths)
+    if widths == "policy":
+        return [cfg.width_for_scale(max(scale))]
+    return [cfg.check_width(w) for w in widths]
 
 
 @dataclass
@@ -419,13 +423,7 @@ def cost_split(model: nn.Module, original: nn.Module, scales: Iterable, widths="
         ref = orig_counter.by_module(*call_inputs(original, lr, hr))
         ref_blocks = sum(ref.get(p, 0) for p in block_paths)
         inputs = call_inputs(model, lr, hr)
-        if widths == "all":
-            ws = list(cfg.widths)
-        elif widths == "policy":
-            ws = [cfg.width_for_scale(max(sh, sw))]
-        else:
-            ws = [cfg.check_width(w) for w in widths]
-        for w in ws:
+        for w in widths_to_count(cfg, widths, (sh, sw)):
             got = counter.by_module(*inputs, width=w, scale=(sh, sw))
             rows.append(SplitRow((sh, sw), w, lr, hr, ref[""], ref.get(orig_enc, 0), ref_blocks, got[""],
                                  got.get(enc, 0), sum(got.get(p, 0) for p in block_paths),

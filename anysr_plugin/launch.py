@@ -195,7 +195,8 @@ def run(ctx: LaunchContext) -> int:
     repo = ctx.repo.resolve()
     script = ctx.script if ctx.script.is_absolute() else (repo / ctx.script)
     if not script.is_file():
-        raise AnySRError(f"upstream script {script} not found; run from the upstream repo root or pass --repo DIR")
+        raise AnySRError(f"upstream script {script} not found in {repo}; name a script of that repository "
+                         "(e.g. train_liif.py), run from its root or pass --repo DIR")
     saved_path, saved_argv, saved_cwd = list(sys.path), list(sys.argv), os.getcwd()
     ctx._running = True
     purge_modules()

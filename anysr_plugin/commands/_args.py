@@ -39,6 +39,22 @@ def positive_floats(text: str) -> tuple:
     return values
 
 
+def upscales(text: str) -> tuple:
+    """Like :func:`floats`, every number >= 1 (super-resolution scales: below 1 is downscaling)."""
+    values = floats(text)
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected scales >= 1 (super-resolution), got {text!r}")
+    return values
+
+
+def width(text: str) -> float:
+    """One width in (0, 1] (which widths exist is the model's config's business, checked at build)."""
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a width lies in (0, 1], got {text!r}")
+    return value
+
+
 def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import device, nonnegative_int, positive_float, positive_floats, positive_int, probability
+from ._args import device, nonnegative_int, positive_float, positive_int, probability, upscales
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "500 epochs)")
     g.add_argument("--reset-prob", type=probability, default=None, help="Algorithm 1 reset probability p (default 0.6)")
     g.add_argument("--gate", choices=("identity", "paper"), default=None, help="gate kind (default identity)")
-    g.add_argument("--scales", type=positive_floats, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
+    g.add_argument("--scales", type=upscales, default=None, help="evaluation scales (default 1.5,2,3,4,6)")
     g.add_argument("--eval-size", type=positive_int, default=None, help="centre crop of the test photographs (default 144)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import width
+
 METHODS_HELP = "liif, lte, srno (LIIF family), metasr, arbsr"
 
 
@@ -39,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="vanilla upstream checkpoint loaded into every AnySR model the launcher builds (only the "
                         "new anysr_* gate tensors may be missing); overrides the config's model.anysr_init_from; "
                         "all five methods")
-    p.add_argument("--width", type=float, default=None, metavar="W",
+    p.add_argument("--width", type=width, default=None, metavar="W",
                    help="fix the sub-network width of every call (1.0 = the full network at every scale, the "
                         "paper's AnySR-double-dagger evaluation); the gates still see each call's scale. The one "
                         "way to fix the width, for all five methods; default: the width of each call's scale")

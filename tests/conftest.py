@@ -90,3 +90,36 @@ class SRNOStub(nn.Module):
 
     def query_rgb(self, coord, cell):
         return self.feat
+
+
+#: one sample per scale group: widths 0.5, 1.0, 0.7, 0.9 under the default bounds
+MIXED_SCALES = torch.tensor([[1.2, 1.2], [4.0, 4.0], [2.0, 2.3], [3.0, 2.9]])
+
+
+def assert_mixed_batch_equals_each_sample(model, x, scale=MIXED_SCALES):
+    """A batch whose samples run at different widths gives each sample what it gives alone."""
+    import anysr_plugin as anysr
+
+    with torch.no_grad(), anysr.use_scale(model, scale):
+        mixed = model(x)
+    for b in range(x.shape[0]):
+        with torch.no_grad(), anysr.use_scale(model, scale[b:b + 1]):
+            torch.testing.assert_close(mixed[b:b + 1], model(x[b:b + 1]), atol=2e-5, rtol=1e-4)
+
+
+class ChannelRecorder:
+    """Records, per call of each AnySR block, the channel count of every sample (its plan, peeked
+    without consuming or remembering anything)."""
+
+    def __init__(self, model):
+        from anysr_plugin.blocks import AnySRBlock
+
+        self.calls = []
+        for m in model.modules():
+            if isinstance(m, AnySRBlock):
+                m.register_forward_pre_hook(self._pre)
+
+    def _pre(self, block, args):
+        from anysr_plugin.plan import peek_plan
+
+        self.calls.append([block.width_channels(w) for w in peek_plan(block, args[0])[1]])

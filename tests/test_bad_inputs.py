@@ -23,7 +23,7 @@ import anysr_plugin.evaluate
 import anysr_plugin.train
 from anysr_plugin.cli import main
 from anysr_plugin.config import AnySRConfig
-from anysr_plugin.errors import (AnySRError, CheckpointError, ConfigError, NotAModuleError, RunMismatchError,
+from anysr_plugin.errors import (AnySRError, CheckpointError, ConfigError, NotAModuleError,
                                  ScaleError, TrainingDivergedError, WidthError)
 from anysr_plugin.imresize import ImageError
 

@@ -7,7 +7,7 @@ import anysr_plugin as anysr
 from anysr_plugin import AnySRConfig
 from anysr_plugin.blocks import AnySRBlock
 
-from conftest import ENCODERS, randomize_gates
+from conftest import ENCODERS, assert_mixed_batch_equals_each_sample, randomize_gates
 from reference_eq import edsr_like_block, rdb_block
 
 WIDTHS = (0.5, 0.7, 0.9, 1.0)
@@ -65,13 +65,7 @@ def test_masked_mixed_batch_equals_each_sample_alone(encoder_kind, gate):
     model = converted(encoder_kind, gate=gate)
     randomize_gates(model)
     x = torch.randn(4, 3, 9, 8)
-    scale = torch.tensor([[1.2, 1.2], [4.0, 4.0], [2.0, 2.3], [3.0, 2.9]])  # widths 0.5, 1.0, 0.7, 0.9
-    with torch.no_grad(), anysr.use_scale(model, scale):
-        mixed = model(x)
-    for b in range(4):
-        with torch.no_grad(), anysr.use_scale(model, scale[b:b + 1]):
-            alone = model(x[b:b + 1])
-        torch.testing.assert_close(mixed[b:b + 1], alone, atol=2e-5, rtol=1e-4)
+    assert_mixed_batch_equals_each_sample(model, x)
 
 
 def test_mixed_batch_takes_the_masked_path_and_uniform_batch_the_sliced_path(monkeypatch):

@@ -10,26 +10,9 @@ import torch
 
 import anysr_plugin as anysr
 from anysr_plugin import AnySRConfig
-from anysr_plugin.blocks import AnySRBlock
 from anysr_plugin.errors import AnySRWarning, NotAnySRError, ScaleError, WidthError
 
-from conftest import randomize_gates, tiny_edsr
-
-
-class WidthRecorder:
-    """Records the channel count each AnySR block ran with (per sample)."""
-
-    def __init__(self, model):
-        self.calls = []
-        for m in model.modules():
-            if isinstance(m, AnySRBlock):
-                m.register_forward_pre_hook(self._pre)
-
-    def _pre(self, block, args):
-        from anysr_plugin.control import plan_for_block
-
-        _, widths = plan_for_block(block, args[0])
-        self.calls.append([block.width_channels(w) for w in widths])
+from conftest import ChannelRecorder, randomize_gates, tiny_edsr
 
 
 def converted(**cfg):
@@ -40,7 +23,7 @@ def converted(**cfg):
                                             ((3.0, 3.25), 14), (4.0, 16), (6.0, 16), ((1.1, 12.0), 16)])
 def test_eval_width_comes_from_max_scale(scale, channels):
     model = converted().eval()
-    rec = WidthRecorder(model)
+    rec = ChannelRecorder(model)
     with anysr.use_scale(model, scale), torch.no_grad():
         model(torch.randn(1, 3, 6, 6))
     assert rec.calls == [[channels], [channels]]
@@ -48,7 +31,7 @@ def test_eval_width_comes_from_max_scale(scale, channels):
 
 def test_fixed_width_overrides_the_scale_and_restores():
     model = converted().eval()
-    rec = WidthRecorder(model)
+    rec = ChannelRecorder(model)
     x = torch.randn(1, 3, 6, 6)
     with anysr.use_scale(model, 4.0), torch.no_grad():
         with anysr.use_width(model, 0.5):
@@ -64,7 +47,7 @@ def test_fixed_width_overrides_the_scale_and_restores():
 
 def test_unknown_scale_runs_full_width_with_one_warning():
     model = converted().eval()
-    rec = WidthRecorder(model)
+    rec = ChannelRecorder(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torch.no_grad():
@@ -98,7 +81,7 @@ def test_controls_on_a_plain_model_raise():
 def test_algorithm1_per_sample_reset_frequencies():
     p = 0.6
     model = converted(reset_prob=p, seed=123).train()
-    rec = WidthRecorder(model)
+    rec = ChannelRecorder(model)
     scales = torch.tensor([[1.5, 1.5], [2.0, 2.0], [3.0, 3.0], [3.8, 3.8]]).repeat(64, 1)  # 256 samples
     x = torch.randn(256, 3, 4, 4)
     rounds = 8
@@ -125,7 +108,7 @@ def test_algorithm1_per_sample_reset_frequencies():
 def test_algorithm1_is_seedable_and_eval_is_deterministic():
     def widths(seed):
         model = converted(seed=seed).train()
-        rec = WidthRecorder(model)
+        rec = ChannelRecorder(model)
         with anysr.use_scale(model, torch.full((32, 2), 1.5)), torch.no_grad():
             model(torch.randn(32, 3, 4, 4))
         return rec.calls
@@ -133,7 +116,7 @@ def test_algorithm1_is_seedable_and_eval_is_deterministic():
     assert widths(5) == widths(5)
     assert widths(5) != widths(6)
     model = converted(reset_prob=1.0).eval()
-    rec = WidthRecorder(model)
+    rec = ChannelRecorder(model)
     with anysr.use_scale(model, 1.5), torch.no_grad():
         model(torch.randn(2, 3, 4, 4))
     assert rec.calls == [[8], [8]]  # eval never resets
@@ -142,7 +125,7 @@ def test_algorithm1_is_seedable_and_eval_is_deterministic():
 def test_reset_prob_one_trains_the_full_network_and_zero_the_groups():
     for p, expected in ((1.0, 16), (0.0, 8)):
         model = converted(reset_prob=p).train()
-        rec = WidthRecorder(model)
+        rec = ChannelRecorder(model)
         with anysr.use_scale(model, torch.full((16, 2), 1.3)):
             model(torch.randn(16, 3, 4, 4))
         assert rec.calls[0] == [expected] * 16

@@ -13,20 +13,7 @@ from anysr_plugin.blocks import AnySRBlock
 from anysr_plugin.control import get_state
 from anysr_plugin.plan import active_plan, controls, plan_for_block
 
-from conftest import randomize_gates, tiny_edsr
-
-
-class ChannelRecorder:
-    def __init__(self, model):
-        self.calls = []
-        for m in model.modules():
-            if isinstance(m, AnySRBlock):
-                m.register_forward_pre_hook(self._pre)
-
-    def _pre(self, block, args):
-        from anysr_plugin.plan import peek_plan
-
-        self.calls.append([block.width_channels(w) for w in peek_plan(block, args[0])[1]])
+from conftest import ChannelRecorder, randomize_gates, tiny_edsr
 
 
 def test_two_threads_on_one_model_each_get_their_own_width():

@@ -10,7 +10,7 @@ from anysr_plugin.control import anysr_blocks
 from anysr_plugin.errors import UnsupportedBlockError
 from anysr_plugin.export import export_subnet, static_blocks
 
-from conftest import randomize_gates, tiny_edsr, tiny_rcan, tiny_rdn
+from conftest import assert_mixed_batch_equals_each_sample, randomize_gates, tiny_edsr, tiny_rcan, tiny_rdn
 from reference_eq import edsr_like_block, floor_width, rdb_block
 
 WIDTHS = (0.5, 0.7, 0.9, 1.0)
@@ -75,12 +75,7 @@ def test_masked_equals_sliced_and_export(kind):
     model = anysr.anysrify(with_prelu(kind), AnySRConfig(gate="paper"))
     randomize_gates(model)
     x = torch.randn(4, 3, 7, 6)
-    scale = torch.tensor([[1.2, 1.2], [4.0, 4.0], [2.0, 2.3], [3.0, 2.9]])  # widths 0.5, 1.0, 0.7, 0.9
-    with torch.no_grad(), anysr.use_scale(model, scale):
-        mixed = model(x)
-    for b in range(4):
-        with torch.no_grad(), anysr.use_scale(model, scale[b:b + 1]):
-            torch.testing.assert_close(mixed[b:b + 1], model(x[b:b + 1]), atol=2e-5, rtol=1e-4)
+    assert_mixed_batch_equals_each_sample(model, x)
     for w in WIDTHS:
         with torch.no_grad(), anysr.use_width(model, w), anysr.use_scale(model, 2.0):
             ref = model(x)

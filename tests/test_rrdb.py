@@ -16,7 +16,7 @@ from anysr_plugin.export import export_subnet, static_blocks
 from anysr_plugin.reference.liif import LIIF
 from anysr_plugin.reference.models import make_coord
 
-from conftest import randomize_gates
+from conftest import assert_mixed_batch_equals_each_sample, randomize_gates
 from lookalike_rrdb import ENCODERS, RRDB, RRDBNet, ResidualDenseBlock_5C
 from reference_eq import rrdb_block
 
@@ -91,13 +91,7 @@ def test_masked_mixed_batch_equals_each_sample_alone(layout, gate):
     enc = _converted(layout, gate=gate)
     randomize_gates(enc)
     x = torch.randn(4, 3, 9, 8)
-    scale = torch.tensor([[1.2, 1.2], [4.0, 4.0], [2.0, 2.3], [3.0, 2.9]])  # widths 0.5, 1.0, 0.7, 0.9
-    with torch.no_grad(), anysr.use_scale(enc, scale):
-        mixed = enc(x)
-    for b in range(4):
-        with torch.no_grad(), anysr.use_scale(enc, scale[b:b + 1]):
-            alone = enc(x[b:b + 1])
-        torch.testing.assert_close(mixed[b:b + 1], alone, atol=2e-5, rtol=1e-4)
+    assert_mixed_batch_equals_each_sample(enc, x)
 
 
 def test_export_every_width(layout):

@@ -15,7 +15,7 @@ from anysr_plugin.blocks import (StaticBlock, activate, add_residual, channel_ma
                                  sliced_conv, static_activation, static_conv)
 from anysr_plugin.errors import BlockTypeError, NoBlocksError
 
-from conftest import randomize_gates, tiny_edsr
+from conftest import assert_mixed_batch_equals_each_sample, randomize_gates, tiny_edsr
 from reference_eq import floor_width, gate_values
 
 WIDTHS = (0.5, 0.7, 0.9, 1.0)
@@ -169,12 +169,7 @@ def test_sliced_equals_masked(user_type):
     net = anysr.anysrify(_net(), AnySRConfig(gate="paper"))
     randomize_gates(net)
     x = torch.randn(4, 3, 7, 6)
-    scale = torch.tensor([[1.2, 1.2], [4.0, 4.0], [2.0, 2.3], [3.0, 2.9]])  # widths 0.5, 1.0, 0.7, 0.9
-    with torch.no_grad(), anysr.use_scale(net, scale):
-        mixed = net(x)
-    for b in range(4):
-        with torch.no_grad(), anysr.use_scale(net, scale[b:b + 1]):
-            torch.testing.assert_close(mixed[b:b + 1], net(x[b:b + 1]), atol=2e-5, rtol=1e-4)
+    assert_mixed_batch_equals_each_sample(net, x)
 
 
 def test_export_and_cost(user_type):

@@ -260,8 +260,9 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         channels = _encoder_channels(enc_name, enc_args)
         lam = cfg.lam_for(_family(enc_name))
         if cfg.interweave == "interleave" and channels % lam:
-            raise ConfigError(f"anysr.lam={lam} does not divide the {channels} gated channels of {enc_name}; "
-                              "pass --lam with a divisor")
+            from ..gate import describe_chunks
+
+            print(f"convert-config: {enc_name} has {channels} gated channels: {describe_chunks(channels, lam)}")
         if name not in adapter.upstream_names:
             print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
                   f"structure: its encoder {enc_name!r} has convertible blocks (pass --repo DIR to list them)")

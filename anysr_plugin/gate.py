@@ -27,6 +27,23 @@ from torch import nn
 from .errors import ConfigError, ScaleError
 
 
+def chunk_bounds(channels: int, lam: int) -> list:
+    """Feature counts after which a scale pair goes (Eq. 7): ``floor(C * i / lambda)`` for
+    ``i = 1..lambda``.  Equal chunks of ``C / lambda`` when lambda divides C; otherwise the
+    paper's positions give chunks whose sizes differ by one (C = 147, lambda = 4: after
+    36, 73, 110, 147), so any channel count converts with the configured lambda."""
+    lam = max(1, min(lam, channels))
+    return [channels * i // lam for i in range(1, lam + 1)]
+
+
+def describe_chunks(channels: int, lam: int) -> str:
+    """``"lambda=4 (chunk 16)"``, or the uneven chunking actually used."""
+    if channels % lam == 0:
+        return f"lambda={lam} (chunk {channels // lam})"
+    bounds = chunk_bounds(channels, lam)
+    return f"lambda={len(bounds)} (pairs after features {', '.join(map(str, bounds))} of {channels})"
+
+
 def interleave_layout(channels: int, n: int, lam: int, interweave: str = "interleave"):
     """Column indices of the gate input at width ``n`` (of ``channels``).
 
@@ -35,11 +52,14 @@ def interleave_layout(channels: int, n: int, lam: int, interweave: str = "interl
     """
     if interweave == "concat":
         return list(range(n)), [n], n + 2
-    chunk = channels // lam
-    pairs = n // chunk  # only complete chunks get a pair (Eq. 7, C_last < C_fix: no pair)
-    feature_cols = [j + 2 * (j // chunk) for j in range(n)]
-    scale_cols = [(i + 1) * chunk + 2 * i for i in range(pairs)]
-    return feature_cols, scale_cols, n + 2 * pairs
+    bounds = [b for b in chunk_bounds(channels, lam) if b <= n]  # only complete chunks get a pair (Eq. 7)
+    feature_cols, pair = [], 0
+    for j in range(n):
+        while pair < len(bounds) and j >= bounds[pair]:
+            pair += 1
+        feature_cols.append(j + 2 * pair)
+    scale_cols = [b + 2 * i for i, b in enumerate(bounds)]
+    return feature_cols, scale_cols, n + 2 * len(bounds)
 
 
 def gate_input_length(channels: int, width_channels: int, lam: int, interweave: str = "interleave") -> int:
@@ -59,11 +79,10 @@ class InterweavingGate(nn.Module):
         super().__init__()
         if interweave not in ("interleave", "concat"):
             raise ConfigError(f"InterweavingGate: interweave={interweave!r} has no gate")
-        if interweave == "interleave" and (lam < 1 or channels % lam):
-            raise ConfigError(
-                f"lam={lam} must divide the gated channel count {channels} (chunk C/lambda must be whole)")
+        if interweave == "interleave" and lam < 1:
+            raise ConfigError(f"lam={lam} must be a positive integer")
         self.channels, self.lam, self.interweave, self.kind = channels, lam, interweave, kind
-        in_full = channels + (2 if interweave == "concat" else 2 * lam)
+        in_full = channels + (2 if interweave == "concat" else 2 * len(chunk_bounds(channels, lam)))
         self.fc1 = nn.Linear(in_full, 2 * channels, device=device, dtype=dtype)
         self.fc2 = nn.Linear(2 * channels, channels, device=device, dtype=dtype)
         if kind == "identity":
@@ -181,7 +200,7 @@ def gate_param_count(channels: int, lam: int, interweave: str = "interleave") ->
     """Parameters of one gate: fc1 (2C x (C + 2*lam) + 2C) and fc2 (C x 2C + C)."""
     if interweave == "none":
         return 0
-    extra = 2 if interweave == "concat" else 2 * lam
+    extra = 2 if interweave == "concat" else 2 * len(chunk_bounds(channels, lam))
     return 2 * channels * (channels + extra) + 2 * channels + channels * 2 * channels + channels
 
 

@@ -5,9 +5,11 @@
    check passes makes the module a candidate; a type whose class-name pattern matches
    while its structure check fails marks the module *skipped*, with the reason (names add
    knowledge, structure decides).  Candidates are not descended into.
+   Built-in types are described by their computation (blocks/described.py): a module matches
+   when its traced dataflow computes the type's pattern, whatever its names and layout.
 2. **Validate**: a candidate's gate-less conversion, run at full width on a small random
    input, must reproduce the module's own output (this proves the upstream forward is the
-   residual the block type computes); lambda must divide the gated channels.  One
+   residual the block type computes).  One
    representative per block *signature* is run and its verdict reused for the others
    (:func:`block_signature`).  A failure on a module whose class name marks it as a block
    raises before the model is touched; a module matched by structure alone whose forward
@@ -31,8 +33,11 @@ import torch
 from torch import nn
 
 from .blocks import AnySRBlock, block_types
+from .blocks.dataflow import COMPUTATION, Mismatch
+from .blocks.described import DescribedBlock, analysis_scope, dataflow_of, signature_of
 from .config import AnySRConfig, channels_at
 from .control import AnySRState, ClearPlanHook, PlanHook, unwrap
+from .gate import describe_chunks
 from .errors import AlreadyAnySRError, AnySRError, AnySRWarning, ConfigError, NoBlocksError, UnsupportedBlockError
 
 #: a converted block must reproduce its original to this precision at conversion time
@@ -48,6 +53,18 @@ class Target:
     lam: int
     width_channels: dict = field(default_factory=dict)  # width -> floor(C * w)
     validated_by: str = ""  # the module whose full-width check covers this one (same signature)
+    pattern: str = ""  # the block type's pattern, e.g. "x + s*conv_b(act(conv_a(x)))"
+    interweave: str = "interleave"
+    computes: str = ""  # what this module computes, read from its forward
+
+    @property
+    def chunking(self) -> str:
+        """How the gate interweaves the scale: the lambda and chunks actually used."""
+        if self.interweave == "none":
+            return "no gate"
+        if self.interweave == "concat":
+            return "scale pair concatenated once"
+        return describe_chunks(self.channels, self.lam)
 
 
 @dataclass
@@ -80,7 +97,14 @@ class TargetReport:
         kinds = collections.Counter(t.upstream_type for t in self.targets)
         what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing"
         return (f"{verb} {len(self.targets)} block(s) ({what}) under {self.block_root or '<model>'!r}, adapter "
-                f"{self.adapter!r}; {self.scale_source}")
+                f"{self.adapter!r}; {self.patterns()}; {self.scale_source}")
+
+    def patterns(self) -> str:
+        """Each matched pattern with its count, e.g. ``16 x edsr [x + s*conv(act(conv(x))), lambda=4 (chunk 16)]``."""
+        groups = collections.Counter((t.family, t.pattern, t.chunking) for t in self.targets)
+        return "patterns: " + ("; ".join(f"{n} x {family} [{pattern}, {chunking}]" if pattern else
+                                         f"{n} x {family} [{chunking}]"
+                                         for (family, pattern, chunking), n in groups.items()) or "none")
 
     def __str__(self) -> str:
         verb = "replaced" if self.converted else "would replace"
@@ -89,7 +113,8 @@ class TargetReport:
         for t in self.targets:
             widths = ", ".join(f"{w:g}:{n}" for w, n in t.width_channels.items())
             lines.append(f"  {verb:>13} {t.name:<32} {t.upstream_type:<10} {t.family:<5} "
-                         f"C={t.channels:<4} lambda={t.lam:<2} channels per width {{{widths}}}")
+                         f"C={t.channels:<4} {t.chunking}; channels per width {{{widths}}}; "
+                         f"computes {t.computes or t.pattern}")
         for s in self.skipped:
             lines.append(f"  {'skipped':>13} {s.name:<32} {s.upstream_type:<10} {s.reason}")
         return "\n".join(lines)
@@ -99,68 +124,21 @@ class TargetReport:
 # block signatures: one full-width check per distinct block
 
 
-_PRIMITIVES = frozenset((bool, int, float, complex, str, bytes, type(None)))
-
-
-def _value_key(value, depth: int = 0):
-    """Hashable description of a plain attribute: primitives by value, tensors by shape,
-    dtype and device, containers element-wise, anything else by identity (so only the very
-    same object, e.g. a shared function, makes two blocks alike)."""
-    kind = type(value)
-    if kind in _PRIMITIVES:  # exact types: a subclass (an enum, a str subclass) goes by identity
-        return kind, value
-    if isinstance(value, (torch.dtype, torch.device)):
-        return type(value), str(value)
-    if isinstance(value, torch.Tensor):
-        return "tensor", tuple(value.shape), value.dtype, str(value.device)
-    if isinstance(value, (tuple, list)) and depth < 4:
-        return type(value), tuple(_value_key(v, depth + 1) for v in value)
-    if isinstance(value, dict) and depth < 4:
-        return dict, tuple(sorted((repr(k), _value_key(v, depth + 1)) for k, v in value.items()))
-    return "object", id(value)
-
-
-def _tensor_key(t):
-    return None if t is None else (type(t), tuple(t.shape), t.dtype, str(t.device))
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
 def _config_key(config: AnySRConfig) -> str:
     return repr(sorted(config.to_dict().items()))
 
 
 def block_signature(cls, module: nn.Module, config: AnySRConfig, config_key: str | None = None):
-    """What decides the full-width check's verdict, or None when `module` must be checked alone.
-
-    Two modules with equal signatures run the same code (the block type, the upstream class
-    and its ``forward`` code object, every submodule's class) on the same structure (module
-    tree, parameter and buffer shapes, dtypes, devices, plain attributes such as
-    ``res_scale``, negative slopes, paddings, train/eval mode) under the same config.  The
-    check asks whether that code is the residual computation the block type implements; the
-    weight *values* only flow through that computation, so its verdict carries over.  A
-    module with hooks or an instance-level ``forward`` (code outside the class) gets None.
-    ``config_key``: ``_config_key(config)`` when the caller has it already.
+    """What decides the full-width check's verdict, or None when `module` must be checked alone:
+    the block type and config plus the module's own signature (blocks/signature.py: same code
+    on the same structure).  The check asks whether that code is the computation the block type
+    implements; the weight *values* only flow through that computation, so its verdict carries
+    over.  ``config_key``: ``_config_key(config)`` when the caller has it already.
     """
-    seen: dict = {}
-    parts = []
-    for path, sub in module.named_modules(remove_duplicate=False):
-        d = sub.__dict__
-        if "forward" in d or any(d.get(h) for h in _HOOK_DICTS):
-            return None
-        if id(sub) in seen:  # a submodule used twice inside the block
-            parts.append((path, "alias", seen[id(sub)]))
-            continue
-        seen[id(sub)] = path
-        # attribute order is part of the key: same class built the same way -> same order
-        attrs = tuple((k, _value_key(v)) for k, v in d.items() if k[0] != "_" and k != "training")
-        params = tuple((k, _tensor_key(p)) for k, p in sub._parameters.items())
-        buffers = tuple((k, _tensor_key(b)) for k, b in sub._buffers.items())
-        parts.append((path, type(sub), sub.training, attrs, params, buffers))
-    forward_code = getattr(type(module).forward, "__code__", None)
-    return (cls, type(module), forward_code, config_key if config_key is not None else _config_key(config),
-            tuple(parts))
+    sig = signature_of(module)
+    if sig is None:
+        return None
+    return (cls, config_key if config_key is not None else _config_key(config)) + sig
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +169,10 @@ class _Planner:
         self.verdicts: dict = {}  # signature -> (difference, representative name)
         self.validations = 0
         self.config_key = _config_key(config)
+        #: the module that came closest to a block without converting: (stage, name, type, reason)
+        self.near = None
+        #: analyses of the walk (blocks/described.py), kept for building the blocks
+        self.analyses: dict = {}
 
     def _difference(self, cls, module: nn.Module, name: str):
         sig = block_signature(cls, module, self.config, self.config_key)
@@ -211,9 +193,6 @@ class _Planner:
         `module`; computes_otherwise is True when the full-width check failed (the module has
         the structure but not the computation), False for a setting that does not fit."""
         channels = cls.gated_channels(module)
-        lam = self.config.lam_for(cls)
-        if self.config.interweave == "interleave" and channels % lam:
-            return f"lambda={lam} does not divide the {channels} gated channels (set AnySRConfig.lam)", False, ""
         if channels_at(channels, self.config.widths[0]) < 1:
             return f"width {self.config.widths[0]} leaves no channel of {channels}", False, ""
         diff, rep = self._difference(cls, module, name)
@@ -243,17 +222,27 @@ class _Planner:
         if not fits:
             if named is not None:
                 self.skipped.append(Skipped(name, upstream, named[1]))
-            return named is not None
+                return True
+            flow = dataflow_of(module)
+            if isinstance(flow, Mismatch):
+                self._near_miss(flow, name, upstream)
+                if flow.shape is not None and flow.stage >= COMPUTATION:  # block-shaped: say why it is left
+                    self.skipped.append(Skipped(name, upstream, flow.reason + "; not converted (its class name "
+                                                "does not mark it as a block)", False))
+            return False
         first = None
         for cls in fits:
             problem, computes_otherwise, rep = self._problem(cls, module, name)
             if problem is None:
                 channels = cls.gated_channels(module)
                 self.targets.append(Target(name, upstream, cls.family, channels, self.config.lam_for(cls),
-                                           {w: channels_at(channels, w) for w in self.config.widths}, rep))
+                                           {w: channels_at(channels, w) for w in self.config.widths}, rep,
+                                           pattern_of(cls), self.config.interweave,
+                                           computes(module) if issubclass(cls, DescribedBlock) else ""))
                 self.entries.append((cls, module, parent, attr))
                 return True
             first = first or (problem, computes_otherwise)
+            self._near_miss(Mismatch(COMPUTATION + 1, problem), name, upstream)
         # refuse a named block, or a setting that does not fit; leave a look-alike that computes otherwise
         by_name = named is not None or any(cls.name_matches(module) for cls in fits)
         reason, fatal = first[0], by_name or not first[1]
@@ -261,6 +250,10 @@ class _Planner:
             reason += "; not converted (its class name does not mark it as a block)"
         self.skipped.append(Skipped(name, upstream, reason, fatal))
         return fatal
+
+    def _near_miss(self, flow: Mismatch, name: str, upstream: str) -> None:
+        if flow.stage >= 1 and (self.near is None or flow.stage > self.near[0]):
+            self.near = (flow.stage, name, upstream, flow.reason)
 
     def walk(self, root: nn.Module, root_name: str):
         counts = collections.Counter()
@@ -280,8 +273,48 @@ class _Planner:
 
 def _plan(config: AnySRConfig, root: nn.Module, root_name: str) -> "tuple[_Planner, dict]":
     planner = _Planner(config)
-    types = planner.walk(root, root_name)
+    with analysis_scope(planner.analyses):
+        types = planner.walk(root, root_name)
     return planner, types
+
+
+def pattern_of(cls) -> str:
+    """The computation a block type converts, in words (its ``pattern``, else its docstring's first line)."""
+    pattern = getattr(cls, "pattern", "")
+    if pattern:
+        return pattern
+    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def computes(module: nn.Module) -> str:
+    """What `module` (an upstream block or a converted one) computes, read from its forward."""
+    flow = module.flow if isinstance(module, DescribedBlock) else dataflow_of(module)
+    return "" if isinstance(flow, Mismatch) else flow.describe()
+
+
+#: module types that mark an attention / transformer encoder (knowledge for the refusal only)
+ATTENTION_TYPES = (nn.MultiheadAttention, nn.LayerNorm, nn.Softmax)
+ATTENTION_NAMES = ("transformer", "swin")
+
+
+def _no_blocks_message(root_label: str, adapter, types: dict, planner, left: list) -> str:
+    seen = ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
+    also = "".join(f"; {s.name} ({s.upstream_type}) {s.reason}" for s in left)
+    head = (f"no convertible block under {root_label!r} (adapter {adapter.name!r}; block types: "
+            f"{', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. ")
+    attention = [k for k in types if k in {t.__name__ for t in ATTENTION_TYPES}
+                 or any(w in k.lower() for w in ATTENTION_NAMES)]
+    if attention:
+        return head + (f"This encoder is built of attention blocks ({', '.join(attention)}): AnySR slims "
+                       "convolutional residual blocks and does not convert attention or transformer blocks; "
+                       "use an encoder with residual conv blocks (EDSR, RDN, RCAN, RRDB, ...)")
+    near = ""
+    if planner.near is not None:
+        _, name, upstream, reason = planner.near
+        near = f"Closest: {name} ({upstream}) {reason}. "
+    return head + near + ("AnySR converts residual conv blocks by what they compute (the patterns are listed in "
+                          "docs/block-types.md); for a block the patterns cannot express, register a block type "
+                          "(anysr_plugin.register_block_type)")
 
 
 def resolve_scale_source(model: nn.Module, adapter, scale_from=None):
@@ -317,8 +350,11 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
     if state is not None:
         for name, module in model.named_modules():
             if isinstance(module, AnySRBlock):
+                described = isinstance(module, DescribedBlock)
                 targets.append(Target(name, module.upstream_type, module.family, module.channels, module.lam,
-                                      {w: channels_at(module.channels, w) for w in config.widths}))
+                                      {w: channels_at(module.channels, w) for w in config.widths}, "",
+                                      pattern_of(type(module)), config.interweave,
+                                      computes(module) if described else ""))
         where = state.describe_scale_source()
     else:
         source = resolve_scale_source(model, adapter, scale_from)
@@ -364,12 +400,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
                                     f"was not changed:\n{details}")
     left = [s for s in planner.skipped if not s.fatal]
     if not planner.entries:
-        seen = ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
-        also = "".join(f"; {s.name} ({s.upstream_type}) {s.reason}" for s in left)
-        raise NoBlocksError(
-            f"no convertible block under {root_name or type(root).__name__!r} (adapter {adapter.name!r}; "
-            f"block types: {', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. "
-            "Register a block type for your block (anysr_plugin.register_block_type, docs/block-types.md)")
+        raise NoBlocksError(_no_blocks_message(root_name or type(root).__name__, adapter, types, planner, left))
     source = resolve_scale_source(target_model, adapter, scale_from)
     if source is None:
         from .adapters.structure import no_source_error
@@ -387,7 +418,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     state = AnySRState(config, adapter.name, root_name, source)
     built = []
     # gate init from config.seed when given (identical on every DDP rank), the caller's RNG untouched
-    with torch.random.fork_rng(devices=[], enabled=config.seed is not None):
+    with torch.random.fork_rng(devices=[], enabled=config.seed is not None), analysis_scope(planner.analyses):
         if config.seed is not None:
             torch.manual_seed(config.seed)
         for cls, module, parent, attr in planner.entries:

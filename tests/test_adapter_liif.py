@@ -249,7 +249,7 @@ def test_convert_config_errors_name_the_key(tmp_path, mutate, match):
     assert not (tmp_path / "o.yaml").exists()
 
 
-def test_convert_config_checks_init_from_and_lambda(tmp_path):
+def test_convert_config_checks_init_from_and_lambda(tmp_path, capsys):
     up = write_yaml(tmp_path / "up.yaml", UPSTREAM)
     with pytest.raises(ConfigError, match="--init-from"):
         get_adapter("liif").convert_config(str(up), str(tmp_path / "o.yaml"), None, init_from=str(tmp_path / "no.pth"))
@@ -257,8 +257,9 @@ def test_convert_config_checks_init_from_and_lambda(tmp_path):
     torch.save({"model": {"name": "metasr", "args": {}, "sd": {"w": torch.zeros(1)}}}, wrong)
     with pytest.raises(ConfigError, match="metasr"):
         get_adapter("liif").convert_config(str(up), str(tmp_path / "o.yaml"), None, init_from=str(wrong))
-    with pytest.raises(ConfigError, match="lam=5"):
-        get_adapter("liif").convert_config(str(up), str(tmp_path / "o.yaml"), anysr.AnySRConfig(lam=5))
+    # a lambda that does not divide the channels converts with the paper's uneven chunks, named
+    get_adapter("liif").convert_config(str(up), str(tmp_path / "o.yaml"), anysr.AnySRConfig(lam=5))
+    assert "lambda=5 (pairs after features" in capsys.readouterr().out
     with pytest.raises(AnySRError, match="unknown option"):
         get_adapter("liif").convert_config(str(up), str(tmp_path / "o.yaml"), None, epochs=3)
 

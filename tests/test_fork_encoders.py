@@ -52,7 +52,7 @@ def write_repo(root: Path, variant: str) -> Path:
         text = Path(lookalike_rrdb.__file__).read_text() + "\n\nfrom models import register\n" \
             "register('rrdbnet')(RRDBNet)\n"
     else:
-        text = "import torch.nn as nn\n\nfrom models import register\n\n\n" + inspect.getsource(U.Bottleneck) \
+        text = "import torch\nimport torch.nn as nn\n\nfrom models import register\n\n\n" + inspect.getsource(U.Bottleneck) \
             + BOTTLENECK_ENCODER + "\n\nregister('bottleneck-encoder')(BottleneckEncoder)\n"
         (root / "my_blocks.py").write_text(USER_MODULE)
     (root / "models" / "fork_encoder.py").write_text(text)

@@ -129,11 +129,13 @@ def test_different_forward_semantics_are_refused():
     _assert_untouched(model, snapshot)
 
 
-def test_lambda_must_divide_the_channels():
-    model = tiny_edsr(n_feats=18)
-    with pytest.raises(UnsupportedBlockError, match="lambda=4 does not divide the 18"):
-        anysr.anysrify(model)
-    anysr.anysrify(tiny_edsr(n_feats=18), AnySRConfig(lam=3))  # explicit lambda fits
+def test_channels_lambda_does_not_divide_convert_with_the_papers_chunks():
+    """18 channels, lambda 4: the pairs follow features floor(18 i / 4) = 4, 9, 13, 18 (Eq. 7)."""
+    report = anysr.inspect_targets(tiny_edsr(n_feats=18))
+    assert {t.chunking for t in report.targets} == {"lambda=4 (pairs after features 4, 9, 13, 18 of 18)"}
+    model = anysr.anysrify(tiny_edsr(n_feats=18))
+    assert model.body[0].anysr_gate.fc1.weight.shape == (36, 18 + 8)
+    anysr.anysrify(tiny_edsr(n_feats=18), AnySRConfig(lam=3))  # an explicit lambda that divides: equal chunks
 
 
 def test_inspect_targets_before_and_after():

@@ -78,7 +78,8 @@ def test_a_block_with_other_code_among_identical_ones_is_refused():
                                                      r"but its forward differs"):
         anysr.anysrify(model)
     _untouched(model, snapshot)
-    assert anysr.inspect_targets(snapshot).validations == 2
+    # its traced forward already shows no identity path: refused without a numeric check
+    assert anysr.inspect_targets(snapshot).validations == 1
 
 
 def test_a_hook_that_changes_the_output_is_caught():

@@ -1,7 +1,8 @@
 """A block type defined and registered from outside the package, with the public API only
-(what docs/block-types.md shows): a bottleneck residual block ``x + conv(act(reduce(x)))``
-with a 1x1 then a 3x3 convolution under its own attribute names.  Also the registry's
-rules: unique names, the contract check, lookup order, unregistering."""
+(what docs/block-types.md shows), for a computation the dataflow patterns cannot express: a
+gated bottleneck ``x + conv(act(a) * sigmoid(b))`` whose 1x1 ``reduce`` writes both halves
+``a, b = reduce(x).chunk(2, 1)`` (a GLU).  Also the registry's rules: unique names, the
+contract check, lookup order, unregistering."""
 from __future__ import annotations
 
 import pytest
@@ -27,12 +28,13 @@ WIDTHS = (0.5, 0.7, 0.9, 1.0)
 class Bottleneck(nn.Module):
     def __init__(self, c=16):
         super().__init__()
-        self.reduce = nn.Conv2d(c, c, 1)
+        self.reduce = nn.Conv2d(c, 2 * c, 1)
         self.act = nn.ReLU(inplace=True)
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x):
-        return x + self.conv(self.act(self.reduce(x)))
+        a, b = self.reduce(x).chunk(2, dim=1)
+        return x + self.conv(self.act(a) * torch.sigmoid(b))
 
 
 class BottleneckNet(nn.Module):
@@ -49,8 +51,14 @@ class BottleneckNet(nn.Module):
 # --------------------------------------------------------------------------- the user's block type
 
 
+def halves(c: int, n: int) -> torch.Tensor:
+    """Rows of ``reduce`` a width keeps: the first n of each half (a and b stay paired)."""
+    return torch.cat([torch.arange(n), c + torch.arange(n)])
+
+
 class SlimBottleneck(AnySRBlock):
-    """Slice ``reduce``'s outputs and ``conv``'s inputs; gate ``reduce``'s output."""
+    """Keep the first ``n`` channels of both halves of ``reduce`` (and ``conv``'s first ``n``
+    inputs); gate the ``a`` half."""
 
     family = "user-bottleneck"
     default_lam = 2
@@ -58,14 +66,15 @@ class SlimBottleneck(AnySRBlock):
 
     @classmethod
     def structure_problem(cls, module):
-        c = getattr(getattr(module, "reduce", None), "out_channels", None)
-        return (check_conv(getattr(module, "reduce", None), "reduce", in_ch=c, out_ch=c)
+        reduce = getattr(module, "reduce", None)
+        c = getattr(getattr(module, "conv", None), "in_channels", None)
+        return (check_conv(reduce, "reduce", out_ch=None if c is None else 2 * c)
                 or check_activation(getattr(module, "act", None), "act", c)
                 or check_conv(getattr(module, "conv", None), "conv", in_ch=c, out_ch=c))
 
     @classmethod
     def gated_channels(cls, module):
-        return module.reduce.out_channels
+        return module.conv.in_channels
 
     @classmethod
     def input_channels(cls, module):
@@ -75,14 +84,17 @@ class SlimBottleneck(AnySRBlock):
         self.reduce, self.act, self.conv = block.reduce, block.act, block.conv
 
     def forward_sliced(self, x, n, scale):
-        h = sliced_conv(self.reduce, x, out_channels=n)
-        h = activate(self.act, self.apply_gate(h, scale, n))
+        rows = halves(self.channels, n).to(x.device)
+        h = torch.nn.functional.conv2d(x, self.reduce.weight.index_select(0, rows),
+                                       self.reduce.bias.index_select(0, rows))
+        a, b = h.chunk(2, dim=1)
+        h = activate(self.act, self.apply_gate(a, scale, n)) * torch.sigmoid(b)
         return add_residual(sliced_conv(self.conv, h, in_index=n), x)
 
     def forward_masked(self, x, ns, scale):
         mask = channel_mask(ns, self.channels, x)
-        h = self.reduce(x) * mask
-        h = self.act(self.apply_gate_masked(h, scale, ns, mask)) * mask
+        a, b = self.reduce(x).chunk(2, dim=1)
+        h = self.act(self.apply_gate_masked(a * mask, scale, ns, mask)) * torch.sigmoid(b) * mask
         return add_residual(self.conv(h), x)
 
     def export_static(self, n, scale=None):
@@ -90,34 +102,41 @@ class SlimBottleneck(AnySRBlock):
 
     def conv_macs_per_pixel(self, width):
         n, c = self.width_channels(width), self.channels
-        return c * n * 1 + n * c * 9
+        return c * 2 * n * 1 + n * c * 9
 
 
 class StaticBottleneck(StaticBlock):
     def __init__(self, block, n, scale=None):
         super().__init__()
-        self.reduce = static_conv(block.reduce, out_index=n)
+        rows = halves(block.channels, n)
+        self.reduce = nn.Conv2d(block.channels, 2 * n, 1)
+        with torch.no_grad():
+            self.reduce.weight.copy_(block.reduce.weight[rows])
+            self.reduce.bias.copy_(block.reduce.bias[rows])
         self.act = static_activation(block.act, n)
         self.conv = static_conv(block.conv, in_index=n)
         self.gate = block.static_gate(n, scale)
 
     def forward(self, x):
-        h = self.reduce(x)
+        a, b = self.reduce(x).chunk(2, dim=1)
         if self.gate is not None:
-            h = self.gate(h)
-        return x + self.conv(self.act(h))
+            a = self.gate(a)
+        return x + self.conv(self.act(a) * torch.sigmoid(b))
 
 
 def plain_bottleneck(block, x, scale, width, kind):
     """Independent reference: one sample at a time, weights sliced by hand."""
-    n = floor_width(block.reduce.out_channels, width)
+    c = block.conv.in_channels
+    n = floor_width(c, width)
     outs = []
     for b in range(x.shape[0]):
         xb = x[b:b + 1]
-        h = torch.nn.functional.conv2d(xb, block.reduce.weight[:n], block.reduce.bias[:n])
+        w, bias = block.reduce.weight, block.reduce.bias
+        a = torch.nn.functional.conv2d(xb, w[:n], bias[:n])
+        g = torch.nn.functional.conv2d(xb, w[c:c + n], bias[c:c + n])
         if block.anysr_gate is not None:
-            h = h * gate_values(block.anysr_gate, h[0], scale[b], n, kind)[None, :, None, None]
-        h = torch.relu(h)
+            a = a * gate_values(block.anysr_gate, a[0], scale[b], n, kind)[None, :, None, None]
+        h = torch.relu(a) * torch.sigmoid(g)
         outs.append(xb + torch.nn.functional.conv2d(h, block.conv.weight[:, :n], block.conv.bias, padding=1))
     return torch.cat(outs)
 
@@ -182,7 +201,7 @@ def test_export_and_cost(user_type):
         exported = anysr.export_subnet(net, w, scale=2.0)
         assert not any(isinstance(m, AnySRBlock) for m in exported.modules())
         assert [type(m) for m in exported.blocks] == [StaticBottleneck] * 3
-        assert exported.blocks[0].reduce.out_channels == floor_width(16, w)
+        assert exported.blocks[0].reduce.out_channels == 2 * floor_width(16, w)
         with torch.no_grad():
             torch.testing.assert_close(exported(x), ref, atol=1e-5, rtol=1e-4)
         block = net.blocks[0]
@@ -196,13 +215,13 @@ def test_unregistered_type_converts_nothing():
     with registered_block_type(SlimBottleneck):
         assert len(anysr.inspect_targets(_net()).targets) == 3
     assert not anysr.inspect_targets(_net()).targets
-    with pytest.raises(NoBlocksError, match=r"Bottleneck x3.*register_block_type"):
+    with pytest.raises(NoBlocksError, match=r"Bottleneck x3.*Closest: blocks\.0 \(Bottleneck\) .*register_block_type"):
         anysr.anysrify(_net())
 
 
 def test_a_name_matched_module_of_another_structure_is_skipped_with_the_reason(user_type):
     net = _net()
-    net.blocks[1].reduce = nn.Conv2d(16, 16, 1, groups=4)
+    net.blocks[1].reduce = nn.Conv2d(16, 32, 1, groups=4)
     report = anysr.inspect_targets(net)
     assert [t.name for t in report.targets] == ["blocks.0", "blocks.2"]
     assert [(s.name, s.reason) for s in report.skipped] == [

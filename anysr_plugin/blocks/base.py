@@ -251,7 +251,9 @@ class AnySRBlock(nn.Module):
         converted = cls(module, config.replace(interweave="none"))
         g = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(2, cls.input_channels(module), 6, 6, generator=g).to(param.device, param.dtype)
-        with torch.no_grad():
+        from .dataflow import buffers_kept
+
+        with torch.no_grad(), buffers_kept(module):
             ref = module(x.clone())
             out = converted.forward_sliced(x.clone(), converted.channels, torch.ones(2, 2, device=param.device))
         if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:

@@ -53,17 +53,22 @@ GATE_SPLIT_LAYERS = 6
 class OfficialRDB(AnySRRDB):
     """RDB converted to the release's ``RDB_any`` layout (compat mode only)."""
 
+    gate_layer = None  # the gate is on the concatenation's tail, not on one dense layer
+
     @classmethod
     def structure_problem(cls, module):
         problem = super().structure_problem(module)
-        if problem is None and len(module.convs) != RELEASE_LAYERS:
+        if problem is None and not (isinstance(getattr(module, "convs", None), torch.nn.Sequential)
+                                    and isinstance(getattr(module, "LFF", None), torch.nn.Conv2d)):
+            problem = ("compat='official' reproduces the release's RDN layout (dense layers `convs.k.conv`, "
+                       "fusion `LFF`); this residual dense block is laid out otherwise")
+        elif problem is None and len(module.convs) != RELEASE_LAYERS:
             problem = (f"has {len(module.convs)} dense layers; the official release's RDB layout "
                        f"(compat='official') needs exactly {RELEASE_LAYERS} (RDN config B)")
         return problem
 
     def __init__(self, block, config, state=None):
         super().__init__(block, config, state)
-        self.gate_layer = None  # the gate is on the concatenation's tail, not on one dense layer
         if self.anysr_gate is not None:  # re-made over the last 2G channels of the concatenation
             param = next(block.parameters())
             self.anysr_gate = InterweavingGate(2 * self.channels, self.lam, config.interweave, config.gate,
@@ -76,9 +81,6 @@ class OfficialRDB(AnySRRDB):
     def extra_repr(self) -> str:
         return (f"family={self.family!r}, channels={self.channels}, widths={self.widths}, "
                 f"layers={len(self.convs)}, layout='official'")
-
-    def _input_index(self, g, layer, device):
-        raise AnySRError(NO_EXPORT)
 
     def export_static(self, g, scale=None):
         raise AnySRError(NO_EXPORT)

@@ -1,6 +1,10 @@
-"""RDN residual dense block: dense layers ``convs.k.conv = [conv, act]`` + ``LFF`` 1x1 + ``x``.
+"""The residual dense block, described: ``x + s * fuse(cat(x, g_1, ..., g_k))`` with growth layers
+``g_i = act(conv_i(cat(x, g_1, ..., g_{i-1})))``.
 
-Matches LIIF/LTE/SRNO ``models/rdn.py`` and Meta-SR / EDSR-PyTorch ``RDB``.
+Matches LIIF / LTE / SRNO ``models/rdn.py`` and Meta-SR / EDSR-PyTorch ``RDB`` (dense layers
+``convs.k.conv = [conv, act]``, 1x1 ``LFF``), MMEditing's RDB (dense layers under ``layers``,
+the fusion conv ``lff``), ESRGAN's five-conv dense block (``conv1..conv5``, LeakyReLU,
+``x + x5 * 0.2``; a 3x3 fusion) and any other names or containers (dataflow.py).
 
 Slicing.  At width w every dense layer produces only its first
 ``g = floor(G*w)`` growth filters.  Later layers and ``LFF`` read exactly the channels
@@ -28,46 +32,24 @@ at widths 0.5 / 0.7 / 0.9 (the release slices only four of the eight layers).
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation,
-                   check_conv, sliced_conv, static_activation, static_conv)
+from .described import DescribedBlock, StaticDescribedBlock
 
 
-class AnySRRDB(DenseColumns, AnySRBlock):
-    family = "rdb"
+class StaticRDB(StaticDescribedBlock):
+    """A residual dense block of one growth ``g``: dense layer k reads ``G0 + k*g`` gathered channels."""
+
+
+class AnySRRDB(DescribedBlock):
+    family = shape = "rdb"
     default_lam = 8  # paper Sec. III-C: lambda 8 for RDN
     name_pattern = r"(?i)^rdb$"
+    pattern = "x + s*fuse(cat(x, g_1..g_k)), g_i = act(conv_i(cat(x, g_1..g_(i-1))))"
+    static_class = StaticRDB
 
     @classmethod
-    def structure_problem(cls, module: nn.Module):
-        convs, lff = getattr(module, "convs", None), getattr(module, "LFF", None)
-        if not isinstance(convs, nn.Sequential) or len(convs) == 0:
-            return "has no non-empty `convs` nn.Sequential of dense layers"
-        first = getattr(convs[0], "conv", None)
-        if not isinstance(first, nn.Sequential) or len(first) != 2:
-            return "convs.0 has no `conv` = nn.Sequential(conv, act)"
-        if not isinstance(first[0], nn.Conv2d):
-            return f"convs.0.conv.0 is {type(first[0]).__name__}, expected a plain nn.Conv2d"
-        g0, g = first[0].in_channels, first[0].out_channels
-        for k, layer in enumerate(convs):
-            seq = getattr(layer, "conv", None)
-            if not isinstance(seq, nn.Sequential) or len(seq) != 2:
-                return f"convs.{k} has no `conv` = nn.Sequential(conv, act)"
-            problem = (check_conv(seq[0], f"convs.{k}.conv.0", in_ch=g0 + k * g, out_ch=g)
-                       or check_activation(seq[1], f"convs.{k}.conv.1", g))
-            if problem:
-                return problem
-        return check_conv(lff, "LFF", in_ch=g0 + len(convs) * g, out_ch=g0)
-
-    @classmethod
-    def gated_channels(cls, module: nn.Module) -> int:
-        return module.convs[0].conv[0].out_channels
-
-    @classmethod
-    def input_channels(cls, module: nn.Module) -> int:
-        return module.convs[0].conv[0].in_channels
+    def gate_region_of(cls, flow, config) -> int:
+        """``rdb_gate="first"``: the first dense layer; ``"last"``: the last one."""
+        return flow.units[0].regions[0 if config.rdb_gate == "first" else -1]
 
     @classmethod
     def variant_for(cls, config):
@@ -77,89 +59,13 @@ class AnySRRDB(DenseColumns, AnySRBlock):
             return OfficialRDB
         return cls
 
-    def __init__(self, block, config, state=None):
-        super().__init__(block, config, state)
-        self.gate_layer = 0 if config.rdb_gate == "first" else len(self.convs) - 1
-
-    def _adopt(self, block: nn.Module) -> None:
-        self.convs = block.convs
-        self.LFF = block.LFF
-        self.in_channels = block.convs[0].conv[0].in_channels
+    @property
+    def gate_layer(self) -> int:
+        """Index of the dense layer that carries the gate."""
+        return self.flow.units[0].regions.index(self.gate_region)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", layers={len(self.convs)}, gate_layer={getattr(self, 'gate_layer', 0)}"
-
-    def forward_sliced(self, x, g, scale):
-        full = g == self.channels
-        feats = x
-        for k, layer in enumerate(self.convs):
-            conv, act = layer.conv[0], layer.conv[1]
-            if full:
-                out = conv(feats)
-            else:
-                out = sliced_conv(conv, feats, out_channels=g,
-                                  in_index=None if k == 0 else self._input_index(g, k, x.device))
-            out = self.gate_activation(out, scale, g, act) if k == self.gate_layer else activate(act, out)
-            feats = torch.cat((feats, out), 1)
-        if full:
-            return add_residual(self.LFF(feats), x)
-        return add_residual(sliced_conv(self.LFF, feats, in_index=self._input_index(g, len(self.convs), x.device)), x)
-
-    def forward_masked(self, x, ns, scale):
-        mask = channel_mask(ns, self.channels, x)
-        feats = x
-        for k, layer in enumerate(self.convs):
-            out = layer.conv[0](feats) * mask
-            if k == self.gate_layer:
-                out = self.apply_gate_masked(out, scale, ns, mask)
-            feats = torch.cat((feats, layer.conv[1](out) * mask), 1)
-        return add_residual(self.LFF(feats), x)
-
-    def conv_macs_per_pixel(self, width: float) -> int:
-        g, G0 = self.width_channels(width), self.in_channels
-        macs = 0
-        for k, layer in enumerate(self.convs):
-            kh, kw = layer.conv[0].kernel_size
-            macs += (G0 + k * g) * g * kh * kw
-        kh, kw = self.LFF.kernel_size
-        return macs + (G0 + len(self.convs) * g) * G0 * kh * kw
-
-    def activations_per_pixel(self, width: float) -> int:
-        return self.width_channels(width) * len(self.convs)
-
-    def export_static(self, g, scale=None):
-        return StaticRDB(self, g, scale)
-
-
-class _DenseLayer(nn.Module):
-    def __init__(self, conv: nn.Conv2d, act: nn.Module):
-        super().__init__()
-        self.conv = nn.Sequential(conv, act)
-
-
-class StaticRDB(StaticBlock):
-    """RDB of one growth ``g``: dense layer k reads ``G0 + k*g`` channels (the gathered columns)."""
-
-    def __init__(self, block: AnySRRDB, g: int, scale=None):
-        super().__init__()
-        layers = []
-        for k, layer in enumerate(block.convs):
-            conv, act = layer.conv[0], layer.conv[1]
-            index = None if k == 0 else block._input_index(g, k, conv.weight.device)
-            layers.append(_DenseLayer(static_conv(conv, out_index=g, in_index=index), static_activation(act, g)))
-        self.convs = nn.Sequential(*layers)
-        self.LFF = static_conv(block.LFF, in_index=block._input_index(g, len(block.convs), block.LFF.weight.device))
-        self.gate_layer = block.gate_layer
-        self.gate = block.static_gate(g, scale)
-
-    def forward(self, x):
-        feats = x
-        for k, layer in enumerate(self.convs):
-            out = layer.conv[0](feats)
-            if k == self.gate_layer and self.gate is not None:
-                out = self.gate(out)
-            feats = torch.cat((feats, layer.conv[1](out)), 1)
-        return self.LFF(feats) + x
+        return super().extra_repr() + f", layers={len(self.flow.units[0].regions)}, gate_layer={self.gate_layer}"
 
 
 __all__ = ["AnySRRDB", "StaticRDB"]

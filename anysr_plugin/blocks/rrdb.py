@@ -1,7 +1,9 @@
-"""ESRGAN's residual-in-residual dense block (RRDB), the encoder block of ESRGAN/BasicSR's
-``RRDBNet`` and of the LIIF-derived repositories that use it as their encoder.
+"""ESRGAN's residual-in-residual dense block (RRDB), described: a chain of residual dense blocks
+inside one outer residual, ``x + s * D_m(...D_1(x))`` with ``D_k(u) = u + s_k * dense_k(u)``.
+The encoder block of ESRGAN / BasicSR's ``RRDBNet`` and of the LIIF-derived repositories
+that use it as their encoder; any names and any number of dense blocks (dataflow.py).
 
-Upstream structure (attribute names ``RDB1``/``RDB2``/``RDB3``, or ``rdb1``/``rdb2``/``rdb3``
+ESRGAN's layout (attribute names ``RDB1``/``RDB2``/``RDB3``, or ``rdb1``/``rdb2``/``rdb3``
 in the common BasicSR-style variant)::
 
     RDB_5C(x):  x1 = lrelu(conv1(x));  x2 = lrelu(conv2([x, x1]));  ...  x4 = lrelu(conv4([x, x1..x3]))
@@ -27,82 +29,45 @@ gc=32, lambda=4).  A gate per RDB would triple that with nothing measured in its
 Default lambda 4: a scale pair after every ``gc/4`` = 8 features for gc=32, the same
 chunk size as RDN's lambda 8 on G=64.
 
-The residual scales (0.2) are the upstream constants; the conversion-time equivalence
-check refuses a look-alike whose forward uses others.
+The residual scales are whatever the upstream forward applies (0.2 in ESRGAN); the block runs
+its own traced forward, so other scales convert as they are.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from .base import (AnySRBlock, DenseColumns, StaticBlock, activate, add_residual, channel_mask, check_activation,
-                   check_conv, sliced_conv, static_activation, static_conv)
-
-#: attribute names of the three dense blocks, per upstream variant
-RDB_NAMES = (("RDB1", "RDB2", "RDB3"), ("rdb1", "rdb2", "rdb3"))
-#: dense convs (conv1..conv4 write the growth); conv5 fuses back to nf
-DENSE = 4
-CONV_NAMES = tuple(f"conv{k}" for k in range(1, DENSE + 2))
-#: upstream residual scaling of each RDB and of the RRDB
-RES_SCALE = 0.2
+from .described import DescribedBlock, StaticDescribedBlock
 
 
-def _rdb_problem(rdb: nn.Module, what: str, nf: int, gc: int):
-    extra = sorted(set(rdb._modules) - set(CONV_NAMES) - {"lrelu"})
-    if extra:
-        return f"{what} has extra layer(s) {', '.join(extra)}; expected conv1..conv5 and lrelu"
-    for k, name in enumerate(CONV_NAMES):
-        conv = getattr(rdb, name, None)
-        last = k == DENSE
-        problem = check_conv(conv, f"{what}.{name}", in_ch=nf + k * gc, out_ch=nf if last else gc)
-        if problem:
-            return problem
-    return check_activation(getattr(rdb, "lrelu", None), f"{what}.lrelu", gc)
+def unit_names(block) -> tuple:
+    """The child names of the chained dense blocks (``("RDB1", "RDB2", "RDB3")``), in order;
+    () when a dense block is not one child of its own."""
+    names = []
+    for unit in block.flow.units:
+        firsts = {block.flow.convs[i].target.split(".")[0] for i in unit.convs}
+        if len(firsts) != 1 or "." not in block.flow.convs[unit.convs[0]].target:
+            return ()
+        names.append(firsts.pop())
+    return tuple(names)
 
 
-class AnySRRRDB(DenseColumns, AnySRBlock):
-    family = "rrdb"
+class StaticRRDB(StaticDescribedBlock):
+    """An RRDB of one growth ``g``: conv k of each dense block reads ``nf + (k-1)*g`` gathered
+    channels; the gate (if any) weights the first dense output."""
+
+    def __init__(self, block, g: int, scale=None):
+        super().__init__(block, g, scale)
+        self.rdb_names = block.rdb_names
+
+
+class AnySRRRDB(DescribedBlock):
+    family = shape = "rrdb"
     default_lam = 4
     name_pattern = r"(?i)^rrdb$"
+    pattern = "x + s*D_m(...D_1(x)), D_k(u) = u + s_k*dense_k(u)"
+    static_class = StaticRRDB
 
-    @staticmethod
-    def _names(module: nn.Module):
-        for names in RDB_NAMES:
-            if all(isinstance(getattr(module, n, None), nn.Module) for n in names):
-                return names
-        return None
-
-    @classmethod
-    def structure_problem(cls, module: nn.Module):
-        names = cls._names(module)
-        if names is None:
-            return "has no dense blocks RDB1, RDB2, RDB3 (or rdb1, rdb2, rdb3)"
-        extra = sorted(set(module._modules) - set(names))
-        if extra:
-            return f"has layer(s) {', '.join(extra)} besides {', '.join(names)}"
-        first = getattr(getattr(module, names[0]), "conv1", None)
-        if not isinstance(first, nn.Conv2d):
-            return f"{names[0]}.conv1 is {type(first).__name__}, expected a plain nn.Conv2d"
-        nf, gc = first.in_channels, first.out_channels
-        for name in names:
-            problem = _rdb_problem(getattr(module, name), name, nf, gc)
-            if problem:
-                return problem
-        return None
-
-    @classmethod
-    def gated_channels(cls, module: nn.Module) -> int:
-        return getattr(module, cls._names(module)[0]).conv1.out_channels
-
-    @classmethod
-    def input_channels(cls, module: nn.Module) -> int:
-        return getattr(module, cls._names(module)[0]).conv1.in_channels
-
-    def _adopt(self, block: nn.Module) -> None:
-        self.rdb_names = self._names(block)
-        for name in self.rdb_names:
-            setattr(self, name, getattr(block, name))
-        self.in_channels = self.input_channels(block)
+    @property
+    def rdb_names(self) -> tuple:
+        return unit_names(self)
 
     @property
     def rdbs(self) -> list:
@@ -111,91 +76,5 @@ class AnySRRRDB(DenseColumns, AnySRBlock):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nf={self.in_channels}, blocks={self.rdb_names}"
 
-    def forward_sliced(self, x, g, scale):
-        full = g == self.channels
-        out = x
-        for r, rdb in enumerate(self.rdbs):
-            feats = out
-            for k in range(DENSE):
-                conv = getattr(rdb, CONV_NAMES[k])
-                if full:
-                    h = conv(feats)
-                else:
-                    h = sliced_conv(conv, feats, out_channels=g,
-                                    in_index=None if k == 0 else self._input_index(g, k, x.device))
-                if r == 0 and k == 0:
-                    h = self.apply_gate(h, scale, g)
-                feats = torch.cat((feats, activate(rdb.lrelu, h)), 1)
-            conv5 = getattr(rdb, CONV_NAMES[DENSE])
-            x5 = conv5(feats) if full else sliced_conv(conv5, feats, in_index=self._input_index(g, DENSE, x.device))
-            out = add_residual(x5, out, RES_SCALE)
-        return add_residual(out, x, RES_SCALE)
 
-    def forward_masked(self, x, ns, scale):
-        mask = channel_mask(ns, self.channels, x)
-        out = x
-        for r, rdb in enumerate(self.rdbs):
-            feats = out
-            for k in range(DENSE):
-                h = getattr(rdb, CONV_NAMES[k])(feats) * mask
-                if r == 0 and k == 0:
-                    h = self.apply_gate_masked(h, scale, ns, mask)
-                feats = torch.cat((feats, rdb.lrelu(h) * mask), 1)
-            out = add_residual(getattr(rdb, CONV_NAMES[DENSE])(feats), out, RES_SCALE)
-        return add_residual(out, x, RES_SCALE)
-
-    def export_static(self, g, scale=None):
-        return StaticRRDB(self, g, scale)
-
-    def conv_macs_per_pixel(self, width: float) -> int:
-        g, nf = self.width_channels(width), self.in_channels
-        macs = 0
-        for rdb in self.rdbs:
-            for k, name in enumerate(CONV_NAMES):
-                kh, kw = getattr(rdb, name).kernel_size
-                macs += (nf + k * g) * (nf if k == DENSE else g) * kh * kw
-        return macs
-
-    def activations_per_pixel(self, width: float) -> int:
-        return len(self.rdb_names) * DENSE * self.width_channels(width)
-
-
-class _StaticRDB5C(nn.Module):
-    """Holds one dense block's sliced convs (conv1..conv5) and its activation."""
-
-    def __init__(self, block: AnySRRRDB, rdb: nn.Module, g: int):
-        super().__init__()
-        device = rdb.conv1.weight.device
-        for k, name in enumerate(CONV_NAMES):
-            conv = getattr(rdb, name)
-            index = None if k == 0 else block._input_index(g, k, device)
-            setattr(self, name, static_conv(conv, out_index=None if k == DENSE else g, in_index=index))
-        self.lrelu = static_activation(rdb.lrelu, g)
-
-
-class StaticRRDB(StaticBlock):
-    """RRDB of one growth ``g``: conv k of each RDB reads ``nf + (k-1)*g`` gathered channels;
-    the gate (if any) weights RDB1's first dense output."""
-
-    def __init__(self, block: AnySRRRDB, g: int, scale=None):
-        super().__init__()
-        self.rdb_names = block.rdb_names
-        for name, rdb in zip(block.rdb_names, block.rdbs):
-            setattr(self, name, _StaticRDB5C(block, rdb, g))
-        self.gate = block.static_gate(g, scale)
-
-    def forward(self, x):
-        out = x
-        for r, name in enumerate(self.rdb_names):
-            rdb = getattr(self, name)
-            feats = out
-            for k in range(DENSE):
-                h = getattr(rdb, CONV_NAMES[k])(feats)
-                if r == 0 and k == 0 and self.gate is not None:
-                    h = self.gate(h)
-                feats = torch.cat((feats, rdb.lrelu(h)), 1)
-            out = getattr(rdb, CONV_NAMES[DENSE])(feats) * RES_SCALE + out
-        return out * RES_SCALE + x
-
-
-__all__ = ["AnySRRRDB", "StaticRRDB", "RDB_NAMES", "RES_SCALE"]
+__all__ = ["AnySRRRDB", "StaticRRDB", "unit_names"]

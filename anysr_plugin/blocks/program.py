@@ -1,0 +1,227 @@
+"""Running a described block: its own traced forward, with the sliced parts swapped in.
+
+Why generated code: the block's forward *is* the description (dataflow.py), so the
+slimmable block runs that very graph, with only three kinds of node replaced:
+
+* each body convolution becomes ``run.conv(i, conv, h)``: the first ``n`` filters of a region's
+  producer, the kept input columns of a reader (a prefix, or a gather for dense layouts);
+* the gated region's producer is followed by ``run.gate(h)`` (or, when an activation module is
+  its only reader, ``run.gate_act(act, h)``: one fused step that saves less for backward);
+* a per-channel PReLU on region channels becomes ``run.act(prelu, h)`` or, written as a function
+  with its own weight, ``run.prelu(h, weight)`` (the first ``n`` slopes).
+
+Everything else (the residual, its scale as a number, buffer or parameter, the channel
+attention, in-place spellings) runs exactly as the upstream code wrote it.  ``run`` is one
+of the per-call objects below: :class:`SlicedRun` (one width for the batch: really smaller
+convolutions) or :class:`MaskedRun` (per-sample widths: full-size convolutions whose readers
+see zeros beyond each sample's kept channels, which equals each sample's sliced result).
+The static export runs the unmodified graph on physically sliced copies, with the gate
+inserted as a module call, so it has no AnySR type left and traces / exports cleanly.
+
+The code is generated with ``torch.fx`` (``Graph.python_code``) once per block signature
+and per gate position, compiled, and cached with its source, so pickles carry the source.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import linecache
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from .base import activate, sliced_conv
+from .dataflow import Dataflow, region_counts
+
+_COUNTER = itertools.count()
+
+
+class Source:
+    """Generated Python source of a block's forward and the globals it names.  Immutable: deep
+    copies share it; pickles carry the text and the globals by reference (modules by name)."""
+
+    def __init__(self, text: str, globals_: dict):
+        self.text, self.globals = text, globals_
+        self.function = None  # compiled on first use, shared by every block of this signature
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        refs = {k: ("module", v.__name__) if isinstance(v, types.ModuleType) else ("object", v)
+                for k, v in self.globals.items()}
+        return (_load_source, (self.text, refs))
+
+
+def _load_source(text: str, refs: dict) -> Source:
+    return Source(text, {k: importlib.import_module(v) if kind == "module" else v for k, (kind, v) in refs.items()})
+
+
+def compiled(source: Source, what: str):
+    """The function ``forward`` defined by `source` (compiled once per source)."""
+    if source.function is None:
+        name = f"<anysr {what} #{next(_COUNTER)}>"
+        linecache.cache[name] = (len(source.text), None, source.text.splitlines(True), name)  # readable tracebacks
+        scope = dict(source.globals)
+        exec(compile(source.text, name, "exec"), scope)
+        source.function = scope["forward"]
+    return source.function
+
+
+def program(flow: Dataflow, kind: str, gate_region: int, gate_name: str | None = None) -> Source:
+    """The block's ``forward`` for ``kind`` "slim" (``forward(self, x, run)``) or "static"
+    (``forward(self, x)`` with the gate as submodule `gate_name`; None: no gate)."""
+    key = (kind, gate_region, gate_name)
+    if key not in flow.sources:
+        flow.sources[key] = _generate(flow, kind, gate_region, gate_name)
+    return flow.sources[key]
+
+
+def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
+    if flow.graph is None:
+        raise RuntimeError("this block's analysis came from a pickle without its graph")
+    old = flow.graph
+    nodes = {n.name: n for n in old.nodes}
+    conv_index = {c.node: i for i, c in enumerate(flow.convs)}
+    gated = flow.producer(gate_region).node
+    gated_node = nodes[gated]
+    prelus = {name: sliced for name, _, _, sliced in flow.activations if sliced}
+    readers = list(gated_node.users)
+    fused = readers[0].name if (kind == "slim" and len(readers) == 1 and readers[0].op == "call_module"
+                                and any(readers[0].name == a[0] for a in flow.activations)) else None
+    g = fx.Graph()
+    env: dict = {}
+    run = None
+    for node in old.nodes:
+        if node.op == "placeholder":
+            env[node] = g.placeholder(node.name)
+            if kind == "slim" and run is None:
+                run = g.placeholder("run")
+            continue
+        if kind == "slim" and node.name in conv_index:
+            conv = g.get_attr(node.target)
+            out = g.call_method("conv", (run, conv_index[node.name], conv, env[node.args[0]]))
+            if node.name == gated and fused is None:
+                out = g.call_method("gate", (run, out))
+            env[node] = out
+            continue
+        if kind == "slim" and node.name == fused:
+            env[node] = g.call_method("gate_act", (run, g.get_attr(node.target), env[node.args[0]]))
+            continue
+        if kind == "slim" and prelus.get(node.name) == "module":
+            env[node] = g.call_method("act", (run, g.get_attr(node.target), env[node.args[0]]))
+            continue
+        if kind == "slim" and prelus.get(node.name) == "weight":
+            env[node] = g.call_method("prelu", (run, env[node.args[0]], env[node.args[1]]))
+            continue
+        env[node] = g.node_copy(node, lambda n: env[n])
+        if kind == "static" and node.name == gated and gate_name is not None:
+            env[node] = g.call_module(gate_name, (env[node],))
+    g.lint()
+    code = g.python_code(root_module="self")
+    return Source(code.src, dict(code.globals))
+
+
+# ---------------------------------------------------------------------------
+# per-call runs
+
+
+def conv_spec(flow: Dataflow, counts: list, device) -> tuple:
+    """Per body convolution ``(filters kept or None, input columns: None | prefix int | LongTensor)``."""
+    spec = []
+    for role in flow.convs:
+        out = None
+        if role.out_region is not None and counts[role.out_region] != flow.regions[role.out_region]:
+            out = counts[role.out_region]
+        cols, offset, whole = [], 0, True
+        for region, length in role.segments:
+            keep = length if region < 0 else counts[region]
+            whole = whole and keep == length
+            cols.extend(range(offset, offset + keep))
+            offset += length
+        if whole:
+            inp = None
+        elif cols == list(range(len(cols))):
+            inp = len(cols)
+        else:
+            with torch.inference_mode(False):  # a cache made in inference mode must serve training too
+                inp = torch.tensor(cols, dtype=torch.long, device=device)
+        spec.append((out, inp))
+    return tuple(spec)
+
+
+def column_masks(flow: Dataflow, per_sample: list, device, dtype) -> tuple:
+    """Per body convolution, a (B, C_in, 1, 1) mask keeping each sample's columns, or None
+    (it reads only full-width channels).  ``per_sample``: region counts of every sample."""
+    masks = []
+    for role in flow.convs:
+        if all(region < 0 for region, _ in role.segments):
+            masks.append(None)
+            continue
+        rows = []
+        for counts in per_sample:
+            row = []
+            for region, length in role.segments:
+                keep = length if region < 0 else counts[region]
+                row.extend([1.0] * keep + [0.0] * (length - keep))
+            rows.append(row)
+        masks.append(torch.tensor(rows, device=device, dtype=dtype)[:, :, None, None])
+    return tuple(masks)
+
+
+class SlicedRun:
+    """One width for the whole batch: really smaller convolutions."""
+
+    __slots__ = ("block", "spec", "scale", "n")
+
+    def __init__(self, block, spec, scale, n):
+        self.block, self.spec, self.scale, self.n = block, spec, scale, n
+
+    def conv(self, i, conv, h):
+        out, inp = self.spec[i]
+        if out is None and inp is None:
+            return conv(h)
+        return sliced_conv(conv, h, out, inp)
+
+    def gate(self, h):
+        return self.block.apply_gate(h, self.scale, self.n)
+
+    def gate_act(self, act, h):
+        return self.block.gate_activation(h, self.scale, self.n, act)
+
+    def act(self, act, h):
+        return activate(act, h)
+
+    def prelu(self, h, weight):
+        return F.prelu(h, weight[: h.shape[1]])
+
+
+class MaskedRun:
+    """Per-sample widths with full-size convolutions: every reader of region channels sees
+    zeros beyond each sample's kept channels (exactly each sample's sliced result)."""
+
+    __slots__ = ("block", "masks", "scale", "ns", "gate_mask")
+
+    def __init__(self, block, masks, scale, ns, gate_mask):
+        self.block, self.masks, self.scale, self.ns, self.gate_mask = block, masks, scale, ns, gate_mask
+
+    def conv(self, i, conv, h):
+        mask = self.masks[i]
+        return conv(h if mask is None else h * mask)
+
+    def gate(self, h):
+        return self.block.apply_gate_masked(h, self.scale, self.ns, self.gate_mask)
+
+    def gate_act(self, act, h):
+        return act(self.gate(h))
+
+    def act(self, act, h):
+        return act(h)
+
+    def prelu(self, h, weight):
+        return F.prelu(h, weight)
+
+
+__all__ = ["Source", "program", "compiled", "conv_spec", "column_masks", "SlicedRun", "MaskedRun", "region_counts"]

@@ -313,14 +313,15 @@ class CallableSource(ScaleSource):
 
     kind = "callable"
 
-    def __init__(self, fn):
+    def __init__(self, fn, name: str | None = None):
         self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)  # 'module:function' when named so
 
     def read(self, module, args, kwargs):
         return self.fn(module, args, kwargs)
 
     def describe(self) -> str:
-        return f"scale from scale_from={getattr(self.fn, '__qualname__', type(self.fn).__name__)}(module, args, kwargs)"
+        return f"scale from scale_from={self.name}(module, args, kwargs)"
 
 
 def set_scale_contract(model: nn.Module):
@@ -369,14 +370,38 @@ def single_input(model: nn.Module) -> bool:
     return len(required) == 1 and len(params) == 1
 
 
+def import_scale_function(name: str):
+    """The function ``"package.module:function"`` names (imported now), or NoScaleSourceError."""
+    import importlib
+
+    module_name, _, attr_path = name.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module itself failing
+        raise NoScaleSourceError(f"scale_from={name!r}: cannot import module {module_name!r} ({type(exc).__name__}: "
+                                 f"{exc}); make it importable (a .py file in the current folder or the repository "
+                                 "root, or `anysr launch / convert-config --import FILE.py`)") from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise NoScaleSourceError(f"scale_from={name!r}: module {module_name!r} has no {attr_path!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise NoScaleSourceError(f"scale_from={name!r}: {attr_path!r} is a {type(target).__name__}, not a function "
+                                 "fn(module, args, kwargs) -> (B, 2) scale or None")
+    return target
+
+
 def explicit_source(scale_from) -> ScaleSource:
-    """``anysrify(..., scale_from=...)``: "context", a ScaleSource, or a callable."""
+    """``anysrify(..., scale_from=...)`` or ``AnySRConfig.scale_from``: "context",
+    "module:function" (imported now), a ScaleSource, or a callable."""
     if isinstance(scale_from, ScaleSource):
         return scale_from
     if isinstance(scale_from, str):
         if scale_from == "context":
             return ContextSource("chosen with scale_from='context'")
-        raise NoScaleSourceError(f"scale_from={scale_from!r}: expected 'context', a callable "
+        if ":" in scale_from:
+            return CallableSource(import_scale_function(scale_from), scale_from)
+        raise NoScaleSourceError(f"scale_from={scale_from!r}: expected 'context', 'module:function', a callable "
                                  "(module, args, kwargs) -> (B, 2) scale or None, or a ScaleSource")
     if callable(scale_from):
         return CallableSource(scale_from)
@@ -392,6 +417,34 @@ def no_source_error(model: nn.Module) -> NoScaleSourceError:
         "Fix: anysrify(model, cfg, scale_from=fn) with fn(module, args, kwargs) returning the (B, 2) scale "
         "(s_h, s_w) of a call (or None), or scale_from='context' to run the full network unless told by "
         "use_scale / use_width")
+
+
+def example_call(example_inputs) -> tuple:
+    """``(args, kwargs)`` of ``anysrify(..., example_inputs=...)``: the positional arguments of one
+    call (a tuple, or one tensor) or ``(args, kwargs)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, tuple) and len(example_inputs) == 2 and isinstance(
+            example_inputs[0], (tuple, list)) and isinstance(example_inputs[1], dict):
+        return tuple(example_inputs[0]), dict(example_inputs[1])
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ScaleSourceError(f"example_inputs must be the positional arguments of one call of the model (a tuple, "
+                           f"or one tensor) or (args, kwargs), got {type(example_inputs).__name__}; the model was "
+                           "not changed")
+
+
+def dry_run(source: ScaleSource, model: nn.Module, example_inputs):
+    """Read the scale of the example call with `source` before anything is converted (the model
+    is not called).  Returns the (B, 2) scale, or None for sources that never read a call
+    (context, set_scale); a call it cannot read, or one without a scale, is a ScaleSourceError."""
+    args, kwargs = example_call(example_inputs)
+    scale = source.read_checked(model, args, kwargs, converted=False)
+    if scale is None and source.kind not in ("context", "set_scale"):
+        raise ScaleSourceError(f"{source.describe()}: the example call carries no scale it can read; the model was "
+                               "not changed. Give the call your trainer makes (with the scale argument filled in). "
+                               f"{FIX}")
+    return scale
 
 
 # ---------------------------------------------------------------------------
@@ -685,4 +738,5 @@ def deferred_methods(model: nn.Module) -> tuple:
 
 __all__ = ["ScaleSource", "ContextSource", "CellSource", "ScaleArgSource", "SetScaleSource", "AdapterSource",
            "CallableSource", "find_scale_source", "explicit_source", "single_input", "NoScaleSourceError",
-           "scale_from_cell", "defer_features", "DeferredFeatures", "deferred_methods"]
+           "scale_from_cell", "defer_features", "DeferredFeatures", "deferred_methods", "dry_run", "check_read_scale",
+           "import_scale_function", "ScaleSourceError"]

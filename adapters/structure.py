@@ -10,14 +10,18 @@ source is decided from those, never from a class or registry name; method adapte
 *add* knowledge (Meta-SR's ``pos_mat`` fallback) but never gate support.
 
 A :class:`ScaleSource` says where the scale comes from (``describe()``, shown at
-conversion) and reads it from one call (``read(module, args, kwargs)`` -> ``(B, 2)`` or
-None).  :func:`find_scale_source` picks one; :func:`explicit_source` turns the user's
-``anysrify(..., scale_from=...)`` into one.
+conversion) and reads it from one call (``read(module, args, kwargs)``); callers use
+``read_checked``, which trusts nothing unchecked (shape, rows per sample, >= 1, one scale
+per sample's queries) and refuses a call it cannot read with ``ScaleSourceError`` naming
+the remedy and the way back.  Which argument holds what is bound once from the signature
+(:class:`CallBinding`), not per call.  :func:`find_scale_source` picks a source;
+:func:`explicit_source` turns ``scale_from=`` (``anysrify``'s, or ``AnySRConfig.scale_from``)
+into one; :func:`dry_run` reads an example call before anything is converted.
 
 The second half is the feature-first deferral (:func:`defer_features`): methods that
 run the encoder before any scale is visible (``gen_feat``, ``gen_feats``, an op-dispatched
-``forward('gen_feat', ...)``), found by structure, wait for the first call that carries a
-``cell``; the class patch is scoped and undone on exit.
+``forward('gen_feat', ...)``), found by structure, wait for the next call that carries a
+``cell``, one deferral per feature call; the class patch is scoped and undone on exit.
 """
 from __future__ import annotations
 
@@ -597,8 +601,7 @@ def _resolve(model, deferral: _Deferral, cell) -> None:
 
     lr = deferral.lr
     with contextlib.ExitStack() as stack:
-        if deferral.inference:
-            stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.inference_mode(deferral.inference))
         stack.enter_context(torch.set_grad_enabled(deferral.grad))
         if isinstance(cell, torch.Tensor) and lr is not None:
             try:

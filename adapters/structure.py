@@ -38,6 +38,8 @@ from ..errors import AnySRError, NoScaleSourceError, ScaleError, ScaleSourceErro
 INPUT_NAMES = ("inp", "x", "lr", "input", "img", "image", "lr_img")
 #: parameter names that carry a scale directly (a number, a pair, or a per-sample tensor)
 SCALE_NAMES = ("scale", "scales", "scale_factor")
+#: parameter pairs that carry (s_h, s_w) as two arguments (ArbSR's ``scale, scale2`` convention)
+SCALE_PAIRS = (("scale", "scale2"), ("scale_h", "scale_w"))
 
 
 def _signature(fn):
@@ -195,22 +197,22 @@ def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     if cell.shape[0] != inp.shape[0]:
         raise ScaleError(f"`cell` has batch {cell.shape[0]} but the input has batch {inp.shape[0]}")
     c = cell.detach().float()
-    if c.dim() > 2 and c.numel():
-        c = c.reshape(c.shape[0], -1, 2)
+    if c.numel() and not bool((c > 0).all()):
+        raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
+    lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
+    if c.dim() > 2:  # per-query cells: one scale per sample
+        if c.shape[0] and not c.numel():
+            raise ScaleError(f"`cell` of shape {tuple(cell.shape)} holds no query")
+        c = c.reshape(c.shape[0], -1, 2) if c.numel() else c.new_zeros(0, 1, 2)
         lo, hi = c.amin(dim=1), c.amax(dim=1)
-        if bool((hi - lo > QUERY_AGREEMENT * lo.abs()).any()):
-            b = int(torch.nonzero((hi - lo > QUERY_AGREEMENT * lo.abs()).any(dim=1))[0])
-            lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
+        apart = (hi - lo > QUERY_AGREEMENT * lo.abs()).any(dim=1)
+        if bool(apart.any()):
+            b = int(torch.nonzero(apart)[0])
             low, high = (2.0 / (hi[b] * lr)).tolist(), (2.0 / (lo[b] * lr)).tolist()
             raise ScaleError(f"the queries of sample {b} imply different scales, from x{low[0]:.4g}/{low[1]:.4g} to "
                              f"x{high[0]:.4g}/{high[1]:.4g} (`cell` is not constant over a sample's queries); the "
                              "encoder runs once per image, at one width, so one scale per image is needed")
         c = c[:, 0, :]
-    elif c.dim() > 2:
-        c = c.reshape(c.shape[0], -1, 2)[:, 0, :]
-    if c.numel() and not bool((c > 0).all()):
-        raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
-    lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
     return check_read_scale((2.0 / (c * lr)).cpu())
 
 
@@ -256,18 +258,30 @@ class CellSource(_BoundSource):
 
 
 class ScaleArgSource(_BoundSource):
-    """``forward(x, scale)``: a number, an (s_h, s_w) pair, a (B,) or (B, 2) tensor."""
+    """``forward(x, scale)``: a number, an (s_h, s_w) pair, a (B,), (B, 1) or (B, 2) tensor; with
+    ``second`` (``forward(x, scale, scale2)``) the two arguments are s_h and s_w (a call that
+    leaves the second out is isotropic)."""
 
     kind = "argument"
 
-    def __init__(self, name: str, sig=None):
-        self.name = name
+    def __init__(self, name: str, sig=None, second: str | None = None):
+        self.name, self.second = name, second
         self.binding = CallBinding(sig) if sig is not None else None
 
     def read(self, module, args, kwargs):
-        return self._binding(module).get(args, kwargs, self.name)
+        binding = self._binding(module)
+        value = binding.get(args, kwargs, self.name)
+        other = binding.get(args, kwargs, self.second) if self.second else None
+        if value is None or other is None:
+            return value
+        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
+            return torch.stack(torch.broadcast_tensors(torch.as_tensor(value, dtype=torch.float32).reshape(-1),
+                                                       torch.as_tensor(other, dtype=torch.float32).reshape(-1)), 1)
+        return value, other
 
     def describe(self) -> str:
+        if self.second:
+            return f"scale from forward arguments `{self.name}`, `{self.second}` as (s_h, s_w)"
         return f"scale from forward argument `{self.name}`"
 
 
@@ -355,6 +369,9 @@ def find_scale_source(model: nn.Module):
             op = (first.name not in INPUT_NAMES and first.default is first.empty
                   and any(p.name in INPUT_NAMES + ("feat",) and p.default is None for p in params[1:]))
             return CellSource("cell", op_dispatched=op, params=tuple(names), sig=sig)
+        for first, second in SCALE_PAIRS:
+            if first in names and second in names:
+                return ScaleArgSource(first, sig=sig, second=second)
         for name in SCALE_NAMES:
             if name in names:
                 return ScaleArgSource(name, sig=sig)
@@ -658,9 +675,8 @@ def _patch_class(cls, features, queries) -> None:
     count, saved = _PATCHED.get(cls, (0, {}))
     if count == 0:
         saved = {}
-        originals = {name: _is_plain_method(cls, name) for name in (*features, *queries)}
         for name in (*features, *queries):
-            fn = originals[name]
+            fn = _is_plain_method(cls, name)
             saved[name] = (name in cls.__dict__, cls.__dict__.get(name))
             if name in features:
                 setattr(cls, name, _deferring_feature(fn))

@@ -228,3 +228,29 @@ def test_scale_from_names_an_importable_function(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^AnySRConfig\.scale_from='cell': must be None"):
         anysr.AnySRConfig(scale_from="cell")
     assert issubclass(ScaleSourceError, ScaleError) and "my_scales" in sys.modules
+
+
+def test_a_scale_pair_in_two_arguments_and_a_scale_column():
+    """forward(x, scale, scale2) (ArbSR's convention, s_h and s_w) by structure; a (B, 1) scale is
+    one isotropic scale per sample."""
+
+    class PairArgs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = tiny_edsr()
+
+        def forward(self, x, scale, scale2=None):
+            return self.encoder(x)
+
+    model = anysr.anysrify(PairArgs()).eval()
+    assert anysr.inspect_targets(model).scale_source == "scale from forward arguments `scale`, `scale2` as (s_h, s_w)"
+    seen = ChannelRecorder(model)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 6, 6), 1.5, 3.0)                                        # max 3 -> 0.9
+        model(torch.randn(2, 3, 6, 6), torch.tensor([1.5, 2.0]), scale2=torch.tensor([1.2, 4.0]))
+        model(torch.randn(1, 3, 6, 6), 2.0)                                              # isotropic
+        model(torch.randn(2, 3, 6, 6), torch.tensor([[1.5], [3.0]]))                     # (B, 1)
+    assert seen.calls == [[14], [14], [8, 16], [8, 16], [11], [11], [8, 14], [8, 14]]
+    with pytest.raises(ScaleSourceError, match=r"`scale`, `scale2` as \(s_h, s_w\): cannot take the scale from this "
+                                               r"call: it reads a scale below 1 for sample\(s\) \[0\]: \[\[2\.0, 0\.5\]\]"):
+        model(torch.randn(1, 3, 6, 6), 2.0, 0.5)

@@ -239,8 +239,8 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if report.scale_source.startswith("no scale source"):
             raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry: {report.scale_source} "
                               "(its forward has no `cell` or `scale` argument and it has no set_scale); "
-                              "`anysr launch` would stop: convert it in your own code with "
-                              "anysrify(model, cfg, scale_from=...)")
+                              "`anysr launch` would stop: pass --scale-from MODULE:FUNCTION (a function of the "
+                              "repository, or of an --import file, that returns each call's (B, 2) scale)")
         print(f"convert-config: model {name!r} built on the meta device with {repo}'s registry: "
               f"{report.summary()}")
         for t in report.targets:

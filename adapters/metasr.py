@@ -411,17 +411,19 @@ def _seed_module(ctx, name: str, module: types.ModuleType) -> None:
 
 
 def _resolve_config(ctx) -> AnySRConfig:
+    """``--anysr-config`` (or the paper's settings) with the command line's ``--scale-from`` / ``--lam``."""
     cfg = getattr(ctx, "anysr_config", None)
     if cfg is None:
         _log("no --anysr-config: using the paper's settings (AnySRConfig())")
-        return AnySRConfig()
-    if isinstance(cfg, (str, os.PathLike)):
-        return AnySRConfig.from_yaml(Path(cfg))
-    if isinstance(cfg, dict):
-        return AnySRConfig.from_dict(cfg)
-    if not isinstance(cfg, AnySRConfig):
+        cfg = AnySRConfig()
+    elif isinstance(cfg, (str, os.PathLike)):
+        cfg = AnySRConfig.from_yaml(Path(cfg))
+    elif isinstance(cfg, dict):
+        cfg = AnySRConfig.from_dict(cfg)
+    elif not isinstance(cfg, AnySRConfig):
         raise ConfigError(f"ctx.anysr_config must be an AnySRConfig, got {type(cfg).__name__}")
-    return cfg
+    overrides = getattr(ctx, "overrides", None)
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 def _fixed_width(ctx):

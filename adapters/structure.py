@@ -10,14 +10,18 @@ source is decided from those, never from a class or registry name; method adapte
 *add* knowledge (Meta-SR's ``pos_mat`` fallback) but never gate support.
 
 A :class:`ScaleSource` says where the scale comes from (``describe()``, shown at
-conversion) and reads it from one call (``read(module, args, kwargs)`` -> ``(B, 2)`` or
-None).  :func:`find_scale_source` picks one; :func:`explicit_source` turns the user's
-``anysrify(..., scale_from=...)`` into one.
+conversion) and reads it from one call (``read(module, args, kwargs)``); callers use
+``read_checked``, which trusts nothing unchecked (shape, rows per sample, >= 1, one scale
+per sample's queries) and refuses a call it cannot read with ``ScaleSourceError`` naming
+the remedy and the way back.  Which argument holds what is bound once from the signature
+(:class:`CallBinding`), not per call.  :func:`find_scale_source` picks a source;
+:func:`explicit_source` turns ``scale_from=`` (``anysrify``'s, or ``AnySRConfig.scale_from``)
+into one; :func:`dry_run` reads an example call before anything is converted.
 
 The second half is the feature-first deferral (:func:`defer_features`): methods that
 run the encoder before any scale is visible (``gen_feat``, ``gen_feats``, an op-dispatched
-``forward('gen_feat', ...)``), found by structure, wait for the first call that carries a
-``cell``; the class patch is scoped and undone on exit.
+``forward('gen_feat', ...)``), found by structure, wait for the next call that carries a
+``cell``, one deferral per feature call; the class patch is scoped and undone on exit.
 """
 from __future__ import annotations
 
@@ -28,12 +32,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..errors import AnySRError, NoScaleSourceError, ScaleError
+from ..errors import AnySRError, NoScaleSourceError, ScaleError, ScaleSourceError
 
 #: parameter names that carry the LR image (knowledge only: the first tensor parameter otherwise)
 INPUT_NAMES = ("inp", "x", "lr", "input", "img", "image", "lr_img")
 #: parameter names that carry a scale directly (a number, a pair, or a per-sample tensor)
 SCALE_NAMES = ("scale", "scales", "scale_factor")
+#: parameter pairs that carry (s_h, s_w) as two arguments (ArbSR's ``scale, scale2`` convention)
+SCALE_PAIRS = (("scale", "scale2"), ("scale_h", "scale_w"))
 
 
 def _signature(fn):
@@ -48,30 +54,121 @@ def _plain_params(sig) -> list:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def _bind(module: nn.Module, args: tuple, kwargs: dict) -> dict:
-    """The call's arguments by parameter name (what forward would see); {} when they do not bind."""
-    sig = _signature(module.forward)
-    if sig is None:
-        return {}
-    try:
-        return dict(sig.bind_partial(*args, **kwargs).arguments)
-    except TypeError:
-        return {}
+class CallBinding:
+    """Where each named parameter of a function sits in a call, decided once from its signature.
+
+    Why: the scale is read on every call; binding ``inspect.signature`` per call cost more than
+    the read itself.  ``get`` answers what ``bind_partial(...).arguments.get(name)`` would
+    (None when the call does not pass it)."""
+
+    def __init__(self, sig, skip_first: bool = False):
+        params = _plain_params(sig) if sig is not None else []
+        if skip_first:
+            params = params[1:]
+        self.names = tuple(p.name for p in params)
+        self.positions = {p.name: i for i, p in enumerate(params) if p.kind != p.KEYWORD_ONLY}
+        self.keywords = frozenset(p.name for p in params if p.kind != p.POSITIONAL_ONLY)
+
+    def get(self, args: tuple, kwargs: dict, name: str):
+        if name in kwargs and name in self.keywords:
+            return kwargs[name]
+        i = self.positions.get(name)
+        return args[i] if i is not None and i < len(args) else None
+
+    def first_map(self, args: tuple, kwargs: dict, skip: tuple = ()):
+        """The call's LR-sized (B, C, h, w) tensor: a known input name first, then any 4-D tensor."""
+        order = [n for n in INPUT_NAMES if n in self.names] + [n for n in self.names if n not in skip]
+        for name in order:
+            v = self.get(args, kwargs, name)
+            if isinstance(v, torch.Tensor) and v.dim() == 4:
+                return v
+        return None
+
+
+def _binding_of(module: nn.Module) -> CallBinding:
+    return CallBinding(_signature(module.forward))
+
+
+#: what to do when a scale source cannot read a call (the typed errors say it)
+FIX = ("Fix: anysrify(model, cfg, scale_from=fn) with fn(module, args, kwargs) returning the call's (B, 2) "
+       "scale (s_h, s_w), each >= 1, or None; or scale_from='context' and run the calls under "
+       "anysr_plugin.use_scale(model, s)")
+WAY_BACK = "anysr_plugin.unanysrify(model) gives the unconverted model back"
+#: a scale read from a call may lie below 1 by float rounding only (cell = 2 / H in float32 or float16)
+SCALE_FLOOR = 1.0 - 1e-3
+#: the queries of one sample must imply the same scale to this relative precision
+QUERY_AGREEMENT = 1e-3
+
+
+def _values(t: torch.Tensor, limit: int = 4) -> str:
+    rows = [[round(float(v), 4) for v in row] for row in t[:limit].tolist()]
+    return f"{rows}{' ...' if t.shape[0] > limit else ''}"
+
+
+def check_read_scale(scale: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """`scale` (B, 2), read from a call, if every value is >= 1 (to float rounding) and it has one
+    row per sample of the call's `batch` (or one row); ScaleError saying what is wrong otherwise.
+    Never clamped: a value below 1 is not a super-resolution scale (it is 1 / scale, 1 / HR size
+    or a cell), so using it would pick a width from a misread value."""
+    if batch is not None and scale.shape[0] not in (1, batch):
+        raise ScaleError(f"it gives {scale.shape[0]} per-sample scales for a batch of {batch}")
+    low = (scale < SCALE_FLOOR).any(dim=1)
+    if bool(low.any()):
+        rows = torch.nonzero(low).flatten().tolist()
+        raise ScaleError(f"it reads a scale below 1 for sample(s) {rows[:4]}{' ...' if len(rows) > 4 else ''}: "
+                         f"{_values(scale[low])} (a super-resolution scale is >= 1 on both axes; 1 / scale, "
+                         "1 / HR size or a cell is not one)")
+    return scale
+
+
+def call_batch(args: tuple, kwargs: dict):
+    """Batch size of a call: the first 4-D tensor among its arguments (None without one)."""
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, torch.Tensor) and v.dim() == 4:
+            return v.shape[0]
+    return None
 
 
 class ScaleSource:
-    """Where the scale of a call comes from.  Subclasses implement ``read`` and ``describe``."""
+    """Where the scale of a call comes from.  Subclasses implement ``read`` and ``describe``;
+    callers use ``read_checked``, which trusts nothing a source returns unchecked."""
 
     kind = "context"
 
     def read(self, module: nn.Module, args: tuple, kwargs: dict):
         return None
 
+    def read_checked(self, module: nn.Module, args: tuple, kwargs: dict, converted: bool = True):
+        """The call's scale as a float32 (B, 2) tensor, or None when the call carries none.
+
+        Wrong shapes, extra columns, rows that do not match the batch and values below 1 raise
+        :class:`ScaleSourceError` naming the remedy (and, once converted, the way back)."""
+        from ..plan import as_scale_tensor
+
+        try:
+            value = self.read(module, args, kwargs)
+            if value is None:
+                return None
+            batch = call_batch(args, kwargs)
+            return check_read_scale(as_scale_tensor(value, batch=batch), batch)
+        except ScaleSourceError:
+            raise
+        except ScaleError as exc:
+            raise source_error(self.describe(), exc, converted) from None
+
     def describe(self) -> str:
         return "scale from context (use_scale / use_width; the full network otherwise)"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.describe()}>"
+
+
+def source_error(where: str, exc: Exception, converted: bool = True) -> ScaleSourceError:
+    """The typed refusal of a call whose scale `where` (a source's description) cannot read."""
+    if converted:
+        return ScaleSourceError(f"{where}: cannot take the scale from this call: {exc}. {FIX}. {WAY_BACK}")
+    return ScaleSourceError(f"{where}: cannot take the scale from the example call: {exc}; the model was not "
+                            f"changed. {FIX}")
 
 
 class ContextSource(ScaleSource):
@@ -86,7 +183,11 @@ class ContextSource(ScaleSource):
 
 def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     """Per-sample scale (B, 2) = ``2 / (cell * (H_lr, W_lr))`` for ``cell`` (B, 2), (B, Q, 2) or
-    (B, H, W, 2) (constant over the queries: the first is read) and ``inp`` (B, C, H_lr, W_lr)."""
+    (B, H, W, 2) and ``inp`` (B, C, H_lr, W_lr).
+
+    The encoder runs once per image, at one width: the queries of a sample must imply one scale
+    (to ``QUERY_AGREEMENT``), else ScaleError (never "the first query wins"); the scale must be
+    >= 1 (:func:`check_read_scale`)."""
     if not isinstance(inp, torch.Tensor) or inp.dim() != 4:
         raise ScaleError(f"expected the LR input as a (B, C, H, W) tensor, got "
                          f"{tuple(inp.shape) if isinstance(inp, torch.Tensor) else type(inp).__name__}")
@@ -96,43 +197,55 @@ def scale_from_cell(inp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     if cell.shape[0] != inp.shape[0]:
         raise ScaleError(f"`cell` has batch {cell.shape[0]} but the input has batch {inp.shape[0]}")
     c = cell.detach().float()
-    if c.dim() > 2:
-        c = c.reshape(c.shape[0], -1, 2)[:, 0, :]
     if c.numel() and not bool((c > 0).all()):
         raise ScaleError(f"`cell` entries must be positive (2 / HR size); got {c.flatten()[:4].tolist()}")
     lr = torch.tensor([inp.shape[-2], inp.shape[-1]], dtype=torch.float32, device=c.device)
-    return (2.0 / (c * lr)).cpu()
+    if c.dim() > 2:  # per-query cells: one scale per sample
+        if c.shape[0] and not c.numel():
+            raise ScaleError(f"`cell` of shape {tuple(cell.shape)} holds no query")
+        c = c.reshape(c.shape[0], -1, 2) if c.numel() else c.new_zeros(0, 1, 2)
+        lo, hi = c.amin(dim=1), c.amax(dim=1)
+        apart = (hi - lo > QUERY_AGREEMENT * lo.abs()).any(dim=1)
+        if bool(apart.any()):
+            b = int(torch.nonzero(apart)[0])
+            low, high = (2.0 / (hi[b] * lr)).tolist(), (2.0 / (lo[b] * lr)).tolist()
+            raise ScaleError(f"the queries of sample {b} imply different scales, from x{low[0]:.4g}/{low[1]:.4g} to "
+                             f"x{high[0]:.4g}/{high[1]:.4g} (`cell` is not constant over a sample's queries); the "
+                             "encoder runs once per image, at one width, so one scale per image is needed")
+        c = c[:, 0, :]
+    return check_read_scale((2.0 / (c * lr)).cpu())
 
 
-def _lr_tensor(bound: dict, skip: tuple):
-    """The LR-sized (B, C, h, w) tensor of a call: a known input name first, then any 4-D tensor."""
-    for name in INPUT_NAMES:
-        v = bound.get(name)
-        if isinstance(v, torch.Tensor) and v.dim() == 4:
-            return v
-    for name, v in bound.items():
-        if name not in skip and isinstance(v, torch.Tensor) and v.dim() == 4:
-            return v
-    return None
+class _BoundSource(ScaleSource):
+    """A source that reads named forward arguments: the binding is decided once (at conversion,
+    from the signature ``find_scale_source`` saw; else at the first read)."""
+
+    binding = None
+
+    def _binding(self, module: nn.Module) -> CallBinding:
+        if self.binding is None:
+            self.binding = _binding_of(module)
+        return self.binding
 
 
-class CellSource(ScaleSource):
+class CellSource(_BoundSource):
     """``forward(..., cell, ...)``: ``s = 2 / (cell * LR size)``; the LR size is read from the
     call's LR input (or, in an op-dispatched query call, from the LR-sized feature map)."""
 
     kind = "cell"
 
-    def __init__(self, cell_name: str = "cell", op_dispatched: bool = False, params: tuple = ()):
+    def __init__(self, cell_name: str = "cell", op_dispatched: bool = False, params: tuple = (), sig=None):
         self.cell_name = cell_name
         self.op_dispatched = op_dispatched
         self.params = tuple(params)
+        self.binding = CallBinding(sig) if sig is not None else None
 
     def read(self, module, args, kwargs):
-        bound = _bind(module, args, kwargs)
-        cell = bound.get(self.cell_name)
+        binding = self._binding(module)
+        cell = binding.get(args, kwargs, self.cell_name)
         if not isinstance(cell, torch.Tensor):
             return None
-        lr = _lr_tensor(bound, skip=(self.cell_name, "coord"))
+        lr = binding.first_map(args, kwargs, skip=(self.cell_name, "coord"))
         if lr is None:
             return None
         return scale_from_cell(lr, cell)
@@ -144,25 +257,31 @@ class CellSource(ScaleSource):
         return f"scale from forward argument `{self.cell_name}`"
 
 
-class ScaleArgSource(ScaleSource):
-    """``forward(x, scale)``: a number, an (s_h, s_w) pair, a (B,) or (B, 2) tensor."""
+class ScaleArgSource(_BoundSource):
+    """``forward(x, scale)``: a number, an (s_h, s_w) pair, a (B,), (B, 1) or (B, 2) tensor; with
+    ``second`` (``forward(x, scale, scale2)``) the two arguments are s_h and s_w (a call that
+    leaves the second out is isotropic)."""
 
     kind = "argument"
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, sig=None, second: str | None = None):
+        self.name, self.second = name, second
+        self.binding = CallBinding(sig) if sig is not None else None
 
     def read(self, module, args, kwargs):
-        from ..plan import as_scale_tensor
-
-        bound = _bind(module, args, kwargs)
-        value = bound.get(self.name)
-        if value is None:
-            return None
-        batch = next((v.shape[0] for v in bound.values() if isinstance(v, torch.Tensor) and v.dim() == 4), None)
-        return as_scale_tensor(value, batch=batch)
+        binding = self._binding(module)
+        value = binding.get(args, kwargs, self.name)
+        other = binding.get(args, kwargs, self.second) if self.second else None
+        if value is None or other is None:
+            return value
+        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
+            return torch.stack(torch.broadcast_tensors(torch.as_tensor(value, dtype=torch.float32).reshape(-1),
+                                                       torch.as_tensor(other, dtype=torch.float32).reshape(-1)), 1)
+        return value, other
 
     def describe(self) -> str:
+        if self.second:
+            return f"scale from forward arguments `{self.name}`, `{self.second}` as (s_h, s_w)"
         return f"scale from forward argument `{self.name}`"
 
 
@@ -212,14 +331,15 @@ class CallableSource(ScaleSource):
 
     kind = "callable"
 
-    def __init__(self, fn):
+    def __init__(self, fn, name: str | None = None):
         self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)  # 'module:function' when named so
 
     def read(self, module, args, kwargs):
         return self.fn(module, args, kwargs)
 
     def describe(self) -> str:
-        return f"scale from scale_from={getattr(self.fn, '__qualname__', type(self.fn).__name__)}(module, args, kwargs)"
+        return f"scale from scale_from={self.name}(module, args, kwargs)"
 
 
 def set_scale_contract(model: nn.Module):
@@ -248,10 +368,13 @@ def find_scale_source(model: nn.Module):
             first = params[0]
             op = (first.name not in INPUT_NAMES and first.default is first.empty
                   and any(p.name in INPUT_NAMES + ("feat",) and p.default is None for p in params[1:]))
-            return CellSource("cell", op_dispatched=op, params=tuple(names))
+            return CellSource("cell", op_dispatched=op, params=tuple(names), sig=sig)
+        for first, second in SCALE_PAIRS:
+            if first in names and second in names:
+                return ScaleArgSource(first, sig=sig, second=second)
         for name in SCALE_NAMES:
             if name in names:
-                return ScaleArgSource(name)
+                return ScaleArgSource(name, sig=sig)
     contract = set_scale_contract(model)
     if contract is not None:
         return SetScaleSource(*contract)
@@ -268,14 +391,38 @@ def single_input(model: nn.Module) -> bool:
     return len(required) == 1 and len(params) == 1
 
 
+def import_scale_function(name: str):
+    """The function ``"package.module:function"`` names (imported now), or NoScaleSourceError."""
+    import importlib
+
+    module_name, _, attr_path = name.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module itself failing
+        raise NoScaleSourceError(f"scale_from={name!r}: cannot import module {module_name!r} ({type(exc).__name__}: "
+                                 f"{exc}); make it importable (a .py file in the current folder or the repository "
+                                 "root, or `anysr launch / convert-config --import FILE.py`)") from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise NoScaleSourceError(f"scale_from={name!r}: module {module_name!r} has no {attr_path!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise NoScaleSourceError(f"scale_from={name!r}: {attr_path!r} is a {type(target).__name__}, not a function "
+                                 "fn(module, args, kwargs) -> (B, 2) scale or None")
+    return target
+
+
 def explicit_source(scale_from) -> ScaleSource:
-    """``anysrify(..., scale_from=...)``: "context", a ScaleSource, or a callable."""
+    """``anysrify(..., scale_from=...)`` or ``AnySRConfig.scale_from``: "context",
+    "module:function" (imported now), a ScaleSource, or a callable."""
     if isinstance(scale_from, ScaleSource):
         return scale_from
     if isinstance(scale_from, str):
         if scale_from == "context":
             return ContextSource("chosen with scale_from='context'")
-        raise NoScaleSourceError(f"scale_from={scale_from!r}: expected 'context', a callable "
+        if ":" in scale_from:
+            return CallableSource(import_scale_function(scale_from), scale_from)
+        raise NoScaleSourceError(f"scale_from={scale_from!r}: expected 'context', 'module:function', a callable "
                                  "(module, args, kwargs) -> (B, 2) scale or None, or a ScaleSource")
     if callable(scale_from):
         return CallableSource(scale_from)
@@ -291,6 +438,34 @@ def no_source_error(model: nn.Module) -> NoScaleSourceError:
         "Fix: anysrify(model, cfg, scale_from=fn) with fn(module, args, kwargs) returning the (B, 2) scale "
         "(s_h, s_w) of a call (or None), or scale_from='context' to run the full network unless told by "
         "use_scale / use_width")
+
+
+def example_call(example_inputs) -> tuple:
+    """``(args, kwargs)`` of ``anysrify(..., example_inputs=...)``: the positional arguments of one
+    call (a tuple, or one tensor) or ``(args, kwargs)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, tuple) and len(example_inputs) == 2 and isinstance(
+            example_inputs[0], (tuple, list)) and isinstance(example_inputs[1], dict):
+        return tuple(example_inputs[0]), dict(example_inputs[1])
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ScaleSourceError(f"example_inputs must be the positional arguments of one call of the model (a tuple, "
+                           f"or one tensor) or (args, kwargs), got {type(example_inputs).__name__}; the model was "
+                           "not changed")
+
+
+def dry_run(source: ScaleSource, model: nn.Module, example_inputs):
+    """Read the scale of the example call with `source` before anything is converted (the model
+    is not called).  Returns the (B, 2) scale, or None for sources that never read a call
+    (context, set_scale); a call it cannot read, or one without a scale, is a ScaleSourceError."""
+    args, kwargs = example_call(example_inputs)
+    scale = source.read_checked(model, args, kwargs, converted=False)
+    if scale is None and source.kind not in ("context", "set_scale"):
+        raise ScaleSourceError(f"{source.describe()}: the example call carries no scale it can read; the model was "
+                               "not changed. Give the call your trainer makes (with the scale argument filled in). "
+                               f"{FIX}")
+    return scale
 
 
 # ---------------------------------------------------------------------------
@@ -373,15 +548,34 @@ def _scale_known(model) -> bool:
     return not blocks or scale_known(state, blocks[0])
 
 
+class _Deferral:
+    """One feature call waiting for its scale (``model.__dict__["_anysr_deferral"]``).
+
+    A new feature call always starts a new one (the previous one is dropped, resolved or not), so
+    a deferral never outlives its own image: later calls of another batch never see its scale."""
+
+    __slots__ = ("fn", "args", "kwargs", "lr", "grad", "inference", "placeholder", "done", "result", "scale")
+
+    def __init__(self, fn, args, kwargs, lr, placeholder):
+        self.fn, self.args, self.kwargs, self.lr, self.placeholder = fn, args, kwargs, lr, placeholder
+        # the grad mode of the feature call itself: a feature call made under no_grad stays without
+        # gradients when the query that resolves it runs with them
+        self.grad, self.inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        self.done, self.result, self.scale = False, None, None
+
+
 def _deferring_feature(orig):
+    binding = CallBinding(_signature(orig), skip_first=True)
+
     def feature(self, *args, **kwargs):
-        self.__dict__.pop("_anysr_resolved", None)
-        self.__dict__.pop("_anysr_deferred_scale", None)
+        self.__dict__.pop("_anysr_deferral", None)  # a new feature call: a new deferral
         if not self.__dict__.get("_anysr_defer") or _scale_known(self):
-            self.__dict__.pop("_anysr_pending", None)
             return orig(self, *args, **kwargs)
+        lr = binding.first_map(args, kwargs)
+        if lr is None:  # no named input: any 4-D tensor of the call
+            lr = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() == 4), None)
         placeholder = DeferredFeatures(self)
-        self.__dict__["_anysr_pending"] = (orig, args, kwargs, placeholder)
+        self.__dict__["_anysr_deferral"] = _Deferral(orig, args, kwargs, lr, placeholder)
         return placeholder
     feature.__name__, feature.__qualname__, feature.__doc__ = orig.__name__, orig.__qualname__, orig.__doc__
     feature.__wrapped__ = orig
@@ -395,6 +589,10 @@ def _substitute(value, placeholder, result):
     if isinstance(value, (tuple, list)) and any(v is placeholder for v in value):
         return type(value)(result if v is placeholder else v for v in value)
     return value
+
+
+def _mentions(args: tuple, kwargs: dict, placeholder) -> bool:
+    return any(_substitute(v, placeholder, None) is not v for v in (*args, *kwargs.values()))
 
 
 @contextlib.contextmanager
@@ -412,43 +610,54 @@ def _call_plan(model, scale, owner):
         pop_plans(state, id(owner))
 
 
-def _deferring_query(orig):
+def _resolve(model, deferral: _Deferral, cell) -> None:
+    """Run the deferred feature call: under the scale ``2 / (cell * LR size)`` when the query
+    carries a ``cell`` (checked like any scale read from a call), else the core's no-scale rule
+    (the full network, one warning); in the grad mode of the feature call."""
+    from ..control import get_state, use_scale
+
+    lr = deferral.lr
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(deferral.inference))
+        stack.enter_context(torch.set_grad_enabled(deferral.grad))
+        if isinstance(cell, torch.Tensor) and lr is not None:
+            try:
+                scale = scale_from_cell(lr, cell)
+            except ScaleError as exc:
+                raise source_error(get_state(model).describe_scale_source(), exc) from None
+            stack.enter_context(use_scale(model, scale))
+            stack.enter_context(_call_plan(model, scale, deferral.placeholder))
+            deferral.scale = scale
+        deferral.result = deferral.fn(model, *deferral.args, **deferral.kwargs)
+    deferral.done = True
+
+
+def _deferring_query(orig, dispatches: bool):
+    """``dispatches``: the method's code calls a feature method (an op-dispatched ``forward``,
+    LIIF's ``forward``): called without a ``cell`` and without the placeholder it is a feature
+    call, or another op, never the pending deferral's query."""
     sig = _signature(orig)
+    binding = CallBinding(sig, skip_first=True)
 
     def query(self, *args, **kwargs):
-        pending = self.__dict__.pop("_anysr_pending", None)
-        resolved = self.__dict__.get("_anysr_resolved")
-        if pending is None and resolved is not None:  # later query chunks pass the same placeholder
-            placeholder, result = resolved
-            args = tuple(_substitute(a, placeholder, result) for a in args)
-            kwargs = {k: _substitute(v, placeholder, result) for k, v in kwargs.items()}
-        if pending is not None:
-            from ..control import use_scale
-
-            feat_fn, fargs, fkwargs, placeholder = pending
-            try:
-                bound = sig.bind_partial(self, *args, **kwargs).arguments if sig is not None else {}
-            except TypeError:
-                bound = {}
-            cell = bound.get("cell")
-            lr = _lr_tensor({**{f"_{i}": a for i, a in enumerate(fargs)}, **fkwargs}, skip=())
-            if isinstance(cell, torch.Tensor) and lr is not None:
-                scale = scale_from_cell(lr, cell)
-                with use_scale(self, scale), _call_plan(self, scale, placeholder):
-                    result = feat_fn(self, *fargs, **fkwargs)
-                self.__dict__["_anysr_deferred_scale"] = scale
-            else:  # no cell at all: the core's no-scale rule (full network, one warning)
-                result = feat_fn(self, *fargs, **fkwargs)
-            self.__dict__["_anysr_resolved"] = (placeholder, result)
-            args = tuple(_substitute(a, placeholder, result) for a in args)
-            kwargs = {k: _substitute(v, placeholder, result) for k, v in kwargs.items()}
-        scale = self.__dict__.get("_anysr_deferred_scale")
-        if scale is not None and not _scale_known(self):
+        deferral = self.__dict__.get("_anysr_deferral")
+        if deferral is None:
+            return orig(self, *args, **kwargs)
+        cell = binding.get(args, kwargs, "cell")
+        carries_cell = isinstance(cell, torch.Tensor)
+        if not deferral.done:
+            if not (carries_cell or _mentions(args, kwargs, deferral.placeholder) or not dispatches):
+                return orig(self, *args, **kwargs)
+            _resolve(self, deferral, cell)
+        placeholder, result = deferral.placeholder, deferral.result
+        args = tuple(_substitute(a, placeholder, result) for a in args)
+        kwargs = {k: _substitute(v, placeholder, result) for k, v in kwargs.items()}
+        if carries_cell and deferral.scale is not None and not _scale_known(self):
             # every query chunk of this image under the image's scale: a slimmable decoder
             # (decoder="slim") reads the encoder's plan, so it gets the same scale group
             from ..control import use_scale
 
-            with use_scale(self, scale):
+            with use_scale(self, deferral.scale):
                 return orig(self, *args, **kwargs)
         return orig(self, *args, **kwargs)
     query.__name__, query.__qualname__, query.__doc__ = orig.__name__, orig.__qualname__, orig.__doc__
@@ -466,10 +675,13 @@ def _patch_class(cls, features, queries) -> None:
     count, saved = _PATCHED.get(cls, (0, {}))
     if count == 0:
         saved = {}
-        for name, make in [(n, _deferring_feature) for n in features] + [(n, _deferring_query) for n in queries]:
+        for name in (*features, *queries):
             fn = _is_plain_method(cls, name)
             saved[name] = (name in cls.__dict__, cls.__dict__.get(name))
-            setattr(cls, name, make(fn))
+            if name in features:
+                setattr(cls, name, _deferring_feature(fn))
+            else:  # a query that calls a feature method may dispatch (an op-dispatched forward)
+                setattr(cls, name, _deferring_query(fn, any(_loads_attr(fn, f) for f in features)))
     _PATCHED[cls] = (count + 1, saved)
 
 
@@ -506,8 +718,11 @@ def defer_features(model: nn.Module) -> Iterator[nn.Module]:
     AnySR blocks and takes no ``cell``) called while no scale is known (no call plan, no
     ``use_scale``) only records its arguments and returns a :class:`DeferredFeatures`; the
     next call of a method that takes ``cell`` (``query_rgb``, an op-dispatched ``forward``
-    ...) first runs it under the scale ``2 / (cell * LR size)``, then substitutes the real
-    features for the placeholder in its own arguments.  A fixed width alone (``use_width``,
+    ...) and carries one (or passes the placeholder back) first runs it under the scale
+    ``2 / (cell * LR size)``, in the grad mode of the feature call, then substitutes the real
+    features for the placeholder in its own arguments.  A new feature call always starts a
+    new deferral: a scale never carries over to another batch's features (a method that
+    dispatches to a feature method, called without ``cell``, is not a query).  A fixed width alone (``use_width``,
     ``--width``) is not a scale: such calls are deferred too, so the gates see the real
     scale.  The methods are wrapped on the model's class for as long as some
     model of that class is inside this context (inert for other instances) and restored
@@ -527,8 +742,7 @@ def defer_features(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        model.__dict__.pop("_anysr_pending", None)
-        model.__dict__.pop("_anysr_resolved", None)
+        model.__dict__.pop("_anysr_deferral", None)
         if previous is None:
             model.__dict__.pop("_anysr_defer", None)
         else:
@@ -543,4 +757,5 @@ def deferred_methods(model: nn.Module) -> tuple:
 
 __all__ = ["ScaleSource", "ContextSource", "CellSource", "ScaleArgSource", "SetScaleSource", "AdapterSource",
            "CallableSource", "find_scale_source", "explicit_source", "single_input", "NoScaleSourceError",
-           "scale_from_cell", "defer_features", "DeferredFeatures", "deferred_methods"]
+           "scale_from_cell", "defer_features", "DeferredFeatures", "deferred_methods", "dry_run", "check_read_scale",
+           "import_scale_function", "ScaleSourceError"]

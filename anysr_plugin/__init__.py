@@ -13,10 +13,11 @@ from .control import active_widths, set_width, unwrap, use_scale, use_width
 from .cost import count_flops
 from .export import export_subnet
 from .injection import anysrify, inspect_targets, is_anysr
+from .unload import unanysrify
 
 __version__ = "0.1.0"
 
-__all__ = ["AnySRConfig", "anysrify", "inspect_targets", "is_anysr", "use_width", "use_scale", "set_width",
+__all__ = ["AnySRConfig", "anysrify", "unanysrify", "inspect_targets", "is_anysr", "use_width", "use_scale", "set_width",
            "active_widths", "unwrap", "count_flops", "load_upstream_checkpoint", "errors", "__version__",
            "export_subnet", "use_budget", "AnySRBlock", "register_block_type", "unregister_block_type",
            "registered_block_type", "block_types"]

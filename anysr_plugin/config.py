@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,9 @@ RESET_MODES = ("sample", "batch")
 MIXED_PATHS = ("auto", "grouped", "masked")
 
 CONFIG_VERSION = 1
+
+#: ``scale_from`` naming a function: ``package.module:function`` (dotted attribute path allowed)
+SCALE_FROM_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
 #: torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer
 SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
@@ -78,6 +82,11 @@ class AnySRConfig:
                   chosen by the same scale groups (decoder.py).
     decoder_widths  decoder hidden width per scale group (same length as ``widths``, ascending,
                   last 1.0); None = ``widths``.  Only read when ``decoder="slim"``.
+    scale_from    where a call's scale comes from when the model's structure does not say (or
+                  says wrong): None (structure decides), "context" (use_scale / use_width only) or
+                  "module:function" (an importable fn(module, args, kwargs) -> (B, 2) scale or
+                  None).  A name, so it travels in YAML and checkpoints; anysrify(scale_from=)
+                  wins over it.
     """
 
     widths: tuple = (0.5, 0.7, 0.9, 1.0)
@@ -94,6 +103,7 @@ class AnySRConfig:
     decoder_widths: tuple | None = None
     reset: str = "sample"
     mixed_path: str = "auto"
+    scale_from: str | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -131,6 +141,11 @@ class AnySRConfig:
         self._choice("rdb_gate", RDB_GATE_PLACES)
         self._choice("compat", COMPAT_MODES)
         self._choice("decoder", DECODER_KINDS)
+        if self.scale_from is not None and not (isinstance(self.scale_from, str) and (
+                self.scale_from == "context" or SCALE_FROM_NAME.fullmatch(self.scale_from))):
+            _fail("scale_from", self.scale_from, "must be None (the model's structure decides), 'context' or "
+                  "'module:function' naming an importable fn(module, args, kwargs) -> (B, 2) scale or None "
+                  "(a callable itself goes to anysrify(model, cfg, scale_from=fn), not into the config)")
         if self.decoder_widths is not None:
             dw = self.decoder_widths = self._float_tuple("decoder_widths", self.decoder_widths)
             if len(dw) != len(w):

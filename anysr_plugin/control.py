@@ -61,11 +61,12 @@ class AnySRState:
         return get_adapter(self.adapter_name)
 
     def read_scale(self, module: nn.Module, args: tuple, kwargs: dict):
-        """The call's per-sample scale from the model's scale source (None: not in this call)."""
+        """The call's per-sample scale (B, 2) from the model's scale source, checked (None: not in
+        this call); a value the source cannot read is a ScaleSourceError naming the remedy."""
         source = getattr(self, "scale_source", None)
         if source is None:
             return None
-        return source.read(module, args, kwargs)
+        return source.read_checked(module, args, kwargs)
 
     def describe_scale_source(self) -> str:
         source = getattr(self, "scale_source", None)
@@ -143,8 +144,10 @@ class PlanHook:
     """Forward pre-hook (with kwargs) that makes one plan for the call of `module`.
 
     ``reads_call=True`` on the model root: the model's scale source reads the scale
-    from the call.  A plan already made by an outer hook in this call (this thread,
-    this context) is kept.  A call whose scale is not known makes no plan.
+    from the call (checked: a value it cannot read refuses the call before anything runs,
+    so a trainer's first batch fails before its first optimizer step), unless ``use_scale``
+    gives it.  A plan already made by an outer hook in this call (this thread, this
+    context) is kept.  A call whose scale is not known makes no plan.
     """
 
     def __init__(self, reads_call: bool):
@@ -152,23 +155,22 @@ class PlanHook:
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
         state = getattr(module, "_anysr_state", None)
-        if state is None:
-            return None
-        blocks = anysr_blocks(module)
-        if not blocks or active_plan(state) is not None or in_backward():
+        if state is None or active_plan(state) is not None or in_backward():
             # in backward (activation checkpointing re-runs the call) the blocks reuse the plans of
             # their forward; planning again would draw Algorithm 1's resets a second time
             return None
+        blocks = anysr_blocks(module)
+        if not blocks:
+            return None
+        given = controls(state, blocks[0])["scale"]
         call_scale = None
-        if self.reads_call:
+        if self.reads_call and given is None:  # use_scale overrides what the source would read
             call_scale = state.read_scale(module, args, kwargs)
-            if call_scale is not None:
-                call_scale = as_scale_tensor(call_scale)
             # -- official-release compatibility: the nominal scale its gates see (official.py) --
             if call_scale is not None and state.config.compat == "official":
                 from .official import release_call_scale
                 call_scale = release_call_scale(state.adapter, args, kwargs, call_scale)
-        if call_scale is None and controls(state, blocks[0])["scale"] is None:
+        if call_scale is None and given is None:
             # no scale in this call (yet): no plan; a block that runs now plans for itself (a fixed
             # width, or the full network with one warning), and a deferred feature method waits
             return None

@@ -85,6 +85,7 @@ class _SlimDecoder(nn.Module):
     """What both decoder kinds share: the state, the plan source and the width list."""
 
     def _init_common(self, upstream: nn.Module, config: AnySRConfig, state) -> None:
+        self.__dict__["_anysr_upstream"] = upstream  # the upstream module itself, for unanysrify
         self.upstream_type = type(upstream).__name__
         self.widths = config.decoder_widths or config.widths
         self.training = upstream.training

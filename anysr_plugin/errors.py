@@ -45,6 +45,11 @@ class ScaleError(AnySRError, ValueError):
     """A scale is not a positive finite number, pair or (B, 2) tensor."""
 
 
+class ScaleSourceError(ScaleError):
+    """The model's scale source cannot read a call (wrong shape, extra columns, a scale below 1,
+    queries of one sample that disagree): the message names ``scale_from`` and the way back."""
+
+
 class WidthError(AnySRError, ValueError):
     """A width is not one of the configured widths."""
 

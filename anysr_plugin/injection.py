@@ -357,7 +357,7 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
                                       computes(module) if described else ""))
         where = state.describe_scale_source()
     else:
-        source = resolve_scale_source(model, adapter, scale_from)
+        source = resolve_scale_source(model, adapter, scale_from if scale_from is not None else config.scale_from)
         where = source.describe() if source is not None else (
             "no scale source found: anysrify raises NoScaleSourceError unless given scale_from=")
     return TargetReport(adapter.name, root_name, state is not None, targets, planner.skipped, types,
@@ -365,7 +365,7 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
 
 
 def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None, scale_from=None,
-             verbose: bool = False) -> nn.Module:
+             verbose: bool = False, example_inputs=None) -> nn.Module:
     """Convert `model` in place into an AnySR model and return the same object.
 
     ``config``: an :class:`AnySRConfig` (or its dict); None = paper defaults.
@@ -373,13 +373,18 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     name, or a MethodAdapter.  ``scale_from``: where the scale of a call comes from when
     the model's structure does not say (see :func:`resolve_scale_source`): ``"context"``
     (the full network unless told by ``use_scale`` / ``use_width``), a callable
-    ``fn(module, args, kwargs) -> (B, 2) scale or None``, or a ScaleSource.  One info line
-    (what was converted, where the scale comes from) goes to the ``anysr_plugin`` logger,
-    and to stderr with ``verbose=True``.
+    ``fn(module, args, kwargs) -> (B, 2) scale or None``, or a ScaleSource; None: the config's
+    ``scale_from`` ("context" / "module:function"), else the structure.
+    ``example_inputs``: one call of the model, its positional arguments (a tuple) or
+    ``(args, kwargs)``: the scale source reads it before any module is replaced (the model is
+    not run), so a source that cannot read the model's calls fails here, model untouched.
+    One info line (what was converted, where the scale comes from) goes to the
+    ``anysr_plugin`` logger, and to stderr with ``verbose=True``.
 
     Raises ``NoBlocksError`` when nothing is convertible, ``UnsupportedBlockError`` when a
     block-like module cannot be converted, ``NoScaleSourceError`` when no scale source is
-    found (nothing is changed then), ``AlreadyAnySRError`` on a second call.  Modules that
+    found and ``ScaleSourceError`` when it cannot read the example call (nothing is changed
+    then either), ``AlreadyAnySRError`` on a second call.  Modules that
     have a block type's structure but compute something else are left unconverted, with an
     ``AnySRWarning``.
     """
@@ -401,11 +406,19 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     left = [s for s in planner.skipped if not s.fatal]
     if not planner.entries:
         raise NoBlocksError(_no_blocks_message(root_name or type(root).__name__, adapter, types, planner, left))
-    source = resolve_scale_source(target_model, adapter, scale_from)
+    source = resolve_scale_source(target_model, adapter, scale_from if scale_from is not None else config.scale_from)
     if source is None:
         from .adapters.structure import no_source_error
 
         raise no_source_error(target_model)
+    checked = ""
+    if example_inputs is not None:  # dry run: the source reads the example call before anything changes
+        from .adapters.structure import dry_run
+
+        scale = dry_run(source, target_model, example_inputs)
+        checked = ("; the example call was not read (the scale comes from "
+                   f"{'set_scale(...)' if source.kind == 'set_scale' else 'context'})" if scale is None else f"; checked on the example call: {scale.shape[0]} scale(s), "
+                   f"x{float(scale.min()):.4g} to x{float(scale.max()):.4g}")
     if left:
         warnings.warn("AnySR left these modules unconverted: " + "; ".join(
             f"{s.name} ({s.upstream_type}) {s.reason}" for s in left), AnySRWarning, stacklevel=2)
@@ -437,7 +450,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     _prepare_source(target_model, source)
     report = TargetReport(adapter.name, root_name, True, planner.targets, [], types, planner.validations,
                           source.describe())
-    line = f"anysrify: {type(target_model).__name__}: {report.summary()}"
+    line = f"anysrify: {type(target_model).__name__}: {report.summary()}{checked}"
     logging.getLogger("anysr_plugin").info(line)
     if verbose:
         print(f"anysr: {line}", file=sys.stderr, flush=True)

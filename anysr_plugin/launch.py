@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .config import AnySRConfig
-from .errors import AnySRError
+from .errors import AnySRError, NoScaleSourceError, ScaleSourceError
 
 #: top-level module names used by the upstream repos (and the stdlib / PyPI names they shadow)
 UPSTREAM_MODULE_NAMES = ("models", "model", "datasets", "data", "utils", "utility", "test", "trainer", "option",
@@ -57,6 +57,9 @@ class LaunchContext:
     #: run every AnySR model built by the hooks at this fixed width (``--width``; e.g. 1.0 = the
     #: full network at every scale, the paper's AnySR-double-dagger rows); None = by scale
     width: float | None = None
+    #: AnySRConfig fields set on the command line (``--scale-from``, ``--lam``) for every AnySR
+    #: model the hooks build, written into the spec's ``anysr:`` entry so saved checkpoints carry them
+    overrides: dict = field(default_factory=dict)
 
     def say(self, message: str) -> None:
         print(f"anysr: {message}", file=self.log or sys.stderr, flush=True)
@@ -212,6 +215,10 @@ def run(ctx: LaunchContext) -> int:
             except SystemExit as exc:
                 code = exc.code
                 return code if isinstance(code, int) else (0 if code is None else 1)
+            except (NoScaleSourceError, ScaleSourceError) as exc:  # the remedy, as the launcher takes it
+                raise type(exc)(f"{exc}. With anysr launch: --scale-from MODULE:FUNCTION (or --scale-from context), "
+                                "or scale_from: in the model spec's anysr: entry (anysr convert-config "
+                                "--scale-from)") from None
         return 0
     finally:
         ctx._running = False
@@ -325,6 +332,7 @@ def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, l
             ctx.say(f"model spec {name!r} carries no `anysr:` entry: building the plain upstream model "
                     "(convert the config with `anysr convert-config` or pass --anysr-config FILE)")
         return orig_make(spec, args=args, load_sd=load_sd)
+    section = _with_overrides(ctx, spec, name, section, load_sd)
     try:
         cfg = AnySRConfig.from_dict(section)
     except AnySRError as exc:
@@ -357,6 +365,34 @@ def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, l
         _scope(ctx).enter_context(_defer(model))
         _scope(ctx).enter_context(_report_test_scales(ctx, model))
     return model
+
+
+def _with_overrides(ctx: LaunchContext, spec, name, section, load_sd: bool):
+    """The spec's AnySR section with the command line's fields (``--scale-from``, ``--lam``), written
+    back into the spec (so every checkpoint the trainer saves carries them); said when it changes a
+    value.  A different ``--lam`` cannot load gates trained with another lambda: refused."""
+    from collections.abc import Mapping
+
+    from .checkpoint import ANYSR_KEY as GATE_MARK
+    from .errors import ConfigError
+
+    if not ctx.overrides or not isinstance(section, Mapping):
+        return section
+    changed = {k: v for k, v in ctx.overrides.items() if section.get(k) != v}
+    if not changed:
+        return section
+    sd = spec.get("sd") if load_sd else None
+    if "lam" in changed and isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
+        trained = section.get("lam")
+        raise ConfigError(f"--lam {changed['lam']}: model spec {name!r} holds AnySR gates trained with "
+                          f"{'lam=' + str(trained) if trained is not None else 'the block types default lambda'} "
+                          "(model.anysr.lam), which another lambda cannot load; drop --lam")
+    ctx.say(f"model spec {name!r}: " + ", ".join(f"{k}={v!r} (was {section.get(k)!r})" for k, v in changed.items())
+            + " from the command line")
+    section = {**section, **changed}
+    if isinstance(spec, dict):
+        spec[ANYSR_KEY] = section
+    return section
 
 
 def _scope(ctx: LaunchContext):

@@ -74,7 +74,8 @@ def _is_number(value) -> bool:
 
 
 def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
-    """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
+    """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (B, 1) / (2,) tensor
+    (a (B,) tensor when `batch` says B)."""
     if isinstance(scale, torch.Tensor):
         if scale.dtype == torch.bool or scale.is_complex():
             raise ScaleError(f"a scale tensor must hold real numbers, got dtype {scale.dtype}")
@@ -85,6 +86,8 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
             t = t.reshape(1, 2)
         elif t.dim() == 1 and batch is not None and t.shape[0] == batch:
             t = t[:, None].expand(-1, 2)
+        elif t.dim() == 2 and t.shape[1] == 1:  # one isotropic scale per sample
+            t = t.expand(-1, 2)
         elif not (t.dim() == 2 and t.shape[1] == 2):
             raise ScaleError(f"a scale tensor must be 0-d, (2,) or (B, 2); got shape {tuple(scale.shape)}")
     elif _is_number(scale):

@@ -263,6 +263,7 @@ class AnySRBlock(nn.Module):
     # -- construction ---------------------------------------------------------
     def __init__(self, block: nn.Module, config: AnySRConfig, state=None):
         super().__init__()
+        self.__dict__["_anysr_upstream"] = block  # the upstream module itself, for unanysrify (not a submodule)
         self._adopt(block)
         self.upstream_type = type(block).__name__
         self.channels = self.gated_channels(block)

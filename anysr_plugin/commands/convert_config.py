@@ -39,6 +39,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--widths", type=floats, default=None, help="e.g. 0.5,0.7,0.9,1.0")
     g.add_argument("--scale-bounds", type=floats, default=None, help="e.g. 1.75,2.55,3.25")
     g.add_argument("--lam", type=int, default=None, help="lambda (default: 4 EDSR/RCAN, 8 RDN)")
+    g.add_argument("--scale-from", default=None, metavar="MODULE:FUNCTION",
+                   help="where each call's scale comes from when the model's forward carries none it can read: "
+                        "'context' or MODULE:FUNCTION, an fn(module, args, kwargs) -> (B, 2) scale or None "
+                        "importable from the repository root (or an --import file); checked with --repo")
     g.add_argument("--reset-prob", type=float, default=None, help="Algorithm 1 reset probability p (0.6)")
     g.add_argument("--gate", choices=("identity", "paper"), default=None)
     g.add_argument("--interweave", choices=("interleave", "concat", "none"), default=None)
@@ -59,7 +63,7 @@ def anysr_config_from_args(args):
 
     cfg = AnySRConfig.from_yaml(args.anysr_config) if args.anysr_config is not None else AnySRConfig()
     changes = {k: getattr(args, k) for k in ("widths", "scale_bounds", "lam", "reset_prob", "gate", "interweave",
-                                             "rdb_gate", "seed", "compat", "decoder", "decoder_widths")
+                                             "rdb_gate", "seed", "compat", "decoder", "decoder_widths", "scale_from")
                if getattr(args, k) is not None}
     return AnySRConfig.from_dict({**cfg.to_dict(), **changes}) if changes else cfg
 
@@ -78,6 +82,9 @@ def run(args) -> int:
 
     import_user_modules(args.imports)
     cfg = anysr_config_from_args(args)
+    if cfg.scale_from not in (None, "context") and args.repo is None:
+        print(f"convert-config: scale_from {cfg.scale_from!r} is imported when the launcher builds the model (from "
+              "the repository root or an --import file); pass --repo DIR to check it now")
     options = {}
     if args.init_from is not None:
         options["init_from"] = args.init_from

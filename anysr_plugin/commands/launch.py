@@ -1,4 +1,5 @@
-"""``anysr launch METHOD [--cpu] [--repo DIR] [--anysr-config FILE] [--init-from PTH] -- SCRIPT ARGS...``
+"""``anysr launch METHOD [--cpu] [--repo DIR] [--anysr-config FILE] [--init-from PTH] [--scale-from M:F] [--lam N]
+-- SCRIPT ARGS...``
 
 Runs an upstream repository's own script (``train_liif.py``, ``train.py``, ``test.py``,
 ``demo.py``, Meta-SR/ArbSR ``main.py``) with AnySR installed, without editing the repo.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import width
+from ._args import positive_int, width
 
 METHODS_HELP = "liif, lte, srno (LIIF family), metasr, arbsr"
 
@@ -25,6 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                "  anysr launch liif -- test.py --config configs/test/test-div2k-2.yaml --model save/x/epoch-last.pth\n"
                "  anysr launch srno -- train.py --config anysr-srno.yaml --gpu 0\n"
                "  anysr launch metasr --width 0.5 -- main.py --model metardn ... --test_only --resume 1\n"
+               "  anysr launch liif --scale-from my_scale:from_call -- train_liif.py --config anysr-fork.yaml\n"
                "--cpu makes the upstream's .cuda() calls no-ops, loads checkpoints onto the CPU and runs data "
                "loading in-process: a smoke-test aid for machines without CUDA, not a way to train. Meta-SR and "
                "ArbSR pick their device from their own flag: pass it to main.py too (--cpu / --cpu True).\n"
@@ -47,7 +49,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "way to fix the width, for all five methods; default: the width of each call's scale")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import this module (a .py file or a dotted name) before the script runs, e.g. one that "
-                        "registers your own block types with anysr_plugin.register_block_type; repeatable")
+                        "registers your own block types with anysr_plugin.register_block_type, or that holds "
+                        "your --scale-from function; repeatable")
+    p.add_argument("--scale-from", default=None, metavar="MODULE:FUNCTION",
+                   help="where each call's scale comes from, for every AnySR model the launcher builds, when the "
+                        "model's forward carries none it can read: 'context' (use_scale only) or MODULE:FUNCTION, "
+                        "an importable fn(module, args, kwargs) -> (B, 2) scale or None (the repo root and --import "
+                        "files are importable); written into the AnySR section of the checkpoints the trainer saves")
+    p.add_argument("--lam", type=positive_int, default=None, metavar="N",
+                   help="feature-interweaving lambda of every AnySR model the launcher builds (default: the AnySR "
+                        "config's; 4 EDSR/RCAN, 8 RDN); a checkpoint's gates keep the lambda they were trained with")
     p.set_defaults(run=run, accepts_remainder=True)
     return p
 
@@ -81,11 +92,13 @@ def run(args) -> int:
     repo = (args.repo or Path.cwd()).resolve()
     if not repo.is_dir():
         raise AnySRError(f"--repo {repo}: not a folder")
+    overrides = {k: v for k, v in (("scale_from", args.scale_from), ("lam", args.lam)) if v is not None}
+    AnySRConfig(**overrides)  # a bad --scale-from / --lam: a one-line error before anything runs
     cfg = None
     if args.anysr_config is not None:
         if not args.anysr_config.is_file():
             raise AnySRError(f"--anysr-config {args.anysr_config}: file does not exist")
-        cfg = AnySRConfig.from_yaml(args.anysr_config.resolve())
+        cfg = AnySRConfig.from_yaml(args.anysr_config.resolve()).replace(**overrides)
     init = args.init_from.resolve() if args.init_from is not None else None
     if init is not None and not init.is_file():
         raise AnySRError(f"--init-from {init}: file does not exist")
@@ -94,5 +107,5 @@ def run(args) -> int:
         script_path = (repo / script_path) if (repo / script_path).is_file() else script_path.resolve()
     ctx = LaunchContext(method=args.method, repo=repo, script=script_path, argv=list(argv), cpu=args.cpu,
                         anysr_config=cfg, init_from=init, width=args.width,
-                        imports=list(args.imports))
+                        imports=list(args.imports), overrides=overrides)
     return launch_run(ctx)

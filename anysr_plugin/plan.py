@@ -16,32 +16,29 @@ hooks and contexts are gone.  So:
   per converted model, shared with DataParallel replicas, copied by ``deepcopy``) and
   owned by the module whose hook made them, so two threads calling the same model each
   get their own plan.
-* **checkpoint recompute**: a block remembers the last plans it ran with outside
-  backward (a short stack); when it is run again *during* backward
-  (``torch._C._current_graph_task_id() != -1``, i.e. ``torch.utils.checkpoint``
-  recomputing it, reentrant or not) it reuses the newest remembered plan instead of
-  planning afresh.  Backward recomputes checkpointed segments newest-forward first, so a
-  stack is the right order for several forwards accumulated before one backward.
+* **checkpoint recompute**: a call inside a checkpointed forward records its plan on
+  that checkpoint's own object, and its recompute in backward replays exactly those
+  plans, whatever ran in between (``recompute.py``); what cannot be replayed exactly
+  is refused with ``CheckpointRecomputeError``.
 * **DataParallel** runs replicas in worker threads that do not see the caller's
   contexts; a block replica therefore carries a snapshot of the controls that were live
   when it was replicated (``AnySRBlock._replicate_for_data_parallel``).
 
-Imports only ``errors`` (besides torch; the opt-in ``compat="official"`` rules are imported
-lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
+Imports only ``errors`` and ``recompute`` (besides torch; the opt-in ``compat="official"`` rules
+are imported lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import math
 import numbers
-import sys
 from typing import Iterator
 
 import torch
 
 from .errors import ScaleError
+from .recompute import in_backward, locate
 
 # ---------------------------------------------------------------------------
 # scales
@@ -236,47 +233,31 @@ def pop_plans(state, owner: int) -> None:
 # ---------------------------------------------------------------------------
 # the block's question
 
-#: plans a block remembers for checkpoint recomputation (newest last)
-RECOMPUTE_MEMORY = 16
+
+def call_plan(owner, batch: int, block=None, x: torch.Tensor | None = None):
+    """The raw plan ``(scale, widths)`` of this call of `owner` (a block, or a slim decoder
+    reading the plan of `block`): the running call's plan, or one made for the call alone
+    (never a training draw); in a checkpoint recompute, the plan of its own forward."""
+    segments = locate()
+    if segments.replay is not None:
+        plan = segments.replay_plan(owner)
+    else:
+        plan = _plan_now(owner if block is None else block, batch, x)
+    segments.remember(owner, plan)
+    return plan
 
 
-def in_backward() -> bool:
-    """True while the autograd engine runs a backward pass (e.g. a checkpoint recompute)."""
-    return torch._C._current_graph_task_id() != -1
-
-
-def _in_reentrant_checkpoint() -> bool:
-    """True when called from inside ``torch.utils.checkpoint``'s reentrant forward (no_grad)."""
-    frame = sys._getframe(2)
-    for _ in range(48):
-        if frame is None:
-            return False
-        if frame.f_code.co_filename.endswith(("utils/checkpoint.py", "utils\\checkpoint.py")):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _remember(block, plan) -> None:
-    memory = block.__dict__.get("_anysr_recent")
-    if memory is None:
-        memory = block.__dict__["_anysr_recent"] = collections.deque(maxlen=RECOMPUTE_MEMORY)
-    memory.append(plan)
+def _plan_now(block, batch: int, x: torch.Tensor | None = None):
+    state = block._anysr_state
+    plan = active_plan(state)
+    if plan is None:  # called outside a hooked module: plan for itself
+        plan = make_plan(state, None, batch, False, block, x)
+    return plan
 
 
 def plan_for_block(block, x: torch.Tensor):
     """(scale (B, 2) on x's device, per-sample widths) for this call of `block`."""
-    plan = None
-    if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
-        memory = block.__dict__.get("_anysr_recent")
-        plan = memory.pop() if memory else None
-    if plan is None:
-        state = block._anysr_state
-        plan = active_plan(state)
-        if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
-            plan = make_plan(state, None, x.shape[0], False, block, x)
-        if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
-            _remember(block, plan)
+    plan = call_plan(block, x.shape[0], x=x)
     scale, widths = plan
     scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:
@@ -291,11 +272,9 @@ def plan_for_block(block, x: torch.Tensor):
 def peek_plan(block, x: torch.Tensor):
     """The plan `block` would run a call on `x` with now, without remembering or consuming
     anything (for reports); never a training draw."""
-    state = block._anysr_state
-    plan = active_plan(state)
-    return plan if plan is not None else make_plan(state, None, x.shape[0], False, block, x)
+    return _plan_now(block, x.shape[0], x)
 
 
 __all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
            "make_plan", "in_backward",
-           "active_plan", "push_plan", "pop_plans", "plan_for_block", "scale_known"]
+           "active_plan", "push_plan", "pop_plans", "call_plan", "plan_for_block", "scale_known"]

@@ -9,8 +9,10 @@ hooks and contexts are gone.  So:
 
 * **user controls** live in a :class:`contextvars.ContextVar` (each thread and each
   asyncio task sees its own), as a tuple of entries; entering a context adds one entry,
-  leaving it removes *that* entry, whatever the order: the newest live entry wins, and
-  once every context has exited the model is exactly as it was found.  ``set_width``
+  leaving it ends *that* entry, whatever the order: the newest live entry wins, and
+  once every context has exited the model is exactly as it was found.  An entry lasts
+  from entering its context to leaving it, wherever the leaving runs (a generator closed
+  or collected elsewhere): tasks and copied contexts see it until then.  ``set_width``
   (persistent, process-wide by design) is a field of the model's state.
 * **per-call plans** live in another ContextVar, keyed by the model's state object (one
   per converted model, shared with DataParallel replicas, copied by ``deepcopy``) and
@@ -100,10 +102,12 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
 
 
 class _Entry:
-    __slots__ = ("state", "kind", "value")
+    """One open control; ``live`` turns False when its context exits, wherever that happens."""
+
+    __slots__ = ("state", "kind", "value", "live")
 
     def __init__(self, state, kind: str, value):
-        self.state, self.kind, self.value = state, kind, value
+        self.state, self.kind, self.value, self.live = state, kind, value, True
 
 
 _CONTROLS: contextvars.ContextVar = contextvars.ContextVar("anysr_controls", default=())
@@ -115,20 +119,28 @@ CONTROL_KINDS = ("width", "scale", "budget")
 def control(state, kind: str, value) -> Iterator[None]:
     """Add one control entry for the model of `state` while the context is open.
 
-    On exit exactly this entry is removed (contexts may exit in any order)."""
+    On exit exactly this entry ends (contexts may exit in any order).  It ends in every
+    context that holds it, also when the exit runs in another one: a generator holding
+    the context may be closed or collected in another thread, and asyncio finalises an
+    async generator left early by running its ``aclose()`` in a new task."""
     if kind not in CONTROL_KINDS:
         raise ValueError(f"unknown control {kind!r}")
     entry = _Entry(state, kind, value)
-    _CONTROLS.set(_CONTROLS.get() + (entry,))
+    _CONTROLS.set(_live(_CONTROLS.get()) + (entry,))
     try:
         yield
     finally:
-        _CONTROLS.set(tuple(e for e in _CONTROLS.get() if e is not entry))
+        entry.live = False
+        _CONTROLS.set(_live(_CONTROLS.get()))
+
+
+def _live(entries: tuple) -> tuple:
+    return tuple(e for e in entries if e.live)
 
 
 def snapshot(state) -> tuple:
     """The live control entries of `state` in this context (for DataParallel replicas)."""
-    return tuple(e for e in _CONTROLS.get() if e.state is state)
+    return tuple(e for e in _live(_CONTROLS.get()) if e.state is state)
 
 
 def controls(state, block=None) -> dict:

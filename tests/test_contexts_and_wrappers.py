@@ -1,0 +1,171 @@
+"""Controls held in generators end when the generator does; wrapped, scripted, compiled and
+meta-device models are either served as the unconverted model is or refused with a typed error."""
+import asyncio
+import contextvars
+import gc
+import threading
+
+import pytest
+import torch
+
+import anysr_plugin as anysr
+from anysr_plugin.errors import AnySRWarning
+
+from conftest import ChannelRecorder, tiny_edsr
+
+pytestmark = pytest.mark.filterwarnings("ignore::anysr_plugin.errors.AnySRWarning")
+
+X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def encoder():
+    """A bare converted encoder (scale from context): the full network, 16 channels, unless told."""
+    return anysr.anysrify(tiny_edsr()).eval()
+
+
+def channels_now(model) -> int:
+    """Channels the first block runs in a plain call made here and now."""
+    rec = ChannelRecorder(model)
+    with torch.no_grad():
+        model(X)
+    return rec.calls[-1][0]
+
+
+def control(model, kind):
+    """One of the three user controls, each of which runs the model at 8 channels (width 0.5)."""
+    if kind == "width":
+        return anysr.use_width(model, 0.5)
+    if kind == "scale":
+        return anysr.use_scale(model, 1.5)
+    return anysr.use_budget(model, gflops=2 * anysr.count_flops(model, X, width=0.5) / 1e9 * 1.01)
+
+
+CONTROLS = ("width", "scale", "budget")
+
+
+def held_in_generator(model, kind):
+    def outputs():
+        with control(model, kind):
+            for _ in range(3):
+                yield channels_now(model)
+    return outputs()
+
+
+@pytest.mark.parametrize("kind", CONTROLS)
+def test_a_generator_left_early_releases_its_control(kind):
+    model = encoder()
+    for seen in held_in_generator(model, kind):
+        assert seen == 8
+        break
+    assert channels_now(model) == 16
+
+
+@pytest.mark.parametrize("kind", CONTROLS)
+def test_a_generator_closed_in_another_context_releases_its_control(kind):
+    """Closed (or collected) elsewhere, its exit runs in another context; the control still ends
+    in the context that entered it."""
+    model = encoder()
+    gen = held_in_generator(model, kind)
+    assert next(gen) == 8
+    contextvars.copy_context().run(gen.close)
+    assert channels_now(model) == 16
+
+
+@pytest.mark.parametrize("kind", CONTROLS)
+def test_a_generator_collected_in_another_thread_releases_its_control(kind):
+    model = encoder()
+    holder = [held_in_generator(model, kind)]
+    assert next(holder[0]) == 8
+    t = threading.Thread(target=holder.clear)  # the last reference dies there: the finaliser runs there
+    t.start()
+    t.join()
+    gc.collect()
+    assert channels_now(model) == 16
+
+
+def run_async(model, kind, leave):
+    """Width seen in the task after an async generator holding a control was left by `leave`."""
+
+    async def outputs():
+        with control(model, kind):
+            for _ in range(3):
+                yield channels_now(model)
+
+    async def main():
+        holder = [outputs()]
+        assert await holder[0].__anext__() == 8
+        await leave(holder)
+        gc.collect()
+        await settle()
+        return channels_now(model)
+
+    return asyncio.run(main())
+
+
+async def settle():
+    """Let asyncio's async-generator finaliser run: it schedules ``aclose()`` in a new task."""
+    for _ in range(4):
+        await asyncio.sleep(0)
+
+
+async def _drop(holder):
+    holder.clear()  # left early: the last reference goes
+
+
+async def _aclose(holder):
+    await holder[0].aclose()
+
+
+@pytest.mark.parametrize("kind", CONTROLS)
+@pytest.mark.parametrize("leave", [_drop, _aclose], ids=["left-early", "aclose"])
+def test_an_async_generator_releases_its_control_in_the_task(kind, leave):
+    model = encoder()
+    assert run_async(model, kind, leave) == 16
+
+
+def test_an_async_for_broken_out_of_releases_the_control_for_the_rest_of_the_task():
+    model = encoder()
+
+    async def outputs():
+        with anysr.use_width(model, 0.5):
+            for _ in range(3):
+                yield channels_now(model)
+
+    async def main():
+        async for seen in outputs():
+            assert seen == 8
+            break
+        await settle()
+        return [channels_now(model) for _ in range(2)]
+
+    assert asyncio.run(main()) == [16, 16]
+
+
+def test_a_task_started_inside_a_control_sees_it_while_it_is_open():
+    """Tasks copy the context: while the `with` is open they see the control; it ends for everyone
+    when the `with` exits."""
+    model = encoder()
+
+    async def main():
+        with anysr.use_width(model, 0.5):
+            inside = await asyncio.create_task(_channels(model))
+        after = await asyncio.create_task(_channels(model))
+        return inside, after
+
+    assert asyncio.run(main()) == (8, 16)
+
+
+async def _channels(model):
+    return channels_now(model)
+
+
+def test_contexts_still_nest_and_interleave_after_dead_entries():
+    model = encoder()
+    gen = held_in_generator(model, "width")
+    next(gen)
+    contextvars.copy_context().run(gen.close)  # a dead entry stays in this context's tuple
+    with anysr.use_width(model, 0.7):
+        with anysr.use_width(model, 0.9):
+            assert channels_now(model) == 14
+        assert channels_now(model) == 11
+    assert channels_now(model) == 16

@@ -105,6 +105,21 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def compiled_parts(model: nn.Module) -> list:
+    """``(name, kind)`` of every TorchScript or torch.compile module in `model`'s tree ("" = the
+    model itself).  Their code is no longer the eager modules' code, so block surgery inside
+    them cannot take effect: anysrify refuses them (CompiledModelError)."""
+    found = []
+    for name, m in model.named_modules():
+        if any(name.startswith(f"{outer}.") or not outer for outer, _ in found):
+            continue  # inside a wrapper already named
+        if isinstance(m, torch.jit.ScriptModule):
+            found.append((name, "a TorchScript module (torch.jit.script / torch.jit.trace)"))
+        elif type(m).__module__.startswith("torch._dynamo") or m.__dict__.get("_compiled_call_impl") is not None:
+            found.append((name, "a torch.compile'd module"))
+    return found
+
+
 def anysr_blocks(model: nn.Module) -> list:
     from .blocks import AnySRBlock
 
@@ -235,5 +250,5 @@ def active_widths(model: nn.Module, scale) -> list:
     return decide_widths(state, controls(state, blocks[0]), as_scale_tensor(scale), 1, False, blocks[0])
 
 
-__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
+__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "compiled_parts", "anysr_blocks", "get_state",
            "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]

@@ -169,3 +169,65 @@ def test_contexts_still_nest_and_interleave_after_dead_entries():
             assert channels_now(model) == 14
         assert channels_now(model) == 11
     assert channels_now(model) == 16
+
+
+# ---------------------------------------------------------------------------
+# scripted, traced and compiled models
+
+
+def _scripted():
+    return torch.jit.script(tiny_edsr())
+
+
+def _traced():
+    return torch.jit.trace(tiny_edsr(), X)
+
+
+def _compiled():
+    return torch.compile(tiny_edsr(), backend="eager")
+
+
+def _compiled_submodule():
+    net = tiny_edsr()
+    net.body = torch.compile(net.body, backend="eager")
+    return net
+
+
+def _compiled_in_place():
+    net = tiny_edsr()
+    net.compile(backend="eager")
+    return net
+
+
+def _compiled_data_parallel():
+    return torch.nn.DataParallel(torch.compile(tiny_edsr(), backend="eager"))
+
+
+@pytest.mark.parametrize("build, where, kind", [
+    (_scripted, "<model>", "TorchScript"), (_traced, "<model>", "TorchScript"),
+    (_compiled, "<model>", "torch.compile"), (_compiled_submodule, "body", "torch.compile"),
+    (_compiled_in_place, "<model>", "torch.compile"), (_compiled_data_parallel, "module", "torch.compile")],
+    ids=["script", "trace", "compile", "compiled-submodule", "module.compile", "DataParallel(compile)"])
+def test_scripted_or_compiled_models_are_refused_with_the_order_to_follow(build, where, kind):
+    from anysr_plugin.errors import CompiledModelError
+
+    model = build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for call in (anysr.anysrify, anysr.inspect_targets):
+        with pytest.raises(CompiledModelError) as info:
+            call(model)
+        msg = str(info.value)
+        assert f"{where} is " in msg and kind in msg and "call anysrify on the plain model first" in msg
+        assert isinstance(info.value, TypeError)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not anysr.is_anysr(model)
+
+
+def test_compiling_after_conversion_still_works():
+    model = encoder()
+    compiled = torch.compile(model, backend="eager")
+    with anysr.use_width(compiled, 0.5), torch.no_grad():
+        out = compiled(X)
+    with anysr.use_width(model, 0.5), torch.no_grad():
+        torch.testing.assert_close(out, model(X))

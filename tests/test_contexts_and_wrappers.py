@@ -231,3 +231,51 @@ def test_compiling_after_conversion_still_works():
         out = compiled(X)
     with anysr.use_width(model, 0.5), torch.no_grad():
         torch.testing.assert_close(out, model(X))
+
+
+# ---------------------------------------------------------------------------
+# checkpoints saved through wrappers
+
+
+def _dp(m):
+    return torch.nn.DataParallel(m)
+
+
+def _compile(m):
+    return torch.compile(m, backend="eager")
+
+
+WRAPPINGS = {
+    "compile(DataParallel)": lambda m: _compile(_dp(m)),
+    "DataParallel(compile)": lambda m: _dp(_compile(m)),
+    "DataParallel(compile(DataParallel))": lambda m: _dp(_compile(_dp(m))),
+    "compile(DataParallel(compile))": lambda m: _compile(_dp(_compile(m))),
+    "DataParallel(DataParallel)": lambda m: _dp(_dp(m)),
+}
+
+
+@pytest.mark.parametrize("wrap", sorted(WRAPPINGS))
+def test_checkpoints_saved_through_any_nesting_of_wrappers_load(wrap, tmp_path):
+    trained = tiny_edsr()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    wrapped = WRAPPINGS[wrap](trained)
+    sd = wrapped.state_dict()
+    assert not any(k.startswith("head.") for k in sd)  # the keys really carry the wrappers' prefixes
+    torch.save({"model": {"name": "edsr", "sd": sd}}, tmp_path / "ckpt.pth")
+    model = encoder()
+    missing, unexpected = anysr.load_upstream_checkpoint(model, tmp_path / "ckpt.pth")
+    assert unexpected == [] and all("anysr_gate" in k for k in missing)
+    for name, p in trained.named_parameters():
+        torch.testing.assert_close(model.get_parameter(name), p, rtol=0, atol=0)
+
+
+def test_a_compiled_submodule_checkpoint_loads():
+    trained = tiny_edsr()
+    trained.body = _compile(trained.body)
+    sd = trained.state_dict()
+    assert any("._orig_mod." in k for k in sd)
+    model = encoder()
+    missing, unexpected = anysr.load_upstream_checkpoint(model, sd)
+    assert unexpected == [] and all("anysr_gate" in k for k in missing)

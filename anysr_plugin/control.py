@@ -61,11 +61,20 @@ class AnySRState:
         return get_adapter(self.adapter_name)
 
     def read_scale(self, module: nn.Module, args: tuple, kwargs: dict):
-        """The call's per-sample scale from the model's scale source (None: not in this call)."""
+        """The call's per-sample scale from the model's scale source (None: not in this call).
+
+        A call on the meta device carries shapes but no values: a scale that would have to be
+        read from its tensors is unknown (the call runs as documented for an unknown scale)."""
         source = getattr(self, "scale_source", None)
         if source is None:
             return None
-        return source.read(module, args, kwargs)
+        if not _on_meta(args, kwargs):
+            return source.read(module, args, kwargs)
+        try:
+            scale = source.read(module, args, kwargs)
+        except (RuntimeError, NotImplementedError):  # "Tensor.item() cannot be called on meta tensors"
+            return None
+        return None if isinstance(scale, torch.Tensor) and scale.is_meta else scale
 
     def describe_scale_source(self) -> str:
         source = getattr(self, "scale_source", None)
@@ -145,6 +154,10 @@ def _require_blocks(model: nn.Module) -> list:
 
 # ---------------------------------------------------------------------------
 # the plan (see plan.py): the hooks that make it, the controls that steer it
+
+
+def _on_meta(args: tuple, kwargs: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_meta for v in (*args, *kwargs.values()))
 
 
 def _first_batch(args: tuple, kwargs: dict) -> int:

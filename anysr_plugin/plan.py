@@ -177,6 +177,10 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
     if ctl["budget"] is not None:
         return [ctl["budget"].width_for(block, scale, x)]
     if scale is None:
+        if x is not None and x.is_meta:
+            state.warn_once("no-scale", "AnySR: a call on the meta device carries no values to read its scale "
+                            "from, so the full network runs (a fixed width runs that width; "
+                            "anysr_plugin.use_scale(model, s) gives the scale's width)")
         state.warn_once("no-scale", "AnySR: no scale is known for this call, so the full network runs "
                         f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
                         "or call the model's forward with its scale arguments")

@@ -279,3 +279,70 @@ def test_a_compiled_submodule_checkpoint_loads():
     model = encoder()
     missing, unexpected = anysr.load_upstream_checkpoint(model, sd)
     assert unexpected == [] and all("anysr_gate" in k for k in missing)
+
+
+# ---------------------------------------------------------------------------
+# the meta device
+
+
+def _liif_call(device):
+    from anysr_plugin.coords import cell_for, make_coord
+
+    inp = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
+    coord = make_coord((16, 16)).expand(2, -1, -1).to(device)
+    return inp, coord, cell_for((16, 16), batch=2, queries=256).to(device)
+
+
+def _liif(convert):
+    from anysr_plugin.reference import build_reference
+
+    model = build_reference("liif-edsr-baseline", seed=0, n_resblocks=2, n_feats=16)
+    return anysr.anysrify(model) if convert else model
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_converted_model_runs_on_meta_as_the_original_does(mode):
+    original = _liif(False).to("meta")
+    model = _liif(True).to("meta")
+    getattr(original, mode)()
+    getattr(model, mode)()
+    want = original(*_liif_call("meta"))
+    rec = ChannelRecorder(model)
+    with pytest.warns(AnySRWarning, match="meta device carries no values to read its scale from"):
+        out = model(*_liif_call("meta"))
+    assert out.is_meta and out.shape == want.shape == (2, 256, 3)
+    assert rec.calls == [[16], [16]]  # the scale is unknown: the full network, as documented
+    with anysr.use_width(model, 0.5):
+        assert model(*_liif_call("meta")).shape == want.shape
+    with anysr.use_scale(model, 2.0):
+        assert model(*_liif_call("meta")).shape == want.shape
+    assert rec.calls[2:] == [[8], [8], [11], [11]]
+
+
+def test_a_model_converted_on_meta_then_materialised_runs():
+    model = _liif(True)
+    meta = _liif(False).to("meta")
+    anysr.anysrify(meta)  # conversion itself runs on meta (no values to validate)
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    meta.to_empty(device="cpu").load_state_dict(model.state_dict())
+    meta.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(meta(*_liif_call("cpu")), model(*_liif_call("cpu")))
+
+
+def test_a_scale_given_as_a_number_is_read_on_meta():
+    """Only values held in meta tensors are unknown: a float scale argument still gives its width."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = tiny_edsr()
+
+        def forward(self, x, scale):
+            return self.enc(x)
+
+    model = anysr.anysrify(Net()).eval().to("meta")
+    rec = ChannelRecorder(model)
+    model(torch.empty(1, 3, 8, 8, device="meta"), 2.0)
+    assert rec.calls == [[11], [11]]

@@ -273,6 +273,8 @@ def _plan_now(block, batch: int, x: torch.Tensor | None = None):
 
 def plan_for_block(block, x: torch.Tensor):
     """(scale (B, 2) on x's device, per-sample widths) for this call of `block`."""
+    if torch.jit.is_tracing():
+        _run_untraced(block, x)
     plan = call_plan(block, x.shape[0], x=x)
     scale, widths = plan
     scale = scale.to(device=x.device)
@@ -283,6 +285,22 @@ def plan_for_block(block, x: torch.Tensor):
     if len(widths) not in (1, x.shape[0]):
         raise ScaleError(f"{len(widths)} per-sample widths for a batch of {x.shape[0]}")
     return scale, widths
+
+
+def _run_untraced(block, x: torch.Tensor) -> None:
+    """Run `block` once outside the trace before its traced call.
+
+    Blocks and gates make small index tensors lazily, on their first call at a width and
+    device.  A trace that makes them records them at another place than a trace that finds
+    them, so ``torch.jit.trace``'s check (it traces twice) failed with "Graphs differed
+    across invocations" on the first call of a fresh model.  Made here, every traced call
+    finds them."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        block.forward(x.detach().clone())
+    finally:
+        torch._C._set_tracing_state(state)
 
 
 def peek_plan(block, x: torch.Tensor):

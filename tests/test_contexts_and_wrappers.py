@@ -346,3 +346,29 @@ def test_a_scale_given_as_a_number_is_read_on_meta():
     rec = ChannelRecorder(model)
     model(torch.empty(1, 3, 8, 8, device="meta"), 2.0)
     assert rec.calls == [[11], [11]]
+
+
+# ---------------------------------------------------------------------------
+# tracing
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("encoder_kind, control_kind, grad", [
+    ("edsr", "scale", False), ("edsr", "width", True), ("edsr", "mixed", False), ("edsr-res-scale", "mixed", True),
+    ("edsr-shared-act", "scale", True), ("rdn", "scale", False), ("rdn", "mixed", True), ("rcan", "mixed", True)])
+def test_a_fresh_encoder_traces_on_its_first_call(encoder_kind, control_kind, grad):
+    """torch.jit.trace traces twice and compares (under no_grad): lazily made index tensors and
+    grad-dependent code paths made the graphs differ on a fresh model."""
+    from conftest import ENCODERS, randomize_gates
+
+    model = anysr.anysrify(ENCODERS[encoder_kind](), anysr.AnySRConfig(gate="paper")).eval()
+    randomize_gates(model)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    ctl = {"scale": lambda: anysr.use_scale(model, 2.0), "width": lambda: anysr.use_width(model, 0.5),
+           "mixed": lambda: anysr.use_scale(model, torch.tensor([[1.5, 1.5], [3.0, 3.0], [4.0, 4.0]]))}[control_kind]
+    with ctl(), torch.set_grad_enabled(grad):
+        traced = torch.jit.trace(model, x)
+        with torch.no_grad():
+            want = model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), want)

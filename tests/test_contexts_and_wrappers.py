@@ -372,3 +372,74 @@ def test_a_fresh_encoder_traces_on_its_first_call(encoder_kind, control_kind, gr
             want = model(x)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), want)
+
+
+# ---------------------------------------------------------------------------
+# broken export files
+
+
+@pytest.fixture(scope="module")
+def export_file(tmp_path_factory):
+    from anysr_plugin.cli import main
+
+    path = tmp_path_factory.mktemp("export") / "sub.safetensors"
+    assert main(["export", "--model", "liif-edsr-baseline", "--model-arg", "n_resblocks=1", "--model-arg",
+                 "n_feats=8", "--model-arg", "hidden_list=[8]", "--part", "encoder", "--width", "0.5",
+                 "-o", str(path)]) == 0
+    return path
+
+
+def _with_metadata(src, dst, text):
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(src)), str(dst), metadata={"anysr_export": text})
+    return dst
+
+
+def _broken(kind, src, dst):
+    import json
+
+    from anysr_plugin.upstream import read_export_metadata
+
+    raw = src.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    meta = read_export_metadata(src)
+    if kind == "header-length":
+        dst.write_bytes((10**12).to_bytes(8, "little") + raw[8:])
+    elif kind == "header-not-json":
+        dst.write_bytes(raw[:8] + b"{" * n + raw[8 + n:])
+    elif kind == "truncated":
+        dst.write_bytes(raw[:-16])
+    elif kind == "metadata-not-json":
+        _with_metadata(src, dst, "{not json")
+    elif kind == "metadata-a-list":
+        _with_metadata(src, dst, "[1, 2]")
+    elif kind == "metadata-lacks-width":
+        _with_metadata(src, dst, json.dumps({k: v for k, v in meta.items() if k != "width"}))
+    elif kind == "metadata-model-a-string":
+        _with_metadata(src, dst, json.dumps({**meta, "model": "liif"}))
+    elif kind == "metadata-bad-scale":
+        _with_metadata(src, dst, json.dumps({**meta, "scale": [2, "x"]}))
+    elif kind == "metadata-bad-part":
+        _with_metadata(src, dst, json.dumps({**meta, "part": "decoder"}))
+    return dst
+
+
+BROKEN = {"header-length": "cannot read export", "header-not-json": "cannot read export",
+          "truncated": "cannot read export", "metadata-not-json": "metadata is not JSON",
+          "metadata-a-list": "metadata is a JSON list, not an object", "metadata-lacks-width": "metadata lacks width",
+          "metadata-model-a-string": "`model` names no model", "metadata-bad-scale": "`scale` is [2, 'x']",
+          "metadata-bad-part": "`part` is 'decoder'"}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_export_file_is_a_typed_error_naming_it(kind, export_file, tmp_path):
+    from anysr_plugin.errors import CheckpointError
+    from anysr_plugin.upstream import load_export
+
+    assert load_export(export_file) is not None  # the intact file loads
+    broken = _broken(kind, export_file, tmp_path / f"{kind}.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        load_export(broken)
+    msg = str(info.value)
+    assert str(broken) in msg and BROKEN[kind] in msg and "\n" not in msg

@@ -221,3 +221,30 @@ def test_a_checkpointed_block_outside_a_model_call_replays_its_context():
             grads.append([xx.grad] + [p.grad for p in block.parameters()])
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])
+def test_a_slim_decoder_recomputes_with_its_own_plan(reentrant):
+    """decoder="slim": the decoder's width follows the plan too, and its recompute replays it."""
+    from anysr_plugin.coords import cell_for, make_coord
+    from anysr_plugin.reference import build_reference
+
+    model = anysr.anysrify(build_reference("liif-edsr-baseline", seed=0, n_resblocks=2, n_feats=16, hidden_list=[16]),
+                           AnySRConfig(decoder="slim", seed=0, gate="paper")).train()
+    randomize_gates(model)
+    inp = X[:2]
+    coord = make_coord((16, 16)).expand(2, -1, -1)
+    cell = torch.stack([cell_for((16, 16), queries=256)[0], cell_for((32, 32), queries=256)[0]])  # x2 and x4
+    grads = []
+    for ckpt in (False, True):
+        model.zero_grad(set_to_none=True)
+        get_state(model).generator.manual_seed(DRAWS)
+        x = inp.clone().requires_grad_()
+        out = checkpoint(model, x, coord, cell, use_reentrant=reentrant) if ckpt else model(x, coord, cell)
+        with anysr.use_width(model, 0.5):
+            model(inp, coord, cell)
+        out.square().mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert any("imnet" in n for n in grads[0]) and grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=0, msg=n)

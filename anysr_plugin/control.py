@@ -263,5 +263,5 @@ def active_widths(model: nn.Module, scale) -> list:
     return decide_widths(state, controls(state, blocks[0]), as_scale_tensor(scale), 1, False, blocks[0])
 
 
-__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "compiled_parts", "anysr_blocks", "get_state",
-           "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]
+__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "compiled_parts", "anysr_blocks",
+           "get_state", "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]

@@ -63,12 +63,15 @@ class Segments:
         i = cursors.get(self.gid, 0)
         record = getattr(self.replay, _RECORD, ())
         if i >= len(record) or record[i][0] is not owner:
-            ran = ", ".join(type(o).__name__ for o, _ in record) or "no AnySR module"
+            there = "nothing more"
+            if i < len(record):
+                there = ("a different " if type(record[i][0]) is type(owner) else "") + _describe(record[i][0])
             raise CheckpointRecomputeError(
-                f"activation checkpointing recomputed {_describe(owner)} (AnySR call {i + 1} of the recompute), but "
-                f"the checkpointed forward ran other AnySR blocks than its forward ({ran}): the width and scale of "
-                "this recompute cannot be known, so its gradients would be wrong. Make the checkpointed function "
-                "run the same modules in forward and recompute (no control flow on state that changes in between)")
+                f"activation checkpointing recomputed {_describe(owner)} as AnySR call {i + 1} of a segment whose "
+                f"forward ran {there} there ({len(record)} AnySR calls in all): the recompute ran other AnySR blocks "
+                "than its forward, so its width and scale cannot be known and its gradients would be wrong. Make "
+                "the checkpointed function run the same modules in forward and recompute (no control flow on "
+                "state that changes in between)")
         cursors[self.gid] = i + 1
         return record[i][1]
 

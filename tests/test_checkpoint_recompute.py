@@ -3,7 +3,8 @@ in between, or refuses.
 
 Each scenario runs twice on the same converted model: without checkpointing (the reference) and
 with ``torch.utils.checkpoint`` (reentrant and not) around the blocks, the whole encoder, the whole
-model, or around the encoder body with the blocks checkpointed again inside (nested).  Between a
+model, or around the encoder body with the blocks checkpointed again inside (nested; "nested-mixed":
+the inner checkpoints of the other kind).  Between a
 checkpointed forward and its backward other forwards run with gradients on, at other widths and
 scales (GAN-style), as a no-grad teacher at full width, several checkpointed forwards share one
 backward, backwards run in reverse order, and a graph is backwarded twice.  Gradients of every
@@ -23,7 +24,8 @@ from conftest import ChannelRecorder, randomize_gates, tiny_edsr
 
 pytestmark = pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
 
-PLACEMENTS = ("blocks", "encoder", "model", "nested")
+NESTED = ("nested", "nested-mixed")
+PLACEMENTS = ("blocks", "encoder", "model", *NESTED)
 
 
 class Net(nn.Module):
@@ -35,18 +37,19 @@ class Net(nn.Module):
         self.enc = tiny_edsr(n_resblocks=3)
         self.placement, self.reentrant = None, False
 
-    def ckpt(self, fn, *args):
-        return checkpoint(fn, *args, use_reentrant=self.reentrant)
+    def ckpt(self, fn, *args, inner=False):
+        flip = inner and self.placement == "nested-mixed"
+        return checkpoint(fn, *args, use_reentrant=self.reentrant != flip)
 
     def body(self, h):
         res = h
         for layer in self.enc.body:
-            res = self.ckpt(layer, res) if self.placement in ("blocks", "nested") else layer(res)
+            res = self.ckpt(layer, res, inner=True) if self.placement in ("blocks", *NESTED) else layer(res)
         return res + h
 
     def trunk(self, x):
         h = self.enc.head(x)
-        return self.ckpt(self.body, h) if self.placement == "nested" else self.body(h)
+        return self.ckpt(self.body, h) if self.placement in NESTED else self.body(h)
 
     def forward(self, x, scale):
         if self.placement == "encoder":

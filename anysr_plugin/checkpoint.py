@@ -99,13 +99,21 @@ def extract_state_dict(obj) -> dict:
                           "{'model': {'sd': ...}} or {'state_dict': ...})")
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def strip_wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Drop a leading ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) from every key."""
+    """Keys as the plain model names them: leading ``module.`` (DataParallel / DDP) and
+    ``_orig_mod.`` (torch.compile) dropped in any order and nesting (``_orig_mod.module.``,
+    ``module._orig_mod.module.`` ...), and ``_orig_mod.`` inside a key (a compiled submodule,
+    ``encoder._orig_mod.head.0.weight``).  An inner ``module.`` is kept: it may be a real
+    attribute name."""
     out = {}
     for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
+        while k.startswith(_WRAPPER_PREFIXES):
+            k = k.split(".", 1)[1]
+        while "._orig_mod." in k:
+            k = k.replace("._orig_mod.", ".")
         out[k] = v
     return out
 

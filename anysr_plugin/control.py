@@ -62,11 +62,20 @@ class AnySRState:
 
     def read_scale(self, module: nn.Module, args: tuple, kwargs: dict):
         """The call's per-sample scale (B, 2) from the model's scale source, checked (None: not in
-        this call); a value the source cannot read is a ScaleSourceError naming the remedy."""
+        this call); a value the source cannot read is a ScaleSourceError naming the remedy.
+
+        A call on the meta device carries shapes but no values: a scale that would have to be
+        read from its tensors is unknown (the call runs as documented for an unknown scale)."""
         source = getattr(self, "scale_source", None)
         if source is None:
             return None
-        return source.read_checked(module, args, kwargs)
+        if not _on_meta(args, kwargs):
+            return source.read_checked(module, args, kwargs)
+        try:
+            scale = source.read(module, args, kwargs)
+        except (RuntimeError, NotImplementedError):  # "Tensor.item() cannot be called on meta tensors"
+            return None
+        return None if isinstance(scale, torch.Tensor) and scale.is_meta else scale
 
     def describe_scale_source(self) -> str:
         source = getattr(self, "scale_source", None)
@@ -106,6 +115,21 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def compiled_parts(model: nn.Module) -> list:
+    """``(name, kind)`` of every TorchScript or torch.compile module in `model`'s tree ("" = the
+    model itself).  Their code is no longer the eager modules' code, so block surgery inside
+    them cannot take effect: anysrify refuses them (CompiledModelError)."""
+    found = []
+    for name, m in model.named_modules():
+        if any(name.startswith(f"{outer}.") or not outer for outer, _ in found):
+            continue  # inside a wrapper already named
+        if isinstance(m, torch.jit.ScriptModule):
+            found.append((name, "a TorchScript module (torch.jit.script / torch.jit.trace)"))
+        elif type(m).__module__.startswith("torch._dynamo") or m.__dict__.get("_compiled_call_impl") is not None:
+            found.append((name, "a torch.compile'd module"))
+    return found
+
+
 def anysr_blocks(model: nn.Module) -> list:
     from .blocks import AnySRBlock
 
@@ -131,6 +155,10 @@ def _require_blocks(model: nn.Module) -> list:
 
 # ---------------------------------------------------------------------------
 # the plan (see plan.py): the hooks that make it, the controls that steer it
+
+
+def _on_meta(args: tuple, kwargs: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_meta for v in (*args, *kwargs.values()))
 
 
 def _first_batch(args: tuple, kwargs: dict) -> int:
@@ -237,5 +265,5 @@ def active_widths(model: nn.Module, scale) -> list:
     return decide_widths(state, controls(state, blocks[0]), as_scale_tensor(scale), 1, False, blocks[0])
 
 
-__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "anysr_blocks", "get_state",
-           "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]
+__all__ = ["AnySRState", "use_width", "use_scale", "set_width", "unwrap", "compiled_parts", "anysr_blocks",
+           "get_state", "as_scale_tensor", "scale_pair", "active_widths", "plan_for_block"]

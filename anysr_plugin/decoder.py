@@ -49,18 +49,15 @@ def current_widths(module: nn.Module, batch: int) -> list:
     The only place that reads the encoder's per-call plan: the widths the plan gave the
     encoder blocks, mapped to the decoder widths of the same scale groups.  Outside a
     hooked call (LIIF's ``gen_feat`` then ``query_rgb``) it plans like a block called
-    directly: fixed width / budget / ``use_scale`` override, never a training draw.
+    directly: fixed width / budget / ``use_scale`` override, never a training draw; in a
+    checkpoint recompute, the plan of its own forward (plan.call_plan).
     """
-    from .plan import active_plan, make_plan
+    from .plan import call_plan
 
     block = module._anysr_source
     widths = getattr(block, "fixed_widths", None)
     if widths is None:
-        state = block._anysr_state
-        plan = active_plan(state)
-        if plan is None:
-            plan = make_plan(state, None, batch, False, block)
-        widths = plan[1]
+        widths = call_plan(module, batch, block)[1]
     if len(widths) not in (1, batch):
         raise ScaleError(f"{len(widths)} per-sample widths for a decoder batch of {batch} in "
                          f"{type(module).__name__}")

@@ -69,6 +69,16 @@ class CheckpointError(AnySRError, RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
+class CheckpointRecomputeError(AnySRError, RuntimeError):
+    """Activation checkpointing re-ran AnySR blocks in backward, and which forward's width and scale
+    the recompute must use cannot be known (the gradients would be wrong)."""
+
+
+class CompiledModelError(AnySRError, TypeError):
+    """anysrify got a TorchScript (scripted or traced) or torch.compile'd module: convert the eager
+    model first, then script, trace or compile it."""
+
+
 class NotAModuleError(AnySRError, TypeError):
     """A function that takes a model got something else (a path, a state dict ...)."""
 

@@ -185,8 +185,11 @@ class _GatedActivation(torch.autograd.Function):
 def gated_activation(h: torch.Tensor, gate: torch.Tensor, act, apply=None) -> torch.Tensor:
     """``act(h * gate)``; with gradients recorded and ``act`` a ReLU / LeakyReLU module, the
     memory-lean :class:`_GatedActivation` (same values, same gradients, one feature map less
-    saved for backward).  ``apply(act, z)`` runs any other activation (default ``act(z)``)."""
+    saved for backward).  ``apply(act, z)`` runs any other activation (default ``act(z)``).
+    While tracing: plain out-of-place ops, one graph whatever the grad mode."""
     apply = apply or (lambda a, z: a(z))
+    if torch.jit.is_tracing():
+        return apply(act, h * gate)
     if torch.is_grad_enabled() and (h.requires_grad or gate.requires_grad):
         if type(act) is nn.ReLU:
             return _GatedActivation.apply(h, gate, 0.0)

@@ -36,9 +36,10 @@ from .blocks import AnySRBlock, block_types
 from .blocks.dataflow import COMPUTATION, Mismatch
 from .blocks.described import DescribedBlock, analysis_scope, dataflow_of, signature_of
 from .config import AnySRConfig, channels_at
-from .control import AnySRState, ClearPlanHook, PlanHook, unwrap
+from .control import AnySRState, ClearPlanHook, PlanHook, compiled_parts, unwrap
+from .errors import (AlreadyAnySRError, AnySRError, AnySRWarning, CompiledModelError, ConfigError, NoBlocksError,
+                     UnsupportedBlockError)
 from .gate import describe_chunks
-from .errors import AlreadyAnySRError, AnySRError, AnySRWarning, ConfigError, NoBlocksError, UnsupportedBlockError
 
 #: a converted block must reproduce its original to this precision at conversion time
 EQUIVALENCE_TOLERANCE = 1e-4
@@ -340,8 +341,10 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
                     scale_from=None) -> TargetReport:
     """Report which blocks anysrify replaces (or replaced) and which it skips, and why,
     and where the scale of a call comes from."""
-    model = unwrap(model)
+    wrapped, model = model, unwrap(model)
     state = getattr(model, "_anysr_state", None)
+    if state is None:
+        _refuse_compiled(wrapped)
     if state is not None:
         config, adapter = state.config, state.adapter_name
     config, adapter, root, root_name = _resolve(model, config, adapter)
@@ -364,6 +367,15 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
                         planner.validations, where)
 
 
+def _refuse_compiled(model: nn.Module) -> None:
+    parts = compiled_parts(model)
+    if parts:
+        where = "; ".join(f"{name or '<model>'} is {kind}" for name, kind in parts[:3])
+        raise CompiledModelError(
+            f"anysrify converts the eager model, but {where}: call anysrify on the plain model first, then "
+            "script, trace or compile the converted model (model = anysrify(model); model = torch.compile(model))")
+
+
 def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter=None, scale_from=None,
              verbose: bool = False, example_inputs=None) -> nn.Module:
     """Convert `model` in place into an AnySR model and return the same object.
@@ -384,7 +396,8 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     Raises ``NoBlocksError`` when nothing is convertible, ``UnsupportedBlockError`` when a
     block-like module cannot be converted, ``NoScaleSourceError`` when no scale source is
     found and ``ScaleSourceError`` when it cannot read the example call (nothing is changed
-    then either), ``AlreadyAnySRError`` on a second call.  Modules that
+    then either), ``AlreadyAnySRError`` on a second call, ``CompiledModelError`` for a TorchScript
+    or torch.compile'd model (convert first, then script or compile).  Modules that
     have a block type's structure but compute something else are left unconverted, with an
     ``AnySRWarning``.
     """
@@ -396,6 +409,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
             isinstance(m, AnySRBlock) for m in target_model.modules()):
         raise AlreadyAnySRError(f"{type(target_model).__name__} already holds AnySR blocks; "
                                 "anysrify converts a model once")
+    _refuse_compiled(model)
     config, adapter, root, root_name = _resolve(target_model, config, adapter)
     planner, types = _plan(config, root, root_name)
     fatal = [s for s in planner.skipped if s.fatal]

@@ -9,39 +9,38 @@ hooks and contexts are gone.  So:
 
 * **user controls** live in a :class:`contextvars.ContextVar` (each thread and each
   asyncio task sees its own), as a tuple of entries; entering a context adds one entry,
-  leaving it removes *that* entry, whatever the order: the newest live entry wins, and
-  once every context has exited the model is exactly as it was found.  ``set_width``
+  leaving it ends *that* entry, whatever the order: the newest live entry wins, and
+  once every context has exited the model is exactly as it was found.  An entry lasts
+  from entering its context to leaving it, wherever the leaving runs (a generator closed
+  or collected elsewhere): tasks and copied contexts see it until then.  ``set_width``
   (persistent, process-wide by design) is a field of the model's state.
 * **per-call plans** live in another ContextVar, keyed by the model's state object (one
   per converted model, shared with DataParallel replicas, copied by ``deepcopy``) and
   owned by the module whose hook made them, so two threads calling the same model each
   get their own plan.
-* **checkpoint recompute**: a block remembers the last plans it ran with outside
-  backward (a short stack); when it is run again *during* backward
-  (``torch._C._current_graph_task_id() != -1``, i.e. ``torch.utils.checkpoint``
-  recomputing it, reentrant or not) it reuses the newest remembered plan instead of
-  planning afresh.  Backward recomputes checkpointed segments newest-forward first, so a
-  stack is the right order for several forwards accumulated before one backward.
+* **checkpoint recompute**: a call inside a checkpointed forward records its plan on
+  that checkpoint's own object, and its recompute in backward replays exactly those
+  plans, whatever ran in between (``recompute.py``); what cannot be replayed exactly
+  is refused with ``CheckpointRecomputeError``.
 * **DataParallel** runs replicas in worker threads that do not see the caller's
   contexts; a block replica therefore carries a snapshot of the controls that were live
   when it was replicated (``AnySRBlock._replicate_for_data_parallel``).
 
-Imports only ``errors`` (besides torch; the opt-in ``compat="official"`` rules are imported
-lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
+Imports only ``errors`` and ``recompute`` (besides torch; the opt-in ``compat="official"`` rules
+are imported lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import math
 import numbers
-import sys
 from typing import Iterator
 
 import torch
 
 from .errors import ScaleError
+from .recompute import in_backward, locate
 
 # ---------------------------------------------------------------------------
 # scales
@@ -106,10 +105,12 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
 
 
 class _Entry:
-    __slots__ = ("state", "kind", "value")
+    """One open control; ``live`` turns False when its context exits, wherever that happens."""
+
+    __slots__ = ("state", "kind", "value", "live")
 
     def __init__(self, state, kind: str, value):
-        self.state, self.kind, self.value = state, kind, value
+        self.state, self.kind, self.value, self.live = state, kind, value, True
 
 
 _CONTROLS: contextvars.ContextVar = contextvars.ContextVar("anysr_controls", default=())
@@ -121,20 +122,28 @@ CONTROL_KINDS = ("width", "scale", "budget")
 def control(state, kind: str, value) -> Iterator[None]:
     """Add one control entry for the model of `state` while the context is open.
 
-    On exit exactly this entry is removed (contexts may exit in any order)."""
+    On exit exactly this entry ends (contexts may exit in any order).  It ends in every
+    context that holds it, also when the exit runs in another one: a generator holding
+    the context may be closed or collected in another thread, and asyncio finalises an
+    async generator left early by running its ``aclose()`` in a new task."""
     if kind not in CONTROL_KINDS:
         raise ValueError(f"unknown control {kind!r}")
     entry = _Entry(state, kind, value)
-    _CONTROLS.set(_CONTROLS.get() + (entry,))
+    _CONTROLS.set(_live(_CONTROLS.get()) + (entry,))
     try:
         yield
     finally:
-        _CONTROLS.set(tuple(e for e in _CONTROLS.get() if e is not entry))
+        entry.live = False
+        _CONTROLS.set(_live(_CONTROLS.get()))
+
+
+def _live(entries: tuple) -> tuple:
+    return tuple(e for e in entries if e.live)
 
 
 def snapshot(state) -> tuple:
     """The live control entries of `state` in this context (for DataParallel replicas)."""
-    return tuple(e for e in _CONTROLS.get() if e.state is state)
+    return tuple(e for e in _live(_CONTROLS.get()) if e.state is state)
 
 
 def controls(state, block=None) -> dict:
@@ -171,6 +180,10 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
     if ctl["budget"] is not None:
         return [ctl["budget"].width_for(block, scale, x)]
     if scale is None:
+        if x is not None and x.is_meta:
+            state.warn_once("no-scale", "AnySR: a call on the meta device carries no values to read its scale "
+                            "from, so the full network runs (a fixed width runs that width; "
+                            "anysr_plugin.use_scale(model, s) gives the scale's width)")
         state.warn_once("no-scale", "AnySR: no scale is known for this call, so the full network runs "
                         f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
                         "or call the model's forward with its scale arguments")
@@ -239,47 +252,33 @@ def pop_plans(state, owner: int) -> None:
 # ---------------------------------------------------------------------------
 # the block's question
 
-#: plans a block remembers for checkpoint recomputation (newest last)
-RECOMPUTE_MEMORY = 16
+
+def call_plan(owner, batch: int, block=None, x: torch.Tensor | None = None):
+    """The raw plan ``(scale, widths)`` of this call of `owner` (a block, or a slim decoder
+    reading the plan of `block`): the running call's plan, or one made for the call alone
+    (never a training draw); in a checkpoint recompute, the plan of its own forward."""
+    segments = locate()
+    if segments.replay is not None:
+        plan = segments.replay_plan(owner)
+    else:
+        plan = _plan_now(owner if block is None else block, batch, x)
+    segments.remember(owner, plan)
+    return plan
 
 
-def in_backward() -> bool:
-    """True while the autograd engine runs a backward pass (e.g. a checkpoint recompute)."""
-    return torch._C._current_graph_task_id() != -1
-
-
-def _in_reentrant_checkpoint() -> bool:
-    """True when called from inside ``torch.utils.checkpoint``'s reentrant forward (no_grad)."""
-    frame = sys._getframe(2)
-    for _ in range(48):
-        if frame is None:
-            return False
-        if frame.f_code.co_filename.endswith(("utils/checkpoint.py", "utils\\checkpoint.py")):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _remember(block, plan) -> None:
-    memory = block.__dict__.get("_anysr_recent")
-    if memory is None:
-        memory = block.__dict__["_anysr_recent"] = collections.deque(maxlen=RECOMPUTE_MEMORY)
-    memory.append(plan)
+def _plan_now(block, batch: int, x: torch.Tensor | None = None):
+    state = block._anysr_state
+    plan = active_plan(state)
+    if plan is None:  # called outside a hooked module: plan for itself
+        plan = make_plan(state, None, batch, False, block, x)
+    return plan
 
 
 def plan_for_block(block, x: torch.Tensor):
     """(scale (B, 2) on x's device, per-sample widths) for this call of `block`."""
-    plan = None
-    if in_backward():  # activation checkpointing re-runs the block: same plan as its forward
-        memory = block.__dict__.get("_anysr_recent")
-        plan = memory.pop() if memory else None
-    if plan is None:
-        state = block._anysr_state
-        plan = active_plan(state)
-        if plan is None:  # called outside a hooked module: plan for itself (never a training draw)
-            plan = make_plan(state, None, x.shape[0], False, block, x)
-        if not in_backward() and (torch.is_grad_enabled() or _in_reentrant_checkpoint()):
-            _remember(block, plan)
+    if torch.jit.is_tracing():
+        _run_untraced(block, x)
+    plan = call_plan(block, x.shape[0], x=x)
     scale, widths = plan
     scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:
@@ -291,14 +290,28 @@ def plan_for_block(block, x: torch.Tensor):
     return scale, widths
 
 
+def _run_untraced(block, x: torch.Tensor) -> None:
+    """Run `block` once outside the trace before its traced call.
+
+    Blocks and gates make small index tensors lazily, on their first call at a width and
+    device.  A trace that makes them records them at another place than a trace that finds
+    them, so ``torch.jit.trace``'s check (it traces twice) failed with "Graphs differed
+    across invocations" on the first call of a fresh model.  Made here, every traced call
+    finds them."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        block.forward(x.detach().clone())
+    finally:
+        torch._C._set_tracing_state(state)
+
+
 def peek_plan(block, x: torch.Tensor):
     """The plan `block` would run a call on `x` with now, without remembering or consuming
     anything (for reports); never a training draw."""
-    state = block._anysr_state
-    plan = active_plan(state)
-    return plan if plan is not None else make_plan(state, None, x.shape[0], False, block, x)
+    return _plan_now(block, x.shape[0], x)
 
 
 __all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
            "make_plan", "in_backward",
-           "active_plan", "push_plan", "pop_plans", "plan_for_block", "scale_known"]
+           "active_plan", "push_plan", "pop_plans", "call_plan", "plan_for_block", "scale_known"]

@@ -280,14 +280,53 @@ def export_metadata(source: Mapping, config, width: float, scale, part: str) -> 
 
 
 def read_export_metadata(path) -> dict:
-    """The metadata dict :func:`export_metadata` stored in ``path`` (``.safetensors``)."""
+    """The metadata dict :func:`export_metadata` stored in ``path`` (``.safetensors``); a file
+    that cannot be read as one is a CheckpointError naming it."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # SafetensorError (a broken header), OSError
+        raise CheckpointError(f"cannot read export {path}: {type(exc).__name__}: {exc}") from None
     if EXPORT_META_KEY not in meta:
         raise CheckpointError(f"{path} has no `{EXPORT_META_KEY}` metadata: not written by `anysr export`")
-    return json.loads(meta[EXPORT_META_KEY])
+    try:
+        spec = json.loads(meta[EXPORT_META_KEY])
+    except ValueError as exc:
+        spec, problem = None, f"is not JSON ({exc})"
+    else:
+        problem = _export_spec_problem(spec)
+    if problem:
+        raise CheckpointError(f"{path}: its `{EXPORT_META_KEY}` metadata {problem}; write the file again with "
+                              "`anysr export`")
+    return spec
+
+
+def _export_spec_problem(spec) -> str:
+    """"" when `spec` has the fields :func:`load_export` reads, with the right kinds, else what is wrong."""
+    if not isinstance(spec, dict):
+        return f"is a JSON {type(spec).__name__}, not an object"
+    missing = [k for k in ("model", "anysr", "width", "scale", "part") if k not in spec]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    model = spec["model"]
+    if not isinstance(model, dict) or not (isinstance(model.get("name"), str) or (
+            model.get("source") == "repo" and isinstance(model.get("spec"), dict))):
+        return "`model` names no model (expected {\"name\": ...} or {\"source\": \"repo\", \"spec\": {...}})"
+    if not isinstance(model.get("args") or {}, dict):
+        return f"`model.args` is {model['args']!r}, not an object"
+    if not isinstance(spec["anysr"], dict):
+        return "`anysr` is not an object (the AnySR config)"
+    if isinstance(spec["width"], bool) or not isinstance(spec["width"], (int, float)):
+        return f"`width` is {spec['width']!r}, not a number"
+    scale = spec["scale"]
+    if scale is not None and not (isinstance(scale, list) and len(scale) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)):
+        return f"`scale` is {scale!r}, not null or [s_h, s_w]"
+    if spec["part"] not in ("model", "encoder"):
+        return f"`part` is {spec['part']!r}, not \"model\" or \"encoder\""
+    return ""
 
 
 def load_export(path, repo=None) -> nn.Module:
@@ -317,7 +356,11 @@ def load_export(path, repo=None) -> nn.Module:
     anysrify(model, AnySRConfig.from_dict(meta["anysr"]))
     target = encoder_of(model) if meta["part"] == "encoder" else model
     sub = export_subnet(target, meta["width"], scale=meta["scale"])
-    sub.load_state_dict(load_st(str(path)))
+    try:
+        tensors = load_st(str(path))
+    except Exception as exc:  # SafetensorError: tensors that do not fit the header
+        raise CheckpointError(f"cannot read the tensors of export {path}: {type(exc).__name__}: {exc}") from None
+    sub.load_state_dict(tensors)
     return sub.eval()
 
 

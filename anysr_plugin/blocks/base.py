@@ -113,8 +113,9 @@ def static_activation(act: nn.Module, channels: int) -> nn.Module:
 
 def add_residual(res: torch.Tensor, x: torch.Tensor, res_scale=1) -> torch.Tensor:
     """``res * res_scale + x``; in place on `res` when no gradient is recorded (inference
-    then allocates no extra feature map per block, as the upstream ``res += x`` does)."""
-    if torch.is_grad_enabled():
+    then allocates no extra feature map per block, as the upstream ``res += x`` does); out of
+    place while tracing, so a trace records one graph whatever the grad mode."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
         return res.mul(res_scale) + x
     if res_scale != 1:
         res.mul_(res_scale)
@@ -328,7 +329,8 @@ class AnySRBlock(nn.Module):
             return path
         if torch.compiler.is_compiling():
             return "masked"
-        if torch.is_grad_enabled() or x.shape[-2] * x.shape[-1] >= AUTO_GROUPED_MIN_PIXELS:
+        recording = torch.is_grad_enabled() and not torch.jit.is_tracing()  # a trace: one graph in both modes
+        if recording or x.shape[-2] * x.shape[-1] >= AUTO_GROUPED_MIN_PIXELS:
             return "grouped"
         return "masked"
 
@@ -362,7 +364,7 @@ class AnySRBlock(nn.Module):
         if self.anysr_gate is None:
             return h
         gate = self.anysr_gate(h, scale, n)
-        return h.mul_(gate) if not torch.is_grad_enabled() else h * gate
+        return h * gate if torch.is_grad_enabled() or torch.jit.is_tracing() else h.mul_(gate)
 
     def gate_activation(self, h: torch.Tensor, scale: torch.Tensor, n: int, act) -> torch.Tensor:
         """``act(apply_gate(h, scale, n))``; in training it saves one feature map less for

@@ -72,7 +72,7 @@ class AnySRState:
         if not _on_meta(args, kwargs):
             return source.read_checked(module, args, kwargs)
         try:
-            scale = source.read(module, args, kwargs)
+            scale = source.read_checked(module, args, kwargs)
         except (RuntimeError, NotImplementedError):  # "Tensor.item() cannot be called on meta tensors"
             return None
         return None if isinstance(scale, torch.Tensor) and scale.is_meta else scale

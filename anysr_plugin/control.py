@@ -157,6 +157,24 @@ def _require_blocks(model: nn.Module) -> list:
 # the plan (see plan.py): the hooks that make it, the controls that steer it
 
 
+def first_block(module: nn.Module):
+    """The first AnySR block under `module`, found through its path remembered at conversion
+    (``_anysr_first_block``; a DataParallel replica resolves it among its own blocks), so a call
+    does not walk every module; None when there is none."""
+    path = module.__dict__.get("_anysr_first_block")
+    if path is not None:
+        try:
+            block = module.get_submodule(path)
+        except AttributeError:
+            block = None
+        from .blocks import AnySRBlock
+
+        if isinstance(block, AnySRBlock):
+            return block
+    blocks = anysr_blocks(module)
+    return blocks[0] if blocks else None
+
+
 def _on_meta(args: tuple, kwargs: dict) -> bool:
     return any(isinstance(v, torch.Tensor) and v.is_meta for v in (*args, *kwargs.values()))
 
@@ -187,10 +205,10 @@ class PlanHook:
             # in backward (activation checkpointing re-runs the call) the blocks reuse the plans of
             # their forward; planning again would draw Algorithm 1's resets a second time
             return None
-        blocks = anysr_blocks(module)
-        if not blocks:
+        first = first_block(module)
+        if first is None:
             return None
-        given = controls(state, blocks[0])["scale"]
+        given = controls(state, first)["scale"]
         call_scale = None
         if self.reads_call and given is None:  # use_scale overrides what the source would read
             call_scale = state.read_scale(module, args, kwargs)
@@ -203,7 +221,7 @@ class PlanHook:
             # width, or the full network with one warning), and a deferred feature method waits
             return None
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
-        push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, blocks[0]))
+        push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, first))
         return None
 
 

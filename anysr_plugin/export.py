@@ -38,14 +38,14 @@ from torch import nn
 
 from .blocks import AnySRBlock, StaticBlock, StaticRCAB, StaticRDB, StaticResBlock, StaticRRDB
 from .config import channels_at
-from .control import PlanHook, ClearPlanHook, anysr_blocks, as_scale_tensor, get_state, unwrap
+from .control import anysr_blocks, as_scale_tensor, get_state, unwrap
 from .errors import AnySRError, NotAnySRError, ScaleError
 from .gate import InterweavingGate, StaticGate
+from .unload import strip_anysr
 
 __all__ = ["export_subnet", "StaticGate", "StaticBlock", "StaticResBlock", "StaticRCAB", "StaticRDB", "StaticRRDB",
            "ScaleInputModel", "static_blocks"]
 
-_ANYSR_ATTRS = ("_anysr_state", "_anysr_recent", "_anysr_inherited", "_anysr_defer", "_anysr_source")
 
 
 def static_blocks(model: nn.Module) -> list:
@@ -85,22 +85,6 @@ class ScaleInputModel(nn.Module):
         finally:
             for g in gates:
                 g.scale_input = None
-
-
-def _strip_anysr(model: nn.Module) -> None:
-    for m in model.modules():
-        for attr in _ANYSR_ATTRS:
-            if attr in m.__dict__:
-                del m.__dict__[attr]
-        for hooks in (m._forward_pre_hooks, m._forward_hooks):
-            for key in [k for k, h in hooks.items() if isinstance(h, (PlanHook, ClearPlanHook))]:
-                del hooks[key]
-                # keep the with_kwargs / always_call bookkeeping consistent
-                for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
-                              "_forward_hooks_always_called"):
-                    d = getattr(m, extra, None)
-                    if d is not None and key in d:
-                        del d[key]
 
 
 def export_subnet(model: nn.Module, width: float, scale=None) -> nn.Module:
@@ -145,7 +129,7 @@ def export_subnet(model: nn.Module, width: float, scale=None) -> nn.Module:
     from .decoder import export_decoders
 
     export_decoders(twin, width)  # decoder="slim": plain sliced layers of the group's decoder width
-    _strip_anysr(twin)
+    strip_anysr(twin)  # hooks, _anysr_* state and instance patches of the source model
     from .decoder import _SlimDecoder
 
     leftovers = [type(m).__name__ for m in twin.modules()

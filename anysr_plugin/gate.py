@@ -109,10 +109,19 @@ class InterweavingGate(nn.Module):
         return self._layouts[key]
 
     def activation(self, z: torch.Tensor) -> torch.Tensor:
-        return 2.0 * torch.sigmoid(z) if self.kind == "identity" else torch.sigmoid(z)
+        return torch.sigmoid(z) * 2.0 if self.kind == "identity" else torch.sigmoid(z)
 
     def gate_input(self, pooled: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Interleaved vector (B, L_n) for pooled features (B, n) and scales (B, 2)."""
+        if self.interweave == "interleave" and self.channels % self.lam == 0:
+            # equal chunks: [chunk features, s_h, s_w] * k, then the incomplete chunk (a few views and
+            # two cats, cheaper than scattering into a zero vector)
+            chunk = self.channels // self.lam
+            k = n // chunk
+            b = pooled.shape[0]
+            pairs = scale.to(pooled.dtype).reshape(b, 1, 2).expand(b, k, 2)
+            x = torch.cat((pooled[:, : k * chunk].reshape(b, k, chunk), pairs), 2).reshape(b, k * (chunk + 2))
+            return x if k * chunk == n else torch.cat((x, pooled[:, k * chunk:]), 1)
         feat, pairs, length = self._layout(n, pooled.device)
         x = pooled.new_zeros(pooled.shape[0], length)
         x[:, feat] = pooled
@@ -122,10 +131,29 @@ class InterweavingGate(nn.Module):
             x[:, pairs + 1] = s[:, 1:2].expand(-1, pairs.numel())
         return x
 
+    def _inference_weights(self, n: int, length: int):
+        """Transposed views of ``fc1``'s first `length` columns and ``fc2``'s first n rows, and the
+        biases, for the no-grad path (views follow in-place weight updates; a new storage, as
+        after ``.to()``, makes new ones)."""
+        fc1, fc2 = self._modules["fc1"], self._modules["fc2"]
+        w1, b1, w2, b2 = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
+                          fc2._parameters["bias"])
+        key = (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr())
+        cached = self._layouts.get(("inference", n))
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, w1[:, :length].t(), b1.detach(), w2[:n].t(), b2[:n].detach())
+            self._layouts[("inference", n)] = cached
+        return cached[1:]
+
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Gate (B, n, 1, 1) for features (B, n, H, W) of one width n (Eq. 8)."""
         pooled = feat.mean(dim=(2, 3))
         x = self.gate_input(pooled, scale, n)
+        if not torch.is_grad_enabled() and not torch.jit.is_tracing():  # the same product in fewer small ops
+            w1_t, b1, w2_t, b2 = self._inference_weights(n, x.shape[1])
+            z = torch.addmm(b2, torch.addmm(b1, x, w1_t).relu_(), w2_t).sigmoid_()
+            return (z.mul_(2.0) if self.kind == "identity" else z)[:, :, None, None]
         h = F.relu(F.linear(x, self.fc1.weight[:, : x.shape[1]], self.fc1.bias))
         z = F.linear(h, self.fc2.weight[:n], self.fc2.bias[:n])
         return self.activation(z)[:, :, None, None]
@@ -197,6 +225,13 @@ def gated_activation(h: torch.Tensor, gate: torch.Tensor, act, apply=None) -> to
             return _GatedActivation.apply(h, gate, float(act.negative_slope))
         return apply(act, h * gate)
     return apply(act, h.mul_(gate))
+
+
+def gate_macs(channels: int, n: int, lam: int, hidden: int, interweave: str = "interleave") -> int:
+    """MACs of one gate call at ``n`` channels: ``fc1`` over the interleaved vector, ``fc2`` to n."""
+    if interweave == "none":
+        return 0
+    return gate_input_length(channels, n, lam, interweave) * hidden + hidden * n
 
 
 def gate_param_count(channels: int, lam: int, interweave: str = "interleave") -> int:

@@ -456,6 +456,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     hooked = [target_model] if root is target_model else [target_model, root]
     for i, module in enumerate(hooked):
         module._anysr_state = state
+        module.__dict__["_anysr_first_block"] = next(n for n, m in module.named_modules() if isinstance(m, AnySRBlock))
         module.register_forward_pre_hook(PlanHook(reads_call=(i == 0)), with_kwargs=True)
         module.register_forward_hook(ClearPlanHook(), always_call=True)
     if decoder_plan is not None:

@@ -280,7 +280,8 @@ def plan_for_block(block, x: torch.Tensor):
         _run_untraced(block, x)
     plan = call_plan(block, x.shape[0], x=x)
     scale, widths = plan
-    scale = scale.to(device=x.device)
+    if scale.device != x.device:
+        scale = scale.to(device=x.device)
     if scale.shape[0] == 1 and x.shape[0] != 1:
         scale = scale.expand(x.shape[0], 2)
     elif scale.shape[0] != x.shape[0]:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AnySRConfig, channels_at
-from ..gate import InterweavingGate, StaticGate, gate_input_length, gated_activation
+from ..gate import InterweavingGate, StaticGate, gate_macs, gated_activation
 
 #: without gradients, mixed_path="auto" groups feature maps of at least this many pixels
 AUTO_GROUPED_MIN_PIXELS = 32 * 32
@@ -288,7 +288,6 @@ class AnySRBlock(nn.Module):
 
         replica = super()._replicate_for_data_parallel()
         replica.__dict__["_anysr_inherited"] = snapshot(self._anysr_state)
-        replica.__dict__.pop("_anysr_recent", None)
         return replica
 
     def _adopt(self, block: nn.Module) -> None:  # pragma: no cover - abstract
@@ -310,6 +309,8 @@ class AnySRBlock(nn.Module):
         from ..plan import plan_for_block
 
         scale, widths = plan_for_block(self, x)
+        if len(widths) == 1:
+            return self.forward_sliced(x, self.width_channels(widths[0]), scale)
         ns = [self.width_channels(w) for w in widths]
         if len(set(ns)) == 1:
             return self.forward_sliced(x, ns[0], scale)
@@ -404,13 +405,11 @@ class AnySRBlock(nn.Module):
         raise NotImplementedError
 
     def gate_macs(self, width: float) -> int:
-        """MACs of the two gate FC layers at ``width`` (per image)."""
+        """MACs of the two gate FC layers at ``width`` (per image, as inference runs them)."""
         if self.anysr_gate is None:
             return 0
-        n = self.gated_channels_at(width)
         g = self.anysr_gate
-        hidden = g.fc1.weight.shape[0]
-        return gate_input_length(g.channels, n, g.lam, g.interweave) * hidden + hidden * n
+        return gate_macs(g.channels, self.gated_channels_at(width), g.lam, g.fc1.weight.shape[0], g.interweave)
 
     def activations_per_pixel(self, width: float) -> int:
         """Activation evaluations per pixel at ``width`` (one activation over the n channels)."""

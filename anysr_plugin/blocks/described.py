@@ -243,7 +243,7 @@ class StaticDescribedBlock(StaticBlock):
         gate = block.static_gate(n, scale)
         gate_name = None
         if gate is not None:
-            gate_name = "gate" if "gate" not in self._modules else "anysr_gate"
+            gate_name = "gate" if "gate" not in self._modules else "static_gate"
             self._modules[gate_name] = gate
         self.gate_name = gate_name
         self.__dict__["_source"] = program(flow, "static", block.gate_region, gate_name)

@@ -88,11 +88,12 @@ def save_image(img: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     if img.dim() != 3 or img.shape[0] != 3:
         raise ImageError(f"save_image needs (3, H, W), got {tuple(img.shape)}")
     arr = (img.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    path = os.fspath(path)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{os.getpid()}{ext}"
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    from .files import write_atomic
+
+    fmt = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower())
+    if fmt is None:
+        raise ImageError(f"cannot save {os.fspath(path)}: Pillow knows no image format for its suffix; use e.g. .png")
+    write_atomic(path, lambda f: Image.fromarray(arr).save(f, format=fmt))
 
 
 class ImageFolder:

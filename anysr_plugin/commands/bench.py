@@ -45,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="wall-clock, or process CPU time (robust to other load; use with --threads 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     s = p.add_argument_group("fine-tune step (--finetune-step)")
     s.add_argument("--finetune-step", action="store_true",
                    help="also time one Algorithm-1 training step against the original's training step")
@@ -65,6 +66,9 @@ def run(args) -> int:
     from ..cost import call_inputs, load_cli_model, parse_size
     from ..evaluate import parse_scales
 
+    from ..files import refuse_existing
+
+    refuse_existing([args.json], args.force, "--json")
     original, model = load_cli_model(args)
     if args.finetune_step:
         from ..adapters import adapter_for

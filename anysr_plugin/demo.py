@@ -77,7 +77,9 @@ def prepare_out_dir(out: str | Path, force: bool = False, marker: str = MARKER) 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists() and not force:
+    from .runlock import LOCK_NAME
+
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / marker).exists() and not force:
         raise ConfigError(f"--out {str(out)!r} already holds files that anysr did not write; "
                           "pick another folder or pass --force to write into it anyway")
     out.mkdir(parents=True, exist_ok=True)
@@ -299,13 +301,19 @@ def pretrain(model: nn.Module, images, cfg: DemoConfig, out: Path | None, steps:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the results dict (also written to ``cfg.out``)."""
+    from .runlock import run_folder_lock
+
+    t_start = time.perf_counter()
+    with run_folder_lock(cfg.out, "anysr demo"):  # a second demo into the same folder is refused
+        return _run_demo(cfg, prepare_out_dir(cfg.out, cfg.force), t_start)
+
+
+def _run_demo(cfg: DemoConfig, out: Path, t_start: float) -> dict:
     from .config import AnySRConfig
     from .injection import anysrify
     from .data import skimage_photos
     from .train import sampling_statistics
 
-    t_start = time.perf_counter()
-    out = prepare_out_dir(cfg.out, cfg.force)
     torch.manual_seed(cfg.seed)
     photos = skimage_photos(TRAIN_PHOTOS + TEST_PHOTOS)
     train_imgs = [photos[n] for n in TRAIN_PHOTOS]

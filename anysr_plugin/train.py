@@ -525,11 +525,17 @@ class Trainer:
 def finetune(model: nn.Module, images, out_dir=None, resume: bool = True, record: bool = False,
              **config) -> Trainer:
     """Fine-tune ``model`` (Algorithm 1 if it is anysrified) on ``images``; returns the Trainer."""
+    import contextlib
+
+    from .runlock import run_folder_lock
+
     cfg = TrainConfig(**config)
     trainer = Trainer(model, images, cfg, out_dir, dist_info=init_distributed(cfg.device), record=record)
-    if resume:
-        trainer.resume()
-    trainer.run()
+    writes = out_dir is not None and trainer.dist.main
+    with run_folder_lock(out_dir, "anysr_plugin.train.finetune") if writes else contextlib.nullcontext():
+        if resume:
+            trainer.resume()
+        trainer.run()
     return trainer
 
 

@@ -74,11 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Everything (arguments, model, weights, data, the run folder's saved settings) is validated
     before the first file is written, so a refused rerun leaves the run folder as it was."""
+    import contextlib
     import os
 
     import torch
 
     from ..checkpoint import load_upstream_checkpoint, atomic_write_text
+    from ..runlock import run_folder_lock
     from ..config import AnySRConfig
     from ..errors import ConfigError, RunMismatchError
     from ..injection import anysrify
@@ -116,34 +118,36 @@ def run(args) -> int:
                        seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)
     run_info = {"model": args.model, "model_args": {k: v for k, v in args.model_arg}}
     trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist, run_info=run_info)
-    resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
-    yaml_path = os.path.join(args.out, "anysr.yaml")
-    if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
-        raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
-                               "overwrite it: give another --out")
-    if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
-        try:
-            saved = AnySRConfig.from_yaml(yaml_path).to_dict()
-        except ConfigError as exc:
-            raise RunMismatchError(f"{yaml_path} exists but is not a readable AnySR config ({exc}); "
-                                   "give another --out for a new run") from None
-        now = cfg.to_dict() if cfg is not None else {}
-        diffs = [f"anysr.{k}: run {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
-        if args.no_anysr:
-            diffs = ["AnySR: run AnySR (anysr.yaml), now plain (--no-anysr)"]
-        if diffs:
-            raise RunMismatchError(f"{args.out} holds a run with other AnySR settings ({'; '.join(diffs)}); rerun "
-                                   "with them, or give another --out for a new run")
-    if resumed and dist.main:
-        print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
-    if cfg is not None and dist.main and not os.path.isfile(yaml_path):  # validated: the first write
-        atomic_write_text(yaml_path, cfg.to_yaml())
-    trainer.run()
-    if dist.main:
-        from ..checkpoint import atomic_save
+    lock = run_folder_lock(args.out, "anysr finetune") if dist.main else contextlib.nullcontext()
+    with lock:  # another run writing this folder is refused; the lock goes when the run ends
+        resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
+        yaml_path = os.path.join(args.out, "anysr.yaml")
+        if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
+            raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
+                                   "overwrite it: give another --out")
+        if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
+            try:
+                saved = AnySRConfig.from_yaml(yaml_path).to_dict()
+            except ConfigError as exc:
+                raise RunMismatchError(f"{yaml_path} exists but is not a readable AnySR config ({exc}); "
+                                       "give another --out for a new run") from None
+            now = cfg.to_dict() if cfg is not None else {}
+            diffs = [f"anysr.{k}: run {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+            if args.no_anysr:
+                diffs = ["AnySR: run AnySR (anysr.yaml), now plain (--no-anysr)"]
+            if diffs:
+                raise RunMismatchError(f"{args.out} holds a run with other AnySR settings ({'; '.join(diffs)}); rerun "
+                                       "with them, or give another --out for a new run")
+        if resumed and dist.main:
+            print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
+        if cfg is not None and dist.main and not os.path.isfile(yaml_path):  # validated: the first write
+            atomic_write_text(yaml_path, cfg.to_yaml())
+        trainer.run()
+        if dist.main:
+            from ..checkpoint import atomic_save
 
-        atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
-        print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
+            atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
+            print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
     if dist.initialized_here:
         import torch.distributed as tdist
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 
 GATE_KINDS = ("identity", "paper")
 INTERWEAVE_KINDS = ("interleave", "concat", "none")
@@ -259,13 +259,15 @@ class AnySRConfig:
     def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
         import yaml
 
+        from .safe_yaml import load_yaml
+
         text, from_file = _read_if_file(text_or_path)
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, f"AnySR config file {str(text_or_path)!r}" if from_file else "AnySR config text")
         except yaml.YAMLError as exc:
             raise ConfigError(f"AnySR config is not valid YAML: {' '.join(str(exc).split())}") from None
         if isinstance(data, str) and not from_file and "\n" not in text.strip():  # a bare word: a missing file
-            raise ConfigError(f"AnySR config file {text.strip()!r} does not exist (pass a YAML file or YAML text)")
+            raise ConfigError(f"AnySR config file {shorten(text.strip())} does not exist (pass a YAML file or YAML text)")
         if from_file and data is None:  # a truncated or emptied file must not mean "the paper's defaults"
             raise ConfigError(f"AnySR config file {str(text_or_path)!r} is empty; write its fields (or drop the "
                               "option for the paper's defaults)")
@@ -295,8 +297,12 @@ def _read_if_file(text_or_path: "str | Path") -> tuple:
             pass
     if path is None:
         return str(text_or_path), False
+    from .safe_yaml import MAX_BYTES
+
     try:
-        return path.read_text(), True
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_BYTES + 1)  # the size limit is judged by load_yaml; never read an endless device
+        return text, True
     except FileNotFoundError:
         raise ConfigError(f"AnySR config file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file

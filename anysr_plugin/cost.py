@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
-from .errors import AnySRError, ConfigError, ScaleError
+from .errors import AnySRError, ConfigError, ScaleError, shorten
 
 #: HR size (H, W) that Table V's per-block counts imply (60,000 LR pixels at x2)
 PAPER_HR_SIZE = (400, 600)
@@ -469,6 +469,7 @@ def load_cli_model(args, anysrify_it: bool = True):
     from .checkpoint import extract_state_dict, load_file, strip_wrapper_prefix
     from .config import AnySRConfig
     from .injection import anysrify
+    from .safe_yaml import load_yaml
 
     if getattr(args, "repo", None):
         from .upstream import load_repo_cli_model
@@ -477,9 +478,12 @@ def load_cli_model(args, anysrify_it: bool = True):
     kwargs = {}
     for item in getattr(args, "model_arg", []) or []:
         if "=" not in item:
-            raise ConfigError(f"--model-arg takes K=V, got {item!r}")
+            raise ConfigError(f"--model-arg takes K=V, got {shorten(item)}")
         k, v = item.split("=", 1)
-        kwargs[k.strip()] = yaml.safe_load(v)
+        try:
+            kwargs[k.strip()] = load_yaml(v, f"--model-arg {shorten(k.strip())}")
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--model-arg {shorten(item)}: not a YAML value ({' '.join(str(exc).split())})") from None
     original = build_model(args.model, seed=getattr(args, "seed", 0), **kwargs).eval()
     args.model_source = {"source": "reference", "name": args.model, "args": kwargs, "seed": getattr(args, "seed", 0)}
     sd = spec_name = None

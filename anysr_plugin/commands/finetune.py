@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import shorten
 from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
 def _kv(text: str):
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {shorten(text)}")
     k, v = text.split("=", 1)
     try:
         return k, json.loads(v)
     except json.JSONDecodeError:
         return k, v
+    except RecursionError:  # thousands of nested brackets
+        raise argparse.ArgumentTypeError(f"{shorten(k)}=...: the value nests too deep") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -36,8 +36,22 @@ def shorten(value, limit: int = SHORT_VALUE_CHARS) -> str:
     return text
 
 
+#: longest message an error carries (a backstop for call sites that echo a value unshortened)
+MAX_MESSAGE_CHARS = 4000
+
+
+def cap_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut in the middle to at most about `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit * 3 // 4]} ...({len(text) - limit} characters left out)... {text[-(limit // 4):]}"
+
+
 class AnySRError(Exception):
     """Base of every error anysr_plugin raises on purpose."""
+
+    def __str__(self) -> str:
+        return cap_message(super().__str__())
 
 
 class ConfigError(AnySRError, ValueError):
@@ -84,7 +98,7 @@ class AdapterError(AnySRError, KeyError):
     """Unknown adapter name, or an adapter that cannot handle the model."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text
-        return str(self.args[0]) if self.args else ""
+        return cap_message(str(self.args[0])) if self.args else ""
 
 
 class CheckpointError(AnySRError, RuntimeError):
@@ -124,7 +138,7 @@ class WriteError(AnySRError, OSError):
         self.errno, self.filename = errno, None if path is None else str(path)
 
     def __str__(self) -> str:  # OSError would print "[Errno N] ..." for two arguments; ours is the message
-        return str(self.args[0]) if self.args else ""
+        return cap_message(str(self.args[0])) if self.args else ""
 
 
 class DiskFullError(WriteError):

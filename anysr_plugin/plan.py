@@ -41,7 +41,8 @@ from typing import Iterator
 
 import torch
 
-from .errors import ScaleError
+from .errors import ScaleError, shorten
+from .limits import check_floats
 
 # ---------------------------------------------------------------------------
 # scales
@@ -49,18 +50,19 @@ from .errors import ScaleError
 
 def scale_pair(scale) -> tuple:
     """``(s_h, s_w)`` floats from a number or a pair; ScaleError unless both are positive and finite."""
+    check_floats(scale, ScaleError, "scale")  # 10**400: a typed error, never OverflowError
     if isinstance(scale, (tuple, list)):
         if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
+            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {shorten(scale)}")
         sh, sw = scale
     else:
         sh = sw = scale
     try:
         sh, sw = float(sh), float(sw)
     except (TypeError, ValueError):
-        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
+        raise ScaleError(f"scale must be numeric, got {shorten(scale)}") from None
     if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
+        raise ScaleError(f"scale must be positive and finite, got {shorten(scale)}")
     return sh, sw
 
 
@@ -75,6 +77,7 @@ def _is_number(value) -> bool:
 
 def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
     """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (2,) tensor."""
+    check_floats(scale, ScaleError, "scale")  # 10**400: a typed error, never OverflowError
     if isinstance(scale, torch.Tensor):
         if scale.dtype == torch.bool or scale.is_complex():
             raise ScaleError(f"a scale tensor must hold real numbers, got dtype {scale.dtype}")
@@ -92,9 +95,9 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
     elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(_is_number(s) for s in scale):
         t = torch.tensor([[float(scale[0]), float(scale[1])]], device=device)
     else:
-        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {scale!r}")
+        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {shorten(scale)}")
     if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
-        raise ScaleError(f"scales must be positive finite numbers; got {t.tolist()}")
+        raise ScaleError(f"scales must be positive finite numbers; got {shorten(t)}")
     return t
 
 

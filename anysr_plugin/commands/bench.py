@@ -63,7 +63,7 @@ def run(args) -> int:
     import torch
 
     from ..bench import bench_widths, dumps, format_markdown
-    from ..cost import call_inputs, load_cli_model, parse_size
+    from ..cost import call_inputs, load_cli_model, parse_size, sizes_for
     from ..evaluate import parse_scales
 
     from ..files import refuse_existing
@@ -84,7 +84,7 @@ def run(args) -> int:
     lr = torch.rand(args.batch, 3, h, w, generator=g)
 
     def make_inputs(scale):
-        return call_inputs(model, (h, w), (round(h * scale[0]), round(w * scale[1])), lr=lr)
+        return call_inputs(model, (h, w), sizes_for(scale, lr_size=(h, w))[1], lr=lr)
 
     report = bench_widths(model, (), widths=widths, scales=scales, original=original, make_inputs=make_inputs,
                           device=args.device, warmup=args.warmup, repeats=args.repeats,

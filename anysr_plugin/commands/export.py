@@ -54,7 +54,7 @@ def run(args) -> int:
     from ..checkpoint import atomic_save, save_safetensors
     from ..control import use_scale, use_width
     from ..control import unwrap
-    from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size
+    from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size, sizes_for
     from ..errors import ConfigError
     from ..evaluate import parse_scale
     from ..export import export_subnet
@@ -79,7 +79,7 @@ def run(args) -> int:
     if args.part == "encoder":
         inputs = (torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)),)
     else:
-        inputs = call_inputs(model, (h, w), (round(h * s_example[0]), round(w * s_example[1])),
+        inputs = call_inputs(model, (h, w), sizes_for(s_example, lr_size=(h, w))[1],
                              lr=torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)))
     open_scale = scale is None and type(sub).__name__ == "ScaleInputModel"
     call = inputs + ((torch.tensor([list(s_example)]),) if open_scale else ())

@@ -87,6 +87,7 @@ def run(args) -> int:
     from ..config import AnySRConfig
     from ..errors import ConfigError, RunMismatchError
     from ..injection import anysrify
+    from ..limits import MAX_MODEL_ELEMENTS, build_within
     from ..reference.models import build_reference
     from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
@@ -98,7 +99,8 @@ def run(args) -> int:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     dist = init_distributed(device)
-    model = build_reference(args.model, seed=args.seed, **dict(args.model_arg))
+    model = build_within(MAX_MODEL_ELEMENTS, f"model {args.model} {shorten(dict(args.model_arg))}", build_reference,
+                         args.model, seed=args.seed, **dict(args.model_arg))
     is_srno = args.model.startswith("srno")
     cfg = None
     if not args.no_anysr:

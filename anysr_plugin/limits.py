@@ -84,10 +84,16 @@ def model_budget(limit: int, what: str, max_modules: int = MAX_MODULES):
 def build_within(limit: int, what: str, build, *args, **kwargs):
     """``build(*args, **kwargs)`` after a dry run of it on the meta device under
     :func:`model_budget`: size arguments that ask for gigabytes are refused in milliseconds,
-    before anything is allocated.  The real build runs under the same budget."""
+    before anything is allocated.  The real build runs under the same budget (and alone, when
+    the builder cannot run on the meta device)."""
     import torch
 
     with model_budget(limit, what):
-        with torch.device("meta"):
-            build(*args, **kwargs)
+        try:
+            with torch.device("meta"):
+                build(*args, **kwargs)
+        except InputTooLargeError:
+            raise
+        except Exception:  # code that cannot run on the meta device: the budget still guards the real build
+            pass
         return build(*args, **kwargs)

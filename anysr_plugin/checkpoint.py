@@ -45,8 +45,8 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, meta
 def load_file(path: str | Path, weights_only: bool = True):
     """Load a ``.pth``/``.pt`` (safely by default) or ``.safetensors`` file onto the CPU."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a folder or a device (/dev/zero would be read forever) is no checkpoint either
+        raise CheckpointError(f"checkpoint {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_st
 

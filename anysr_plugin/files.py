@@ -18,19 +18,23 @@ process with SIGABRT).  So every writer here
   system, free space).
 
 A symlinked target is written through: the file it points to is replaced, the link stays.
+A device, pipe or socket at the path is never replaced, nor a read-only file; as root the
+replaced file keeps its owner.
 """
 from __future__ import annotations
 
 import errno as errno_codes
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import DiskFullError, OutputExistsError, WriteError
 
-__all__ = ["write_atomic", "write_bytes", "write_text", "refuse_existing", "describe_disk", "new_file_mode"]
+__all__ = ["write_atomic", "write_bytes", "write_text", "refuse_existing", "describe_disk", "new_file_mode",
+           "as_write_error"]
 
 #: errno values that mean "the disk (or the user's share of it) is full"
 DISK_FULL = {errno_codes.ENOSPC, errno_codes.EFBIG, getattr(errno_codes, "EDQUOT", errno_codes.ENOSPC)}
@@ -81,10 +85,14 @@ def write_atomic(path, write: Callable) -> Path:
     target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        mode = (os.stat(target).st_mode & 0o7777) if target.exists() else new_file_mode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".anysr-tmp", dir=target.parent)
+        old = os.stat(target) if target.exists() else None
+        _refuse_to_replace(old, shown)
+        # a short prefix: the temporary name must fit where a 250-byte target name fits
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".anysr-tmp", dir=target.parent)
+    except WriteError:
+        raise
     except OSError as exc:
-        raise _write_error(exc, shown, target.parent) from None
+        raise as_write_error(exc, shown, target.parent) from None
     sink = _Sink(fd)
     try:
         try:
@@ -97,16 +105,31 @@ def write_atomic(path, write: Callable) -> Path:
                     raise OSError(errno_codes.EIO, f"wrote {sink.end} bytes but the file holds {size}")
         finally:
             sink.close()  # closed once: by the BufferedWriter on a normal exit, here otherwise
-        os.chmod(tmp, mode)
+        os.chmod(tmp, new_file_mode() if old is None else stat.S_IMODE(old.st_mode))
+        if old is not None and hasattr(os, "geteuid") and os.geteuid() == 0:  # root keeps the file's owner
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, target)
     except BaseException as exc:
         _unlink_quietly(tmp)
         cause = exc if isinstance(exc, OSError) else sink.error
         if cause is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise _write_error(cause, shown, target.parent) from None
+            raise as_write_error(cause, shown, target.parent) from None
         raise
     _fsync_folder(target.parent)
     return target
+
+
+def _refuse_to_replace(old, shown: str) -> None:
+    """A device, pipe or socket is never replaced by a file (as root, ``-o /dev/null`` would
+    delete the device), nor is a file nobody may write (the user protected it)."""
+    if old is None:
+        return
+    if not stat.S_ISREG(old.st_mode):
+        raise WriteError(f"cannot write {shown}: it is not a regular file (a device, pipe or socket); give a file "
+                         "path", errno_codes.EINVAL, shown)
+    if not old.st_mode & 0o222:
+        raise WriteError(f"cannot write {shown}: the file is read-only (mode {stat.S_IMODE(old.st_mode):o}); "
+                         "make it writable first if it may be replaced", errno_codes.EACCES, shown)
 
 
 def write_bytes(path, data: bytes) -> Path:
@@ -119,11 +142,17 @@ def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def refuse_existing(paths: Iterable, force: bool, option: str) -> None:
+def refuse_existing(paths: Iterable, force: bool, option: str, inputs: Iterable = ()) -> None:
     """Refuse, before any work, to write over what a command's outputs (and the companion files
-    it writes beside them) would replace: a folder or the same file twice always; an existing
-    file unless `force` (:class:`OutputExistsError` naming every one)."""
+    it writes beside them) would replace: a folder, one of the command's `inputs` or the same
+    file twice always; an existing file unless `force` (:class:`OutputExistsError` naming
+    every one)."""
     paths = [Path(p) for p in paths if p is not None]
+    for out in paths:
+        for given in (Path(i) for i in inputs if i is not None):
+            if out.exists() and given.exists() and os.path.samefile(out, given):
+                raise OutputExistsError(f"{out} is the input file {given}; writing it would destroy the input (even "
+                                        f"with --force): choose another {option}")
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
         raise OutputExistsError(f"{' and '.join(folders)} is a folder where {option} would write a file; "
@@ -195,7 +224,9 @@ def _size(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
-def _write_error(exc: OSError, shown: str, folder) -> WriteError:
+def as_write_error(exc: OSError, shown: str, folder) -> WriteError:
+    """`exc`, raised while writing `shown` in `folder`, as a typed one-line error; a full disk or
+    quota names the disk."""
     kept = f"{shown} is unchanged and no partial file was left"
     code = exc.errno
     if code in DISK_FULL:

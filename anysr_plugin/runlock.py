@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .errors import RunLockedError, WriteError
+from .files import as_write_error
 
 try:
     import fcntl
@@ -43,8 +44,7 @@ def run_folder_lock(folder, command: str, say=None):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WriteError(f"cannot create the output folder {folder}: {exc.strerror or exc}", exc.errno,
-                         folder) from None
+        raise as_write_error(exc, str(folder), folder.parent) from None
     path = folder / LOCK_NAME
     fd = None
     try:
@@ -54,8 +54,11 @@ def run_folder_lock(folder, command: str, say=None):
                              "taking the lock over")
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
               "started": datetime.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(me).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+        except OSError as exc:
+            raise as_write_error(exc, str(path), folder) from None
         yield path
     finally:
         if fd is not None:
@@ -68,7 +71,10 @@ def run_folder_lock(folder, command: str, say=None):
 def _acquire(path: Path, folder: Path, command: str) -> tuple:
     """``(fd, previous owner or None)`` with the lock held."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only folder, a full disk
+            raise as_write_error(exc, str(path), folder) from None
         previous = _read(fd)
         if fcntl is not None:
             try:

@@ -3,7 +3,8 @@
 Why: ``yaml.safe_load`` is safe against code execution, not against work.  A 359-byte
 "billion laughs" file (aliases of aliases) expands to gigabytes as soon as anything walks
 it (a ``repr`` in an error message, a deep copy, a dump); a few thousand nested brackets
-overflow the composer's recursion; a 5000-digit integer makes Python's ``int()`` raise.
+overflow the composer's recursion; a 5000-digit integer makes Python's ``int()`` raise; a key
+written twice in one mapping silently keeps the last value (refused here as a YAML error).
 Every limit below is far above what an AnySR, LIIF, LTE or SRNO config needs (a few KB,
 depth < 10, lists of tens of entries) and each refusal is an
 :class:`~anysr_plugin.errors.InputTooLargeError` naming the source and the limit.
@@ -78,7 +79,22 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and len(node.value) > MAX_ITEMS:
             raise InputTooLargeError(f"{self._source} holds a list or mapping of {len(node.value):,} entries; more "
                                      f"than {MAX_ITEMS:,} is refused")
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(node)
         return node
+
+
+def _refuse_duplicate_keys(node) -> None:
+    """A key written twice in one mapping: plain YAML keeps the last silently (``widths:`` twice
+    would run the second without a word); a ``<<`` merge may still be overridden on purpose."""
+    seen = set()
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise yaml.MarkedYAMLError("while reading a mapping", node.start_mark,
+                                           f"found the key {key.value!r} twice (YAML would keep only the last)",
+                                           key.start_mark)
+            seen.add(key.value)
 
 
 def _check_expanded(root, source: str) -> None:

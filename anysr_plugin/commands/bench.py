@@ -68,7 +68,7 @@ def run(args) -> int:
 
     from ..files import refuse_existing
 
-    refuse_existing([args.json], args.force, "--json")
+    refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     if args.finetune_step:
         from ..adapters import adapter_for

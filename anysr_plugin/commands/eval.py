@@ -67,7 +67,8 @@ def run(args) -> int:
 
     stem = os.path.splitext(args.json)[0] if args.json else None
     png = args.plot or (stem + ".png" if stem and not args.baseline_only else None)  # no GFLOPs, no plot
-    refuse_existing([args.json, stem and stem + ".md", png], args.force, "--json" if args.json else "--plot")
+    refuse_existing([args.json, stem and stem + ".md", png], args.force, "--json" if args.json else "--plot",
+                    inputs=[args.checkpoint, args.config, args.lpips_weights])
     model = None
     if not args.baseline_only:
         _, model = load_cli_model(args)

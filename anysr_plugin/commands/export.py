@@ -63,7 +63,7 @@ def run(args) -> int:
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in (".pt", ".ts", ".pt2", ".onnx", ".pth", ".safetensors"):
         raise ConfigError(f"unknown output format {ext!r}; use .pt/.ts, .pt2, .onnx, .pth or .safetensors")
-    refuse_existing([args.out], args.force, "-o")
+    refuse_existing([args.out], args.force, "-o", inputs=[args.checkpoint, args.config])
     _, model = load_cli_model(args)
     scale = parse_scale(args.scale) if args.scale is not None else None
     graph = ext in (".pt", ".ts", ".pt2", ".onnx")

@@ -53,7 +53,7 @@ def run(args) -> int:
 
     from ..files import refuse_existing
 
-    refuse_existing([args.json], args.force, "--json")
+    refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     scales = parse_scales(args.scales)
     widths = args.widths if args.widths in ("policy", "all") else [float(w) for w in args.widths.split(",")]

@@ -56,6 +56,7 @@ def run_folder_lock(folder, command: str, say=None):
               "started": datetime.datetime.now().isoformat(timespec="seconds")}
         try:
             os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, json.dumps(me).encode())
         except OSError as exc:
             raise as_write_error(exc, str(path), folder) from None

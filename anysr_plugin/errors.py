@@ -20,7 +20,7 @@ def shorten(value, limit: int = SHORT_VALUE_CHARS) -> str:
     result keeps at most `limit` characters, head and tail, with the length left out said."""
     r = reprlib.Repr()
     r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 8
-    r.maxdict, r.maxlevel, r.maxstring, r.maxlong, r.maxother = 8, 3, limit, 40, limit
+    r.maxdict, r.maxlevel, r.maxstring, r.maxlong, r.maxother = 8, 3, limit - 40, 40, limit
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 130:
         digits = int(value.bit_length() * 0.30103) + 1  # str() of a 5000-digit int raises
         return f"{'-' if value < 0 else ''}<an integer of about {digits} digits>"
@@ -30,6 +30,8 @@ def shorten(value, limit: int = SHORT_VALUE_CHARS) -> str:
         text = f"<{type(value).__name__} object>"
     if isinstance(value, (list, tuple, dict, set, frozenset)) and len(value) > 8:
         text += f" ({len(value)} items)"
+    elif isinstance(value, (str, bytes)) and len(value) > limit:
+        text += f" ({len(value)} chars)"
     if len(text) > limit:
         keep = limit - 24
         text = f"{text[:keep * 2 // 3]}...({len(text) - keep} chars)...{text[-(keep // 3):]}"

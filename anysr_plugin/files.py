@@ -124,6 +124,8 @@ def _refuse_to_replace(old, shown: str) -> None:
     delete the device), nor is a file nobody may write (the user protected it)."""
     if old is None:
         return
+    if stat.S_ISDIR(old.st_mode):
+        raise WriteError(f"cannot write {shown}: it is a folder; give a file path", errno_codes.EISDIR, shown)
     if not stat.S_ISREG(old.st_mode):
         raise WriteError(f"cannot write {shown}: it is not a regular file (a device, pipe or socket); give a file "
                          "path", errno_codes.EINVAL, shown)
@@ -144,9 +146,9 @@ def write_text(path, text: str) -> Path:
 
 def refuse_existing(paths: Iterable, force: bool, option: str, inputs: Iterable = ()) -> None:
     """Refuse, before any work, to write over what a command's outputs (and the companion files
-    it writes beside them) would replace: a folder, one of the command's `inputs` or the same
-    file twice always; an existing file unless `force` (:class:`OutputExistsError` naming
-    every one)."""
+    it writes beside them) would replace: a folder, a device, pipe or read-only file, one of the
+    command's `inputs` or the same file twice always; an existing file unless `force`
+    (:class:`OutputExistsError` naming every one)."""
     paths = [Path(p) for p in paths if p is not None]
     for out in paths:
         for given in (Path(i) for i in inputs if i is not None):
@@ -161,6 +163,8 @@ def refuse_existing(paths: Iterable, force: bool, option: str, inputs: Iterable 
     if len(same) < len(paths):
         raise OutputExistsError(f"{option} would write {', '.join(map(str, paths))}: the same file twice; "
                                 f"give another {option}")
+    for p in paths:  # a device, pipe or read-only file is never replaced, --force or not: say so before any work
+        _refuse_to_replace(os.stat(p) if p.exists() else None, str(p))
     existing = [str(p) for p in paths if p.exists() or p.is_symlink()]
     if existing and not force:
         raise OutputExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "

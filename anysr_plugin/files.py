@@ -8,9 +8,9 @@ process with SIGABRT).  So every writer here
 * writes into a temporary file in the target's own folder through a file object of ours
   (``os.write``), never a path handed to a library; serializers known to abort on a failed
   write (TorchScript, ``torch.export``, ONNX) serialize into memory first, then we write;
-* checks the written size, ``fsync``\\ s, gives the file the mode a new file gets under the
-  user's umask (an overwritten file keeps its own mode), renames it over the target and
-  ``fsync``\\ s the folder;
+* checks the written size, syncs it to the disk, gives it the mode a new file gets under the
+  user's umask (an overwritten file keeps its own mode), renames it over the target and syncs
+  the folder;
 * on any failure (``KeyboardInterrupt`` included) removes the temporary file, so the
   previous file at the path is intact; an OS error becomes a typed one-line
   :class:`~anysr_plugin.errors.WriteError` naming the path, and a full disk or quota a

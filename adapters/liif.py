@@ -191,6 +191,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     from ..checkpoint import atomic_write_text, extract_state_dict, load_file
     from ..config import AnySRConfig
     from ..errors import ConfigError
+    from ..safe_yaml import read_yaml_file
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
@@ -202,9 +203,9 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     if not path.is_file():
         raise ConfigError(f"upstream config {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        data = read_yaml_file(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # a binary file is not YAML either
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     model = data.get("model")

@@ -35,7 +35,8 @@ from torch import nn
 
 from .control import _require_blocks, as_scale_tensor, get_state, unwrap
 from .plan import control
-from .errors import BudgetError, ConfigError
+from .errors import BudgetError, ConfigError, shorten
+from .limits import to_float
 
 __all__ = ["use_budget", "Budget", "BudgetError", "load_latency_table"]
 
@@ -49,7 +50,7 @@ def load_latency_table(table) -> list:
         except FileNotFoundError:
             raise ConfigError(f"latency table {os.fspath(table)!r} does not exist (write one with "
                               "`anysr bench --json PATH`)") from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a folder, binary data, not JSON
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # a folder, binary, not JSON
             raise ConfigError(f"cannot read latency table {os.fspath(table)!r}: {type(exc).__name__}: {exc}; "
                               "expected the JSON `anysr bench --json` writes") from None
     if isinstance(table, dict):
@@ -60,7 +61,7 @@ def load_latency_table(table) -> list:
     out = []
     for e in table:
         if not isinstance(e, dict) or "median_ms" not in e or "width" not in e:
-            raise ConfigError(f"latency table entry {e!r} lacks 'width' / 'median_ms'")
+            raise ConfigError(f"latency table entry {shorten(e)} lacks 'width' / 'median_ms'")
         if e.get("model", "anysr") == "original":
             continue
         try:
@@ -71,11 +72,11 @@ def load_latency_table(table) -> list:
                 scale = (float(scale), float(scale))
             scale = tuple(float(v) for v in scale) if scale else None
             entry = {"width": float(e["width"]), "hw": hw, "scale": scale, "ms": float(e["median_ms"])}
-        except (TypeError, ValueError, IndexError) as exc:
-            raise ConfigError(f"latency table entry {e!r} is malformed ({exc}); expected numbers for 'width', "
+        except (TypeError, ValueError, IndexError, OverflowError) as exc:
+            raise ConfigError(f"latency table entry {shorten(e)} is malformed ({exc}); expected numbers for 'width', "
                               "'median_ms', 'scale' and an 'input_shape' list") from None
         if not (math.isfinite(entry["ms"]) and entry["ms"] >= 0) or (scale and len(scale) != 2):
-            raise ConfigError(f"latency table entry {e!r}: 'median_ms' must be a finite number >= 0 and "
+            raise ConfigError(f"latency table entry {shorten(e)}: 'median_ms' must be a finite number >= 0 and "
                               "'scale' a number or an (s_h, s_w) pair")
         out.append(entry)
     if not out:
@@ -91,11 +92,13 @@ class Budget:
         if (gflops is None) == (latency_table is None):
             raise ConfigError("use_budget needs exactly one of gflops=... or latency_table=... (with latency_ms)")
         if gflops is not None and (not isinstance(gflops, (int, float)) or isinstance(gflops, bool)
-                                   or not gflops > 0 or not math.isfinite(gflops)):
-            raise ConfigError(f"gflops must be a positive number, got {gflops!r}")
+                                   or not gflops > 0 or not math.isfinite(to_float(gflops, ConfigError, "gflops"))):
+            raise ConfigError(f"gflops must be a positive number, got {shorten(gflops)}")
         if latency_table is not None and (not isinstance(latency_ms, (int, float)) or isinstance(latency_ms, bool)
-                                          or not latency_ms > 0 or not math.isfinite(latency_ms)):
-            raise ConfigError(f"a latency_table budget needs latency_ms, a positive finite number; got {latency_ms!r}")
+                                          or not latency_ms > 0
+                                          or not math.isfinite(to_float(latency_ms, ConfigError, "latency_ms"))):
+            raise ConfigError(f"a latency_table budget needs latency_ms, a positive finite number; got "
+                              f"{shorten(latency_ms)}")
         self.model = unwrap(model)
         self.config = get_state(self.model).config
         self.gflops = gflops

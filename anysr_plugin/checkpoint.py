@@ -1,8 +1,8 @@
 """Checkpoints: safe loading, atomic saving, and vanilla upstream weights into AnySR models.
 
 * Loading is safe by default (``torch.load(weights_only=True)``; safetensors too).
-* Every file is written to a temporary name in the same folder and renamed over the
-  target, so an interrupted save never destroys the previous checkpoint.
+* Every file is written through ``files.write_atomic`` (a temporary file in the same
+  folder, fsync, rename), so an interrupted save never destroys the previous checkpoint.
 * Because ``anysrify`` keeps every upstream key, a vanilla upstream state dict loads
   into a converted model with only the new ``anysr_*`` keys missing; anything else
   missing, unexpected or mis-shaped is an error that lists the keys.
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -19,55 +18,35 @@ from torch import nn
 
 from .control import unwrap
 from .errors import CheckpointError
+from .files import write_atomic, write_bytes, write_text
 
 ANYSR_KEY = "anysr_"
 
 
-def _atomic_write(path: str | Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with_suppressed_unlink(tmp)
-        raise
-    return path
-
-
-def with_suppressed_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to `path` atomically."""
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to `path` atomically (``files.write_atomic``: never a half-written file,
+    a full disk is a typed error and the previous file stays)."""
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    return _atomic_write(path, write)
+    """`text` to `path` atomically (UTF-8)."""
+    return write_text(path, text)
 
 
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save_file
+    """A ``.safetensors`` file, atomically (serialized in memory, then written by us)."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_file(path: str | Path, weights_only: bool = True):
     """Load a ``.pth``/``.pt`` (safely by default) or ``.safetensors`` file onto the CPU."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a folder or a device (/dev/zero would be read forever) is no checkpoint either
+        raise CheckpointError(f"checkpoint {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_st
 

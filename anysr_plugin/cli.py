@@ -13,19 +13,28 @@ import pkgutil
 import sys
 
 from . import __version__
-from .errors import AnySRError
+from .errors import AnySRError, cap_message
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with the error format of every other user error: one line, exit status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def one_line(text: str) -> str:
-    """A multi-line message (e.g. a list of unconvertible blocks) as one line."""
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()).replace(":; ", ": ")
+    """A multi-line message (e.g. a list of unconvertible blocks) as one line, of bounded length."""
+    line = "; ".join(line.strip() for line in str(text).splitlines() if line.strip()).replace(":; ", ": ")
+    return cap_message(line)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: ``MemoryError``, torch's ``OutOfMemoryError`` or the CPU allocator's
+    "can't allocate memory" RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +70,8 @@ def main(argv: list | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "accepts_remainder", False):
         sub = f"anysr {args.command}" if getattr(args, "command", None) else "anysr"
-        print(f"{sub}: error: unrecognized arguments: {' '.join(rest)} (see {sub} --help)", file=sys.stderr)
+        print(f"{sub}: error: {one_line('unrecognized arguments: ' + ' '.join(rest))} (see {sub} --help)",
+              file=sys.stderr)
         return 2
     if rest:
         args.remainder = rest
@@ -94,6 +104,11 @@ def main(argv: list | None = None) -> int:
     except Exception as exc:
         if debug or getattr(args, "accepts_remainder", False):  # `launch`: the upstream script's own errors
             raise
+        if out_of_memory(exc):  # a size the machine cannot hold: the user can ask for less
+            print(f"{where}: error: not enough memory ({one_line(exc)[:200]}); use smaller sizes (--batch, "
+                  "--lr-size, --chunk, --patch) or a smaller model (rerun with --debug for the traceback)",
+                  file=sys.stderr)
+            return 2
         print(f"{where}: error: internal error {type(exc).__name__}: {one_line(exc)} "
               "(rerun with --debug for the traceback and report it)", file=sys.stderr)
         return 1

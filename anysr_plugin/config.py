@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, shorten
+from .limits import INT64_MAX, to_float
 
 GATE_KINDS = ("identity", "paper")
 INTERWEAVE_KINDS = ("interleave", "concat", "none")
@@ -43,7 +44,7 @@ def _is_bool(value: Any) -> bool:
 
 
 def _fail(name: str, value: Any, why: str) -> None:
-    raise ConfigError(f"AnySRConfig.{name}={value!r}: {why}")
+    raise ConfigError(f"AnySRConfig.{name}={shorten(value)}: {why}")
 
 
 @dataclass
@@ -126,12 +127,12 @@ class AnySRConfig:
         if any(y <= x for x, y in zip(b, b[1:])):
             _fail("scale_bounds", b, "bounds must be strictly ascending")
         if self.lam is not None:
-            if _is_bool(self.lam) or not isinstance(self.lam, numbers.Integral) or self.lam < 1:
+            if _is_bool(self.lam) or not isinstance(self.lam, numbers.Integral) or not 1 <= self.lam <= INT64_MAX:
                 _fail("lam", self.lam, "must be a positive integer or None (paper default per block)")
             self.lam = int(self.lam)
         if _is_bool(self.reset_prob) or not isinstance(self.reset_prob, numbers.Real):
             _fail("reset_prob", self.reset_prob, "must be a number in [0, 1]")
-        self.reset_prob = float(self.reset_prob)
+        self.reset_prob = to_float(self.reset_prob, ConfigError, "AnySRConfig.reset_prob")
         if not 0.0 <= self.reset_prob <= 1.0:
             _fail("reset_prob", self.reset_prob, "must lie in [0, 1]")
         self._choice("reset", RESET_MODES)
@@ -162,7 +163,8 @@ class AnySRConfig:
             if not SEED_MIN <= self.seed <= SEED_MAX:  # what torch.Generator.manual_seed accepts
                 _fail("seed", self.seed, f"must lie in [{SEED_MIN}, {SEED_MAX}] (torch's seed range)")
         if _is_bool(self.fallback_scale) or not isinstance(self.fallback_scale, numbers.Real) \
-                or not math.isfinite(self.fallback_scale) or self.fallback_scale <= 0:
+                or not math.isfinite(to_float(self.fallback_scale, ConfigError, "AnySRConfig.fallback_scale")) \
+                or self.fallback_scale <= 0:
             _fail("fallback_scale", self.fallback_scale, "must be a positive finite number")
         self.fallback_scale = float(self.fallback_scale)
         if self.version != CONFIG_VERSION:
@@ -176,8 +178,8 @@ class AnySRConfig:
         out = []
         for x in value:
             if _is_bool(x) or not isinstance(x, numbers.Real):
-                _fail(name, value, f"entry {x!r} is not a number")
-            out.append(float(x))
+                _fail(name, value, f"entry {shorten(x)} is not a number")
+            out.append(to_float(x, ConfigError, f"AnySRConfig.{name} entry"))
         return tuple(out)
 
     def _choice(self, name: str, allowed: tuple) -> None:
@@ -222,19 +224,20 @@ class AnySRConfig:
         if hasattr(value, "numel") and hasattr(value, "item"):  # a torch tensor
             if value.numel() != 1 or value.dtype == _torch_bool():
                 raise WidthError(f"width must be one number, got a tensor of shape {tuple(value.shape)} "
-                                 f"({value.dtype}); pass one of {self.widths}")
+                                 f"({value.dtype}); pass one of {shorten(self.widths)}")
             value = value.item()
         elif hasattr(value, "dtype") and hasattr(value, "item") and getattr(value, "shape", None) == ():
             value = value.item()  # numpy scalars (np.float32(0.7) -> 0.699999988...)
         if _is_bool(value) or not isinstance(value, numbers.Real):
-            raise WidthError(f"width must be a number, one of {self.widths}; got {type(width).__name__} {width!r}")
-        value = float(value)
+            raise WidthError(f"width must be a number, one of {shorten(self.widths)}; got {type(width).__name__} "
+                             f"{shorten(width)}")
+        value = to_float(value, WidthError, "width")
         if math.isfinite(value):
             best = min(self.widths, key=lambda w: abs(value - w))
             if abs(value - best) <= WIDTH_TOLERANCE:
                 return best
-        raise WidthError(f"width {width!r} is not one of the configured widths {self.widths}; use one of them "
-                         "(the widths are set in the AnySR config)")
+        raise WidthError(f"width {shorten(width)} is not one of the configured widths {shorten(self.widths)}; use one "
+                         "of them (the widths are set in the AnySR config)")
 
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict:
@@ -257,7 +260,7 @@ class AnySRConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
-                f"unknown AnySR config key(s) {unknown}; known keys: {sorted(known)}")
+                f"unknown AnySR config key(s) {shorten(unknown)}; known keys: {sorted(known)}")
         return cls(**dict(data))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -274,13 +277,15 @@ class AnySRConfig:
     def from_yaml(cls, text_or_path: str | Path) -> "AnySRConfig":
         import yaml
 
+        from .safe_yaml import load_yaml
+
         text, from_file = _read_if_file(text_or_path)
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, f"AnySR config file {str(text_or_path)!r}" if from_file else "AnySR config text")
         except yaml.YAMLError as exc:
             raise ConfigError(f"AnySR config is not valid YAML: {' '.join(str(exc).split())}") from None
         if isinstance(data, str) and not from_file and "\n" not in text.strip():  # a bare word: a missing file
-            raise ConfigError(f"AnySR config file {text.strip()!r} does not exist (pass a YAML file or YAML text)")
+            raise ConfigError(f"AnySR config file {shorten(text.strip())} does not exist (pass a YAML file or YAML text)")
         if from_file and data is None:  # a truncated or emptied file must not mean "the paper's defaults"
             raise ConfigError(f"AnySR config file {str(text_or_path)!r} is empty; write its fields (or drop the "
                               "option for the paper's defaults)")
@@ -310,8 +315,12 @@ def _read_if_file(text_or_path: "str | Path") -> tuple:
             pass
     if path is None:
         return str(text_or_path), False
+    from .safe_yaml import MAX_BYTES
+
     try:
-        return path.read_text(), True
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_BYTES + 1)  # the size limit is judged by load_yaml; never read an endless device
+        return text, True
     except FileNotFoundError:
         raise ConfigError(f"AnySR config file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file

@@ -31,7 +31,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
-from .errors import AnySRError, ConfigError, ScaleError
+from .errors import AnySRError, ConfigError, ScaleError, shorten
+from .limits import MAX_MODEL_ELEMENTS, build_within
 
 #: HR size (H, W) that Table V's per-block counts imply (60,000 LR pixels at x2)
 PAPER_HR_SIZE = (400, 600)
@@ -247,9 +248,11 @@ def sizes_for(scale, hr_size=None, lr_size=None) -> tuple:
         H, W = int(hr_size[0]), int(hr_size[1])
         lr = (math.floor(H / sh + 1e-9), math.floor(W / sw + 1e-9))
         if min(lr) < 1:
-            raise ScaleError(f"scale {scale!r} leaves no LR pixel of a {H}x{W} HR image")
+            raise ScaleError(f"scale {shorten(scale)} leaves no LR pixel of a {H}x{W} HR image")
         return lr, (H, W)
     h, w = int(lr_size[0]), int(lr_size[1])
+    if not max(h * sh, w * sw) <= MAX_SIDE:  # x1e300 would be an HR side of inf pixels
+        raise ScaleError(f"scale {shorten(scale)} makes the {h}x{w} LR image more than {MAX_SIDE} pixels a side")
     return (h, w), (round(h * sh), round(w * sw))
 
 
@@ -319,7 +322,7 @@ def build_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
     from .reference.models import REFERENCE_NAMES
 
     if name not in REFERENCE_NAMES:
-        raise ConfigError(f"unknown model {name!r}; built-in names: {', '.join(builtin_names())}")
+        raise ConfigError(f"unknown model {shorten(name)}; built-in names: {', '.join(builtin_names())}")
     return build_reference(name, seed=seed, **kwargs)
 
 
@@ -340,7 +343,7 @@ def cost_table(model: nn.Module, scales: Iterable, widths="all", hr_size=None, l
     if hr_size is None and lr_size is None:
         hr_size = PAPER_HR_SIZE
     if part not in ("model", "encoder"):
-        raise ConfigError(f"part must be 'model' or 'encoder', got {part!r}")
+        raise ConfigError(f"part must be 'model' or 'encoder', got {shorten(part)}")
     if part == "encoder":
         model = encoder_of(model)
         original = encoder_of(original) if original is not None else None
@@ -447,6 +450,8 @@ def split_to_markdown(rows: Sequence[SplitRow]) -> str:
 
 def add_model_arguments(p, default: str = "edsr-baseline") -> None:
     """``--model NAME``, ``--checkpoint PATH``, ``--config YAML`` and ``--model-arg K=V`` (CLI)."""
+    from .commands._args import seed
+
     p.add_argument("--model", default=default,
                    help=f"built-in reference model (default {default}): {', '.join(builtin_names())}")
     p.add_argument("--model-arg", action="append", default=[], metavar="K=V",
@@ -455,7 +460,7 @@ def add_model_arguments(p, default: str = "edsr-baseline") -> None:
                    help="weights to load (.pth/.safetensors): an AnySR checkpoint (with anysr_* keys) "
                         "or the vanilla upstream weights of the model")
     p.add_argument("--config", default=None, help="AnySR config YAML (default: the paper's settings)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed of the reference model")
+    p.add_argument("--seed", type=seed, default=0, help="initialisation seed of the reference model")
     p.add_argument("--repo", default=None, metavar="DIR",
                    help="run the upstream model itself: build the --checkpoint's model spec with the LIIF / LTE / "
                         "SRNO checkout DIR's own registry (--model is then not used)")
@@ -469,6 +474,7 @@ def load_cli_model(args, anysrify_it: bool = True):
     from .checkpoint import extract_state_dict, load_file, strip_wrapper_prefix
     from .config import AnySRConfig
     from .injection import anysrify
+    from .safe_yaml import load_yaml
 
     if getattr(args, "repo", None):
         from .upstream import load_repo_cli_model
@@ -477,10 +483,14 @@ def load_cli_model(args, anysrify_it: bool = True):
     kwargs = {}
     for item in getattr(args, "model_arg", []) or []:
         if "=" not in item:
-            raise ConfigError(f"--model-arg takes K=V, got {item!r}")
+            raise ConfigError(f"--model-arg takes K=V, got {shorten(item)}")
         k, v = item.split("=", 1)
-        kwargs[k.strip()] = yaml.safe_load(v)
-    original = build_model(args.model, seed=getattr(args, "seed", 0), **kwargs).eval()
+        try:
+            kwargs[k.strip()] = load_yaml(v, f"--model-arg {shorten(k.strip())}")
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--model-arg {shorten(item)}: not a YAML value ({' '.join(str(exc).split())})") from None
+    original = build_within(MAX_MODEL_ELEMENTS, f"model {args.model} {shorten(kwargs)}", build_model, args.model,
+                            seed=getattr(args, "seed", 0), **kwargs).eval()
     args.model_source = {"source": "reference", "name": args.model, "args": kwargs, "seed": getattr(args, "seed", 0)}
     sd = spec_name = None
     if getattr(args, "checkpoint", None):
@@ -508,17 +518,23 @@ def load_cli_model(args, anysrify_it: bool = True):
     return original, model
 
 
+#: the longest image side a size argument may give (a 65536 x 65536 RGB float image is 48 GiB)
+MAX_SIDE = 65536
+
+
 def parse_size(text) -> tuple:
-    """``"400x600"`` -> (400, 600); ``"96"`` -> (96, 96)."""
+    """``"400x600"`` -> (400, 600); ``"96"`` -> (96, 96); each side at most ``MAX_SIDE``."""
     parts = str(text).lower().split("x")
     try:
         vals = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"cannot read size {text!r}; use HxW, e.g. 400x600") from None
+    except ValueError:  # also an integer of thousands of digits
+        raise ConfigError(f"cannot read size {shorten(text)}; use HxW, e.g. 400x600") from None
     if len(vals) == 1:
         vals *= 2
     if len(vals) != 2 or min(vals) < 1:
-        raise ConfigError(f"cannot read size {text!r}; use HxW, e.g. 400x600")
+        raise ConfigError(f"cannot read size {shorten(text)}; use HxW, e.g. 400x600")
+    if max(vals) > MAX_SIDE:
+        raise ConfigError(f"size {shorten(text)} is out of range: at most {MAX_SIDE} pixels a side")
     return vals[0], vals[1]
 
 

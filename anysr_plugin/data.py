@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -62,11 +63,27 @@ def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
     """An image file as a ``(3, H, W)`` float tensor in [0, 1] (converted to RGB, like upstream).
 
     16-bit greyscale is divided by 65535 (Pillow's own conversion clips it, which made every
-    such image white); 32-bit integer or float images have no known range and are refused."""
+    such image white); 32-bit integer or float images have no known range and are refused, and
+    so is an image of more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (a header that claims
+    100000x100000 pixels would otherwise be decoded into 30 GB)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # above the limit: refused, not warned
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageError(f"cannot read image {path}: {size}, more than the limit of {Image.MAX_IMAGE_PIXELS:,} "
+                         "(Pillow's Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); if the image is "
+                         "genuine, split it or raise PIL.Image.MAX_IMAGE_PIXELS") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    try:
+        with im:
             if im.mode in _GREY16_MODES or (im.mode == "I" and im.format == "PNG"):
                 grey = np.asarray(im).astype(np.float32) / np.float32(65535)
                 return torch.from_numpy(np.ascontiguousarray(grey)).unsqueeze(0).expand(3, -1, -1).clone()
@@ -88,11 +105,12 @@ def save_image(img: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     if img.dim() != 3 or img.shape[0] != 3:
         raise ImageError(f"save_image needs (3, H, W), got {tuple(img.shape)}")
     arr = (img.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    path = os.fspath(path)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{os.getpid()}{ext}"
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    from .files import write_atomic
+
+    fmt = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower())
+    if fmt is None:
+        raise ImageError(f"cannot save {os.fspath(path)}: Pillow knows no image format for its suffix; use e.g. .png")
+    write_atomic(path, lambda f: Image.fromarray(arr).save(f, format=fmt))
 
 
 class ImageFolder:

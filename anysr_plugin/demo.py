@@ -28,7 +28,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .checkpoint import atomic_save
 from .errors import ConfigError
+from .files import write_text
 
 MARKER = ".anysr_demo"
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry")
@@ -75,11 +77,13 @@ def prepare_out_dir(out: str | Path, force: bool = False, marker: str = MARKER) 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists() and not force:
+    from .runlock import LOCK_NAME
+
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / marker).exists() and not force:
         raise ConfigError(f"--out {str(out)!r} already holds files that anysr did not write; "
                           "pick another folder or pass --force to write into it anyway")
     out.mkdir(parents=True, exist_ok=True)
-    (out / marker).write_text("written by anysr_plugin; safe to overwrite by the same tool\n")
+    write_text(out / marker, "written by anysr_plugin; safe to overwrite by the same tool\n")
     return out
 
 
@@ -268,8 +272,9 @@ def plot_psnr_vs_gflops(results: dict, path: Path, model_name: str = "anysr") ->
     axes[0][0].set_ylabel("PSNR (dB, Y)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from .plots import save_figure
+
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -296,13 +301,19 @@ def pretrain(model: nn.Module, images, cfg: DemoConfig, out: Path | None, steps:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the results dict (also written to ``cfg.out``)."""
+    from .runlock import run_folder_lock
+
+    t_start = time.perf_counter()
+    with run_folder_lock(cfg.out, "anysr demo"):  # a second demo into the same folder is refused
+        return _run_demo(cfg, prepare_out_dir(cfg.out, cfg.force), t_start)
+
+
+def _run_demo(cfg: DemoConfig, out: Path, t_start: float) -> dict:
     from .config import AnySRConfig
     from .injection import anysrify
     from .data import skimage_photos
     from .train import sampling_statistics
 
-    t_start = time.perf_counter()
-    out = prepare_out_dir(cfg.out, cfg.force)
     torch.manual_seed(cfg.seed)
     photos = skimage_photos(TRAIN_PHOTOS + TEST_PHOTOS)
     train_imgs = [photos[n] for n in TRAIN_PHOTOS]
@@ -353,11 +364,11 @@ def run_demo(cfg: DemoConfig) -> dict:
                 "finetune_last": ft.history[-1]["loss"] if ft.history else None},
         headline=headline(results), platform=f"{platform.machine()}, torch {torch.__version__}, "
                                               f"{torch.get_num_threads()} threads")
-    torch.save(original.state_dict(), out / "original.pt")
-    torch.save(model.state_dict(), out / "anysr.pt")
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic_save(original.state_dict(), out / "original.pt")
+    atomic_save(model.state_dict(), out / "anysr.pt")
+    write_text(out / "results.json", json.dumps(results, indent=1, default=str))
     png = plot_psnr_vs_gflops(results, out / "psnr_vs_gflops.png")
-    (out / "report.md").write_text(render_report(results, png is not None))
+    write_text(out / "report.md", render_report(results, png is not None))
     say(f"done in {results['timings']['total_s']:.0f} s: {out / 'report.md'}")
     return results
 

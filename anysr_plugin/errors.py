@@ -8,9 +8,52 @@ to do next.
 """
 from __future__ import annotations
 
+import reprlib
+
+#: longest echo of one user value in a message (a 1e6-element list once made a 1 MB message)
+SHORT_VALUE_CHARS = 160
+
+
+def shorten(value, limit: int = SHORT_VALUE_CHARS) -> str:
+    """``repr(value)`` for a message, bounded: long lists, strings and integers are cut
+    (``reprlib``: the work is bounded too, never a full repr of a huge nested value) and the
+    result keeps at most `limit` characters, head and tail, with the length left out said."""
+    r = reprlib.Repr()
+    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 8
+    r.maxdict, r.maxlevel, r.maxstring, r.maxlong, r.maxother = 8, 3, limit - 40, 40, limit
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 130:
+        digits = int(value.bit_length() * 0.30103) + 1  # str() of a 5000-digit int raises
+        return f"{'-' if value < 0 else ''}<an integer of about {digits} digits>"
+    try:
+        text = " ".join(r.repr(value).split())  # one line (tensor reprs span several)
+    except Exception:  # a value whose repr fails
+        text = f"<{type(value).__name__} object>"
+    if isinstance(value, (list, tuple, dict, set, frozenset)) and len(value) > 8:
+        text += f" ({len(value)} items)"
+    elif isinstance(value, (str, bytes)) and len(value) > limit:
+        text += f" ({len(value)} chars)"
+    if len(text) > limit:
+        keep = limit - 24
+        text = f"{text[:keep * 2 // 3]}...({len(text) - keep} chars)...{text[-(keep // 3):]}"
+    return text
+
+
+#: longest message an error carries (a backstop for call sites that echo a value unshortened)
+MAX_MESSAGE_CHARS = 4000
+
+
+def cap_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut in the middle to at most about `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit * 3 // 4]} ...({len(text) - limit} characters left out)... {text[-(limit // 4):]}"
+
 
 class AnySRError(Exception):
     """Base of every error anysr_plugin raises on purpose."""
+
+    def __str__(self) -> str:
+        return cap_message(super().__str__())
 
 
 class ConfigError(AnySRError, ValueError):
@@ -62,7 +105,7 @@ class AdapterError(AnySRError, KeyError):
     """Unknown adapter name, or an adapter that cannot handle the model."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text
-        return str(self.args[0]) if self.args else ""
+        return cap_message(str(self.args[0])) if self.args else ""
 
 
 class CheckpointError(AnySRError, RuntimeError):
@@ -101,6 +144,35 @@ class RunMismatchError(AnySRError, ValueError):
 
 class TrainingDivergedError(AnySRError, FloatingPointError):
     """A non-finite loss, gradient or weight appeared during training; the run stopped."""
+
+
+class WriteError(AnySRError, OSError):
+    """Writing an output file failed (no permission, a read-only or full disk); the previous file
+    at that path, if any, is unchanged and no temporary file is left.  ``errno`` is the OS's."""
+
+    def __init__(self, message: str, errno: int | None = None, path=None):
+        super().__init__(message)
+        self.errno, self.filename = errno, None if path is None else str(path)
+
+    def __str__(self) -> str:  # OSError would print "[Errno N] ..." for two arguments; ours is the message
+        return cap_message(str(self.args[0])) if self.args else ""
+
+
+class DiskFullError(WriteError):
+    """The disk (or quota) holding an output file is full (ENOSPC, EDQUOT, EFBIG)."""
+
+
+class OutputExistsError(AnySRError, FileExistsError):
+    """An output file exists and the command was not told to overwrite it (``--force``)."""
+
+
+class RunLockedError(AnySRError, RuntimeError):
+    """An output folder is in use by another running ``anysr`` process (its lock file names it)."""
+
+
+class InputTooLargeError(AnySRError, ValueError):
+    """An input claims more work or memory than the documented bound (YAML aliases or size, an
+    image's pixels, a model's parameters, a number beyond its range)."""
 
 
 class AnySRWarning(UserWarning):

@@ -37,7 +37,8 @@ from torch import nn
 
 from .control import anysr_blocks, as_scale_tensor, get_state, unwrap, use_width
 from .cost import MacCounter, call_inputs, encoder_of
-from .errors import ConfigError, ScaleError
+from .errors import ConfigError, ScaleError, shorten
+from .limits import check_floats
 
 __all__ = ["EvalResult", "super_resolve", "evaluate", "results_to_json", "results_to_markdown", "parse_scale",
            "parse_scales",
@@ -66,6 +67,7 @@ def parse_scales(values) -> list:
 
 def parse_scale(text) -> tuple:
     """``"2"`` -> (2, 2); ``"1.5x3"`` / ``"1.5/3"`` / ``(1.5, 3)`` -> (1.5, 3)."""
+    check_floats(text, ScaleError, "scale")
     if isinstance(text, (int, float)):
         return float(text), float(text)
     if isinstance(text, (tuple, list)):
@@ -75,11 +77,11 @@ def parse_scale(text) -> tuple:
     try:
         vals = [float(p) for p in parts]
     except ValueError:
-        raise ScaleError(f"cannot read scale {text!r}; use e.g. 2, 2.5 or 1.5x3 (s_h x s_w)") from None
+        raise ScaleError(f"cannot read scale {shorten(text)}; use e.g. 2, 2.5 or 1.5x3 (s_h x s_w)") from None
     if len(vals) == 1:
         vals = vals * 2
     if len(vals) != 2 or not all(v > 0 and math.isfinite(v) for v in vals):
-        raise ScaleError(f"cannot read scale {text!r}; use e.g. 2, 2.5 or 1.5x3 (s_h x s_w)")
+        raise ScaleError(f"cannot read scale {shorten(text)}; use e.g. 2, 2.5 or 1.5x3 (s_h x s_w)")
     return vals[0], vals[1]
 
 
@@ -93,7 +95,7 @@ def load_dataset(hr: Optional[str] = None, lr: Optional[str] = None, first_k: Op
     from .data import ImageFolder, skimage_photos
 
     if first_k is not None and (isinstance(first_k, bool) or not isinstance(first_k, int) or first_k < 1):
-        raise ConfigError(f"first_k must be a positive integer (or None for all images), got {first_k!r}")
+        raise ConfigError(f"first_k must be a positive integer (or None for all images), got {shorten(first_k)}")
     if lr is not None:
         if hr is None:
             raise ConfigError("paired evaluation needs both --lr and --hr folders")
@@ -121,7 +123,7 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, hr_size, scale=None, width
         raise ConfigError(f"super_resolve needs an RGB LR image (3, h, w) or batch (B, 3, h, w) in [0, 1], got "
                           f"{tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {shorten(chunk)}")
     m = unwrap(model)
     m.eval()
     dev = next(m.parameters()).device
@@ -165,11 +167,11 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
                                 for it in items):
         raise ConfigError("evaluate's data must be load_dataset(...) or a list of (name, (3, H, W) HR tensor) pairs")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {chunk!r}")
+        raise ConfigError(f"chunk must be a positive integer (HR pixels per query batch), got {shorten(chunk)}")
     if model is None and baseline is None:
         raise ConfigError("nothing to evaluate: give a model or baseline='bicubic'")
     if baseline not in (None, "bicubic"):
-        raise ConfigError(f"unknown baseline {baseline!r}; the only baseline is 'bicubic'")
+        raise ConfigError(f"unknown baseline {shorten(baseline)}; the only baseline is 'bicubic'")
     metric = lpips_metric
     if metric is None and (lpips or lpips_weights is not None):
         metric = LPIPSMetric(weights_path=lpips_weights)
@@ -190,7 +192,7 @@ def evaluate(model: Optional[nn.Module], data, scales: Iterable, modes: Sequence
                         try:
                             mode = float(mode)
                         except ValueError:
-                            raise ConfigError(f"unknown mode {mode!r}; use 'subnet', 'full', 'budget' or a "
+                            raise ConfigError(f"unknown mode {shorten(mode)}; use 'subnet', 'full', 'budget' or a "
                                               f"width {cfg.widths}") from None
                     width = cfg.check_width(mode)
                     runs.append((f"width {width:g}", width))

@@ -39,7 +39,8 @@ from typing import Iterator
 
 import torch
 
-from .errors import ScaleError
+from .errors import ScaleError, shorten
+from .limits import check_floats
 from .recompute import in_backward, locate
 
 # ---------------------------------------------------------------------------
@@ -48,18 +49,19 @@ from .recompute import in_backward, locate
 
 def scale_pair(scale) -> tuple:
     """``(s_h, s_w)`` floats from a number or a pair; ScaleError unless both are positive and finite."""
+    check_floats(scale, ScaleError, "scale")  # 10**400: a typed error, never OverflowError
     if isinstance(scale, (tuple, list)):
         if len(scale) != 2:
-            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {scale!r}")
+            raise ScaleError(f"scale must be a number or a pair (s_h, s_w), got {shorten(scale)}")
         sh, sw = scale
     else:
         sh = sw = scale
     try:
         sh, sw = float(sh), float(sw)
     except (TypeError, ValueError):
-        raise ScaleError(f"scale must be numeric, got {scale!r}") from None
+        raise ScaleError(f"scale must be numeric, got {shorten(scale)}") from None
     if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
-        raise ScaleError(f"scale must be positive and finite, got {scale!r}")
+        raise ScaleError(f"scale must be positive and finite, got {shorten(scale)}")
     return sh, sw
 
 
@@ -75,6 +77,7 @@ def _is_number(value) -> bool:
 def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tensor:
     """A float32 (B, 2) tensor of (s_h, s_w) from a float, a pair, or a (B, 2) / (B, 1) / (2,) tensor
     (a (B,) tensor when `batch` says B)."""
+    check_floats(scale, ScaleError, "scale")  # 10**400: a typed error, never OverflowError
     if isinstance(scale, torch.Tensor):
         if scale.dtype == torch.bool or scale.is_complex():
             raise ScaleError(f"a scale tensor must hold real numbers, got dtype {scale.dtype}")
@@ -94,9 +97,9 @@ def as_scale_tensor(scale, batch: int | None = None, device=None) -> torch.Tenso
     elif isinstance(scale, (tuple, list)) and len(scale) == 2 and all(_is_number(s) for s in scale):
         t = torch.tensor([[float(scale[0]), float(scale[1])]], device=device)
     else:
-        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {scale!r}")
+        raise ScaleError(f"scale must be a number, an (s_h, s_w) pair or a (B, 2) tensor; got {shorten(scale)}")
     if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
-        raise ScaleError(f"scales must be positive finite numbers; got {t.tolist()}")
+        raise ScaleError(f"scales must be positive finite numbers; got {shorten(t)}")
     return t
 
 

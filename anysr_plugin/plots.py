@@ -5,7 +5,7 @@ from typing import Sequence
 
 from .errors import AnySRError
 
-__all__ = ["plot_psnr_vs_gflops", "PlotError"]
+__all__ = ["plot_psnr_vs_gflops", "save_figure", "PlotError"]
 
 
 class PlotError(AnySRError, ImportError):
@@ -51,6 +51,18 @@ def plot_psnr_vs_gflops(results: Sequence, path, title: str = "PSNR vs GFLOPs") 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return str(path)
+
+
+def save_figure(fig, path, dpi: int) -> None:
+    """Save and close a figure atomically (``files.write_atomic``), in the format of the suffix."""
+    import os
+
+    from .files import write_atomic
+
+    fmt = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+    finally:
+        _pyplot().close(fig)

@@ -54,7 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, RunMismatchError, TrainingDivergedError
+from .config import SEED_MAX
+from .errors import CheckpointError, ConfigError, RunMismatchError, TrainingDivergedError, shorten
+from .limits import INT64_MAX, to_float
 
 PAPER_SCALE_GROUPS = ((1.1, 1.7), (1.8, 2.5), (2.6, 3.2), (3.3, 4.0))
 CHECKPOINT_NAME = "last.pt"
@@ -90,16 +92,23 @@ class TrainConfig:
     grad_clip: float | None = None
 
     def __post_init__(self):
-        for name in ("patch", "batch_size", "repeat", "epochs", "lr_step_epochs", "seed"):
+        for name in ("patch", "batch_size", "repeat", "epochs", "lr_step_epochs", "seed", "sample_q", "steps",
+                     "save_every", "log_every"):
             value = getattr(self, name)
+            if value is None and name in ("sample_q", "steps", "save_every"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"TrainConfig.{name} must be an integer, got {value!r}")
+                raise ConfigError(f"TrainConfig.{name} must be an integer, got {shorten(value)}")
+            if abs(value) > (SEED_MAX if name == "seed" else INT64_MAX):  # torch takes no larger count or seed
+                raise ConfigError(f"TrainConfig.{name}={shorten(value)} is out of range (at most "
+                                  f"{SEED_MAX if name == 'seed' else INT64_MAX})")
         if self.seed < 0:  # numpy's SeedSequence draws every step's randomness; it takes no negative seed
             raise ConfigError(f"TrainConfig.seed must be >= 0, got {self.seed}")
         for name in ("lr", "lr_gamma"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"TrainConfig.{name} must be a finite number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(to_float(value, ConfigError, f"TrainConfig.{name}")):
+                raise ConfigError(f"TrainConfig.{name} must be a finite number, got {shorten(value)}")
         if self.sample_q is not None and self.sample_q < 1:
             raise ConfigError(f"sample_q must be >= 1 (or None for every HR pixel), got {self.sample_q}")
         if self.save_every is not None and self.save_every < 1:
@@ -112,14 +121,16 @@ class TrainConfig:
             raise ConfigError("epochs must be >= 0, repeat >= 1 and lr_step_epochs >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
-        groups = tuple(tuple(float(v) for v in g) for g in self.scale_groups)
+        groups = tuple(tuple(to_float(v, ConfigError, "TrainConfig.scale_groups entry") for v in g)
+                       for g in self.scale_groups)
         if not groups or any(len(g) != 2 or not (1.0 <= g[0] <= g[1]) for g in groups):
-            raise ConfigError(f"scale_groups must be (low, high) pairs with 1 <= low <= high; got {self.scale_groups}")
+            raise ConfigError(f"scale_groups must be (low, high) pairs with 1 <= low <= high; got "
+                              f"{shorten(self.scale_groups)}")
         self.scale_groups = groups
         if not 1.0 <= self.scale_min <= self.scale_max:
             raise ConfigError(f"need 1 <= scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
         if self.layout not in ("auto", "points", "grid"):
-            raise ConfigError(f"layout must be 'auto', 'points' or 'grid', got {self.layout!r}")
+            raise ConfigError(f"layout must be 'auto', 'points' or 'grid', got {shorten(self.layout)}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -525,11 +536,15 @@ class Trainer:
 def finetune(model: nn.Module, images, out_dir=None, resume: bool = True, record: bool = False,
              **config) -> Trainer:
     """Fine-tune ``model`` (Algorithm 1 if it is anysrified) on ``images``; returns the Trainer."""
+    from .runlock import run_folder_lock
+
     cfg = TrainConfig(**config)
     trainer = Trainer(model, images, cfg, out_dir, dist_info=init_distributed(cfg.device), record=record)
-    if resume:
-        trainer.resume()
-    trainer.run()
+    writes = out_dir is not None and trainer.dist.main
+    with run_folder_lock(out_dir, "anysr_plugin.train.finetune") if writes else contextlib.nullcontext():
+        if resume:
+            trainer.resume()
+        trainer.run()
     return trainer
 
 

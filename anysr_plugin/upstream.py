@@ -31,6 +31,7 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import sys
 import types
 from collections.abc import Mapping
@@ -329,33 +330,66 @@ def _export_spec_problem(spec) -> str:
     return ""
 
 
+def export_shapes(path) -> dict:
+    """``{key: shape}`` of a ``.safetensors`` file, from its header alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # SafetensorError (a broken header), OSError
+        raise CheckpointError(f"cannot read export {path}: {type(exc).__name__}: {exc}") from None
+
+
+def export_budget(shapes: Mapping, width) -> int:
+    """Elements the model behind an export of `shapes` may hold: a sub-network at width w keeps
+    at least about w**2 of each sliced weight (RDB growth) and every unsliced one, so the full
+    plain model holds at most ``2 / w**2`` times the stored values (capped at 256), plus 1M for
+    small heads.  A metadata that claims more is refused while the model is built dry."""
+    stored = sum(math.prod(s) for s in shapes.values())
+    ok = isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 1
+    factor = min(2 / width ** 2, 256) if ok else 256
+    return int(stored * factor) + 2**20
+
+
 def load_export(path, repo=None) -> nn.Module:
     """Rebuild the static sub-network ``anysr export`` wrote to a ``.safetensors`` file.
 
     The metadata names the model (a reference name + arguments, or an upstream spec,
     then ``repo`` is its checkout), the AnySR config, the width, the folded scale and
     the part; the model is built, anysrified, sliced with ``export_subnet`` and the
-    file's tensors loaded strictly.
+    file's tensors loaded strictly.  The metadata is untrusted: the model is first built dry
+    (meta device) within :func:`export_budget` of the stored values, and the sub-network's
+    shapes are compared with the header's before any tensor is read.
     """
     from safetensors.torch import load_file as load_st
 
+    from .checkpoint import fit_problems
     from .config import AnySRConfig
     from .cost import build_model, encoder_of
     from .export import export_subnet
     from .injection import anysrify
+    from .limits import build_within
 
     meta = read_export_metadata(path)
+    shapes = export_shapes(path)
+    limit = export_budget(shapes, meta.get("width"))
+    what = f"{path}: the model its metadata describes (for {sum(map(math.prod, shapes.values())):,} stored values)"
     src = meta["model"]
     if src.get("source") == "repo":
         if repo is None:
             raise ConfigError(f"{path} holds an upstream {src['spec'].get('name')!r} sub-network: pass repo=<its "
                               "checkout> to rebuild it")
-        model = build_spec_from_repo(repo, src["spec"])
+        model = build_within(limit, what, build_spec_from_repo, repo, src["spec"])
     else:
-        model = build_model(src["name"], seed=src.get("seed", 0), **(src.get("args") or {}))
+        model = build_within(limit, what, build_model, src["name"], seed=src.get("seed", 0), **(src.get("args") or {}))
     anysrify(model, AnySRConfig.from_dict(meta["anysr"]))
     target = encoder_of(model) if meta["part"] == "encoder" else model
     sub = export_subnet(target, meta["width"], scale=meta["scale"])
+    problems = fit_problems(sub, {k: torch.empty(v, device="meta") for k, v in shapes.items()})
+    if problems:  # checked on the header's shapes, before a tensor is read
+        raise CheckpointError(f"{path} does not hold the sub-network its metadata describes ({problems}); write "
+                              "the file again with `anysr export`")
     try:
         tensors = load_st(str(path))
     except Exception as exc:  # SafetensorError: tensors that do not fit the header

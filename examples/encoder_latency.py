@@ -20,6 +20,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.bench import bench_widths, format_markdown
 from anysr_plugin.cost import count_flops
+from anysr_plugin.files import write_text
 from anysr_plugin.reference import make_edsr_baseline
 
 TARGETS = {1.0: 1.05, 0.7: 0.80}
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
         ok &= target is None or r["ratio"] <= target
         print(f"| {r['width']:g} | {r['ratio']:.3f} | {fr:.3f} | {status} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_text(args.json, json.dumps(report, indent=2))
     print("\nall targets met" if ok else "\nsome target missed (see the table)")
     return 0
 

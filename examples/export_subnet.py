@@ -10,12 +10,14 @@ compared with ``use_width`` + ``use_scale`` on the slimmable model, traced with
 from __future__ import annotations
 
 import argparse
+import io
 import os
 
 import torch
 
 import anysr_plugin as anysr
 from anysr_plugin.cost import count_flops, count_params
+from anysr_plugin.files import write_bytes
 from anysr_plugin.reference import make_edsr_baseline
 
 
@@ -42,7 +44,9 @@ def main(argv=None) -> int:
             traced = torch.jit.trace(sub, (x,))
             diff = float((traced(x) - ref).abs().max())
         path = os.path.join(args.out_dir, f"edsr_baseline_w{w:g}_x{args.scale:g}.pt")
-        torch.jit.save(traced, path)
+        buf = io.BytesIO()  # serialized in memory: torch.jit.save to a path aborts the process on a full disk
+        torch.jit.save(traced, buf)
+        write_bytes(path, buf.getvalue())
         print(f"| {w:g} | {count_params(sub):,} | {count_flops(sub, x) / 1e9:.3f} | {diff:.2e} | {path} |")
     return 0
 

@@ -29,6 +29,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.bench import finetune_step_report, format_finetune_markdown
 from anysr_plugin.reference import build_reference
+from anysr_plugin.files import write_text  # atomic: a stopped run never leaves half a file
 
 TARGETS = {"encoder_mac_ratio": 0.93, "mem_ratio": 1.05}
 
@@ -79,8 +80,8 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.md").write_text(f"`{report['command']}`\n\n{text}\n")
-        (out / "results.json").write_text(json.dumps(report, indent=2))
+        write_text(out / "results.md", f"`{report['command']}`\n\n{text}\n")
+        write_text(out / "results.json", json.dumps(report, indent=2))
     return 0
 
 

@@ -23,6 +23,7 @@ import torch
 import anysr_plugin as anysr
 from anysr_plugin.bench import CLOCKS, _sync, peak_memory
 from anysr_plugin.reference import make_edsr_baseline
+from anysr_plugin.files import write_text  # atomic: a stopped run never leaves half a file
 
 
 def widths_for(batch: int, seed: int = 0) -> list:
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         cmd = "python examples/mixed_path_choice.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (out / "results.md").write_text(f"`{cmd.strip()}`\n\n{text}\n")
-        (out / "results.json").write_text(json.dumps(rows, indent=1))
+        write_text(out / "results.md", f"`{cmd.strip()}`\n\n{text}\n")
+        write_text(out / "results.json", json.dumps(rows, indent=1))
     return 0
 
 

@@ -32,6 +32,7 @@ from anysr_plugin.demo import TEST_PHOTOS, TRAIN_PHOTOS, model_cost, predict
 from anysr_plugin.metrics import psnr
 from anysr_plugin.reference.models import build_reference
 from anysr_plugin.train import TrainConfig, Trainer
+from anysr_plugin.files import write_text  # atomic: a stopped run never leaves half a file
 
 SCALES = (1.5, 2.0, 3.0, 4.0)
 
@@ -113,8 +114,8 @@ def main(argv=None) -> None:
     text = "\n".join(lines) + "\n"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({k: {kk: {str(s): v for s, v in vv.items()} if isinstance(vv, dict)
+    write_text(out / "results.md", text)
+    write_text(out / "results.json", json.dumps({k: {kk: {str(s): v for s, v in vv.items()} if isinstance(vv, dict)
                                                        else vv for kk, vv in r.items()} for k, r in rows.items()},
                                                  indent=1))
     print(text)

@@ -35,6 +35,7 @@ import anysr_plugin as anysr
 from anysr_plugin.coords import make_coord
 from anysr_plugin.cost import build_model, cost_split, parse_size
 from anysr_plugin.reference.liif import MLP
+from anysr_plugin.files import write_text  # atomic: a stopped run never leaves half a file
 
 MODELS = [("LIIF", "liif-edsr-baseline"), ("LIIF", "liif-rdn"), ("LIIF", "liif-rcan"),
           ("SRNO", "srno-edsr-baseline"), ("SRNO", "srno-rdn"),
@@ -116,8 +117,8 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         cmd = "python examples/where_anysr_pays_off.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (out / "results.md").write_text(f"`{cmd.strip()}`\n\n{text}\n")
-        (out / "results.json").write_text(json.dumps({"hr_size": hr, "rows": rows}, indent=1))
+        write_text(out / "results.md", f"`{cmd.strip()}`\n\n{text}\n")
+        write_text(out / "results.json", json.dumps({"hr_size": hr, "rows": rows}, indent=1))
     return 0
 
 

@@ -79,8 +79,8 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     atomic_save({"v": torch.tensor(1)}, path)
 
     def crash(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+        f.write(b"partial")
+        f.flush()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash)

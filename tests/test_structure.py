@@ -211,7 +211,7 @@ def test_convert_config_by_structure(repo, tmp_path, capsys):
     rc = cli_main(["convert-config", "--method", "liif", str(src), "-o", str(out)])
     text = capsys.readouterr().out
     assert rc == 0 and f"model {F.VARIANTS[variant][0]!r} is not one of liif" in text
-    rc = cli_main(["convert-config", "--method", "liif", str(src), "-o", str(out), "--repo", str(root)])
+    rc = cli_main(["convert-config", "--method", "liif", str(src), "-o", str(out), "--repo", str(root), "--force"])
     captured = capsys.readouterr()
     if variant == "plain":
         assert rc == 2 and "no scale source" in captured.err and len(captured.err.strip().splitlines()) == 1

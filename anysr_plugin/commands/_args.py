@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..errors import shorten
+from ..limits import INT64_MAX
+
 
 def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {shorten(text)}") from None
 
 
 def floats(text: str) -> tuple:
@@ -23,11 +26,11 @@ def floats(text: str) -> tuple:
     try:
         values = tuple(float(x) for x in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {shorten(text)}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number, got nothing")
     if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {shorten(text)}")
     return values
 
 
@@ -35,7 +38,7 @@ def positive_floats(text: str) -> tuple:
     """Like :func:`floats`, every number > 0 (scales)."""
     values = floats(text)
     if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {shorten(text)}")
     return values
 
 
@@ -43,7 +46,7 @@ def upscales(text: str) -> tuple:
     """Like :func:`floats`, every number >= 1 (super-resolution scales: below 1 is downscaling)."""
     values = floats(text)
     if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected scales >= 1 (super-resolution), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected scales >= 1 (super-resolution), got {shorten(text)}")
     return values
 
 
@@ -51,35 +54,42 @@ def width(text: str) -> float:
     """One width in (0, 1] (which widths exist is the model's config's business, checked at build)."""
     value = _number(text)
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"a width lies in (0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"a width lies in (0, 1], got {shorten(text)}")
     return value
 
 
-def _int_at_least(text: str, low: int, what: str) -> int:
+def _int_in(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected {what} (>= {low}), got {value}")
+    except ValueError:  # not an integer, or one of thousands of digits
+        raise argparse.ArgumentTypeError(f"expected {what}, got {shorten(text)}") from None
+    if not low <= value <= high:  # above 2**63 torch cannot take it as a size or a count
+        raise argparse.ArgumentTypeError(f"expected {what} in [{low}, {high}], got {shorten(value)}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, sizes, repeats, chunks)."""
-    return _int_at_least(text, 1, "a positive integer")
+    """An integer >= 1 (counts, sizes, repeats, chunks), at most 2**63 - 1."""
+    return _int_in(text, 1, INT64_MAX, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (warm-up runs, epochs, steps, seeds)."""
-    return _int_at_least(text, 0, "a non-negative integer")
+    """An integer >= 0 (warm-up runs, epochs, steps, seeds), at most 2**63 - 1."""
+    return _int_in(text, 0, INT64_MAX, "a non-negative integer")
+
+
+def seed(text: str) -> int:
+    """A seed torch takes: an integer in [-2**63, 2**64 - 1]."""
+    from ..config import SEED_MAX, SEED_MIN
+
+    return _int_in(text, SEED_MIN, SEED_MAX, "an integer seed")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, budgets); ``inf`` and ``nan`` are refused."""
     value = _number(text)
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {shorten(text)}")
     return value
 
 
@@ -87,7 +97,7 @@ def probability(text: str) -> float:
     """A number in [0, 1]."""
     value = _number(text)
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {shorten(text)}")
     return value
 
 
@@ -95,7 +105,7 @@ def _check_widths(text: str) -> None:
     values = floats(text)
     bad = [v for v in values if not 0 < v <= 1]
     if bad:
-        raise argparse.ArgumentTypeError(f"widths lie in (0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"widths lie in (0, 1], got {shorten(text)}")
 
 
 def width_list(*words: str):
@@ -123,7 +133,7 @@ def eval_mode(text: str) -> str:
     except ValueError:
         value = math.nan
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"unknown mode {text!r}; use subnet, full, budget or a width such as 0.7")
+        raise argparse.ArgumentTypeError(f"unknown mode {shorten(text)}; use subnet, full, budget or a width such as 0.7")
     return text
 
 

@@ -45,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="wall-clock, or process CPU time (robust to other load; use with --threads 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the results as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     s = p.add_argument_group("fine-tune step (--finetune-step)")
     s.add_argument("--finetune-step", action="store_true",
                    help="also time one Algorithm-1 training step against the original's training step")
@@ -62,9 +63,12 @@ def run(args) -> int:
     import torch
 
     from ..bench import bench_widths, dumps, format_markdown
-    from ..cost import call_inputs, load_cli_model, parse_size
+    from ..cost import call_inputs, load_cli_model, parse_size, sizes_for
     from ..evaluate import parse_scales
 
+    from ..files import refuse_existing
+
+    refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     if args.finetune_step:
         from ..adapters import adapter_for
@@ -80,7 +84,7 @@ def run(args) -> int:
     lr = torch.rand(args.batch, 3, h, w, generator=g)
 
     def make_inputs(scale):
-        return call_inputs(model, (h, w), (round(h * scale[0]), round(w * scale[1])), lr=lr)
+        return call_inputs(model, (h, w), sizes_for(scale, lr_size=(h, w))[1], lr=lr)
 
     report = bench_widths(model, (), widths=widths, scales=scales, original=original, make_inputs=make_inputs,
                           device=args.device, warmup=args.warmup, repeats=args.repeats,

@@ -55,6 +55,7 @@ def read_checkpoint(path: Path, spec_path: Path | None = None):
 
     from ..checkpoint import extract_state_dict, load_file
     from ..errors import CheckpointError
+    from ..safe_yaml import read_yaml_file
 
     if _is_safetensors(path):
         sd = load_file(path)
@@ -62,7 +63,7 @@ def read_checkpoint(path: Path, spec_path: Path | None = None):
         if not spec_path.is_file():
             raise CheckpointError(f"{path}: its model spec {spec_path} is missing (pass --spec FILE)")
         try:
-            data = yaml.safe_load(spec_path.read_text())
+            data = read_yaml_file(spec_path)
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{spec_path}: not a readable YAML model spec ({type(exc).__name__})") from None
         spec = data.get("model", data) if isinstance(data, dict) else None

@@ -23,6 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("upstream", nargs="?", type=Path, default=None, help="the upstream training YAML")
     p.add_argument("--method", required=True, help="liif, lte, srno, metasr, arbsr")
     p.add_argument("-o", "--out", required=True, type=output_path, help="output YAML")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output YAML (never an input)")
     p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
                    help="vanilla pretrained checkpoint to fine-tune from (recorded in the config)")
     p.add_argument("--repo", type=Path, default=None, metavar="DIR",
@@ -78,6 +79,9 @@ def run(args) -> int:
         if given is not None and given.exists() and args.out.exists() and args.out.samefile(given):
             raise AnySRError(f"-o {args.out} is the input file {given}; writing it would destroy the input: "
                              "choose another -o")
+    from ..files import refuse_existing
+
+    refuse_existing([args.out], args.force, "-o")
     from ..launch import import_user_modules
 
     import_user_modules(args.imports)

@@ -52,6 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write {'results': [...]} here")
     p.add_argument("--plot", type=output_file, default=None, metavar="PNG", help="PSNR-vs-GFLOPs plot (default: next to --json)")
+    p.add_argument("--force", action="store_true", help="overwrite existing --json / --plot files (and the .md and "
+                   ".png written beside --json)")
     p.set_defaults(run=run)
     return p
 
@@ -61,7 +63,12 @@ def run(args) -> int:
 
     from ..cost import load_cli_model
     from ..evaluate import evaluate, load_dataset, results_to_json, results_to_markdown
+    from ..files import refuse_existing
 
+    stem = os.path.splitext(args.json)[0] if args.json else None
+    png = args.plot or (stem + ".png" if stem and not args.baseline_only else None)  # no GFLOPs, no plot
+    refuse_existing([args.json, stem and stem + ".md", png], args.force, "--json" if args.json else "--plot",
+                    inputs=[args.checkpoint, args.config, args.lpips_weights])
     model = None
     if not args.baseline_only:
         _, model = load_cli_model(args)
@@ -80,8 +87,7 @@ def run(args) -> int:
         from ..checkpoint import atomic_write_text
 
         results_to_json(results, args.json)
-        atomic_write_text(os.path.splitext(args.json)[0] + ".md", md + "\n")
-    png = args.plot or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
+        atomic_write_text(stem + ".md", md + "\n")
     if png and any(r.gflops is not None for r in results):
         from ..plots import PlotError, plot_psnr_vs_gflops
 

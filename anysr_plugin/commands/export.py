@@ -41,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr-size", default="48x48", help="example LR size HxW for tracing (default 48x48)")
     p.add_argument("-o", "--out", type=output_file, required=True, help="output file (.pt/.ts, .pt2, .onnx, .pth, .safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the export with the slimmable model")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(run=run)
     return p
 
@@ -53,14 +54,18 @@ def run(args) -> int:
     from ..checkpoint import atomic_save, save_safetensors
     from ..control import use_scale, use_width
     from ..control import unwrap
-    from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size
+    from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size, sizes_for
     from ..errors import ConfigError
     from ..evaluate import parse_scale
     from ..export import export_subnet
+    from ..files import refuse_existing, write_bytes
 
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in (".pt", ".ts", ".pt2", ".onnx", ".pth", ".safetensors"):
+        raise ConfigError(f"unknown output format {ext!r}; use .pt/.ts, .pt2, .onnx, .pth or .safetensors")
+    refuse_existing([args.out], args.force, "-o", inputs=[args.checkpoint, args.config])
     _, model = load_cli_model(args)
     scale = parse_scale(args.scale) if args.scale is not None else None
-    ext = os.path.splitext(args.out)[1].lower()
     graph = ext in (".pt", ".ts", ".pt2", ".onnx")
     if graph and args.part == "model" and encoder_of(model) is not unwrap(model):
         raise ConfigError(f"a traced whole {type(unwrap(model)).__name__} would only run at the traced LR size (its "
@@ -74,7 +79,7 @@ def run(args) -> int:
     if args.part == "encoder":
         inputs = (torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)),)
     else:
-        inputs = call_inputs(model, (h, w), (round(h * s_example[0]), round(w * s_example[1])),
+        inputs = call_inputs(model, (h, w), sizes_for(s_example, lr_size=(h, w))[1],
                              lr=torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)))
     open_scale = scale is None and type(sub).__name__ == "ScaleInputModel"
     call = inputs + ((torch.tensor([list(s_example)]),) if open_scale else ())
@@ -87,14 +92,10 @@ def run(args) -> int:
         print(f"max |export - slimmable| = {diff:.3g}")
         if not diff <= 1e-4:
             raise ConfigError(f"the exported sub-network differs from the slimmable one by {diff:.3g}")
-    if graph:  # a missing output folder is created, as for .pth / .safetensors
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if ext in (".pt", ".ts"):
+    if ext in (".pt", ".ts"):  # graphs serialize in memory: their writers abort the process on a full disk
         with torch.no_grad():
             traced = torch.jit.trace(sub, call, check_trace=False)
-        tmp = args.out + ".tmp"
-        torch.jit.save(traced, tmp)
-        os.replace(tmp, args.out)
+        write_bytes(args.out, _serialized(lambda f: torch.jit.save(traced, f)))
     elif ext == ".pt2":
         from torch.export import Dim
 
@@ -102,15 +103,16 @@ def run(args) -> int:
         if open_scale:  # ScaleInputModel.forward(*args): one varargs entry
             dyn = (dyn,)
         program = torch.export.export(sub, call, dynamic_shapes=dyn)
-        torch.export.save(program, args.out)
+        write_bytes(args.out, _serialized(lambda f: torch.export.save(program, f)))
     elif ext == ".onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise ConfigError("ONNX export needs the onnx package: pip install 'anysr_plugin[onnx]'") from None
         names = ["lr"] + [f"input{i}" for i in range(1, len(call))]
-        torch.onnx.export(sub, call, args.out, input_names=names, output_names=["out"], dynamo=False,
-                          dynamic_axes={"lr": {2: "lr_h", 3: "lr_w"}, "out": {2: "out_h", 3: "out_w"}})
+        write_bytes(args.out, _serialized(lambda f: torch.onnx.export(
+            sub, call, f, input_names=names, output_names=["out"], dynamo=False,
+            dynamic_axes={"lr": {2: "lr_h", 3: "lr_w"}, "out": {2: "out_h", 3: "out_w"}})))
     elif ext == ".pth":
         atomic_save(sub.state_dict(), args.out)
     elif ext == ".safetensors":
@@ -120,13 +122,20 @@ def run(args) -> int:
         meta = export_metadata(getattr(args, "model_source", {"source": "unknown"}), get_state(model).config,
                                args.width, scale, args.part)
         save_safetensors(sub.state_dict(), args.out, metadata=meta)
-    else:
-        raise ConfigError(f"unknown output format {ext!r}; use .pt/.ts, .pt2, .onnx, .pth or .safetensors")
     if graph and not args.no_check:
         _check_other_size(args.out, ext, src, args.width, s_example, open_scale, (h, w))
     print(f"wrote {args.out}: width {args.width:g}, scale {'input' if scale is None else scale}, "
           f"{count_params(sub):,} parameters (slimmable: {count_params(src):,})")
     return 0
+
+
+def _serialized(save) -> bytes:
+    """What ``save(file)`` writes, collected in memory (``files.write_bytes`` then writes it)."""
+    import io
+
+    buf = io.BytesIO()
+    save(buf)
+    return buf.getvalue()
 
 
 def _check_other_size(path, ext, src, width, scale, open_scale, size) -> None:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import shorten
 from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
 def _kv(text: str):
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {shorten(text)}")
     k, v = text.split("=", 1)
     try:
         return k, json.loads(v)
     except json.JSONDecodeError:
         return k, v
+    except RecursionError:  # thousands of nested brackets
+        raise argparse.ArgumentTypeError(f"{shorten(k)}=...: the value nests too deep") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -74,14 +77,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Everything (arguments, model, weights, data, the run folder's saved settings) is validated
     before the first file is written, so a refused rerun leaves the run folder as it was."""
+    import contextlib
     import os
 
     import torch
 
     from ..checkpoint import load_upstream_checkpoint, atomic_write_text
+    from ..runlock import run_folder_lock
     from ..config import AnySRConfig
     from ..errors import ConfigError, RunMismatchError
     from ..injection import anysrify
+    from ..limits import MAX_MODEL_ELEMENTS, build_within
     from ..reference.models import build_reference
     from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
@@ -93,7 +99,8 @@ def run(args) -> int:
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     dist = init_distributed(device)
-    model = build_reference(args.model, seed=args.seed, **dict(args.model_arg))
+    model = build_within(MAX_MODEL_ELEMENTS, f"model {args.model} {shorten(dict(args.model_arg))}", build_reference,
+                         args.model, seed=args.seed, **dict(args.model_arg))
     is_srno = args.model.startswith("srno")
     cfg = None
     if not args.no_anysr:
@@ -116,34 +123,36 @@ def run(args) -> int:
                        seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)
     run_info = {"model": args.model, "model_args": {k: v for k, v in args.model_arg}}
     trainer = Trainer(model, args.data, tcfg, args.out, dist_info=dist, run_info=run_info)
-    resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
-    yaml_path = os.path.join(args.out, "anysr.yaml")
-    if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
-        raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
-                               "overwrite it: give another --out")
-    if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
-        try:
-            saved = AnySRConfig.from_yaml(yaml_path).to_dict()
-        except ConfigError as exc:
-            raise RunMismatchError(f"{yaml_path} exists but is not a readable AnySR config ({exc}); "
-                                   "give another --out for a new run") from None
-        now = cfg.to_dict() if cfg is not None else {}
-        diffs = [f"anysr.{k}: run {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
-        if args.no_anysr:
-            diffs = ["AnySR: run AnySR (anysr.yaml), now plain (--no-anysr)"]
-        if diffs:
-            raise RunMismatchError(f"{args.out} holds a run with other AnySR settings ({'; '.join(diffs)}); rerun "
-                                   "with them, or give another --out for a new run")
-    if resumed and dist.main:
-        print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
-    if cfg is not None and dist.main and not os.path.isfile(yaml_path):  # validated: the first write
-        atomic_write_text(yaml_path, cfg.to_yaml())
-    trainer.run()
-    if dist.main:
-        from ..checkpoint import atomic_save
+    lock = run_folder_lock(args.out, "anysr finetune") if dist.main else contextlib.nullcontext()
+    with lock:  # another run writing this folder is refused; the lock goes when the run ends
+        resumed = trainer.resume()  # RunMismatchError when the folder's run was trained with other settings
+        yaml_path = os.path.join(args.out, "anysr.yaml")
+        if not resumed and os.path.exists(os.path.join(args.out, "final.pt")):  # not a run this command can continue
+            raise RunMismatchError(f"{args.out} holds a final.pt but no last.pt to resume from; a new run would "
+                                   "overwrite it: give another --out")
+        if not resumed and os.path.isfile(yaml_path):  # a run stopped before its first checkpoint
+            try:
+                saved = AnySRConfig.from_yaml(yaml_path).to_dict()
+            except ConfigError as exc:
+                raise RunMismatchError(f"{yaml_path} exists but is not a readable AnySR config ({exc}); "
+                                       "give another --out for a new run") from None
+            now = cfg.to_dict() if cfg is not None else {}
+            diffs = [f"anysr.{k}: run {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+            if args.no_anysr:
+                diffs = ["AnySR: run AnySR (anysr.yaml), now plain (--no-anysr)"]
+            if diffs:
+                raise RunMismatchError(f"{args.out} holds a run with other AnySR settings ({'; '.join(diffs)}); rerun "
+                                       "with them, or give another --out for a new run")
+        if resumed and dist.main:
+            print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}/{trainer.total_steps}")
+        if cfg is not None and dist.main and not os.path.isfile(yaml_path):  # validated: the first write
+            atomic_write_text(yaml_path, cfg.to_yaml())
+        trainer.run()
+        if dist.main:
+            from ..checkpoint import atomic_save
 
-        atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
-        print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
+            atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
+            print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
     if dist.initialized_here:
         import torch.distributed as tdist
 

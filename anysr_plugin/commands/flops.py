@@ -40,6 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="count the whole call or only the encoder (Table IV counts the encoder)")
     p.add_argument("--no-blocks", action="store_true", help="omit the per-block table")
     p.add_argument("--json", type=output_file, default=None, metavar="PATH", help="write the tables as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="stdout format")
     p.set_defaults(run=run)
     return p
@@ -50,6 +51,9 @@ def run(args) -> int:
                         parse_size, rows_to_markdown, sizes_for, split_to_markdown, to_json)
     from ..evaluate import parse_scales
 
+    from ..files import refuse_existing
+
+    refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     scales = parse_scales(args.scales)
     widths = args.widths if args.widths in ("policy", "all") else [float(w) for w in args.widths.split(",")]

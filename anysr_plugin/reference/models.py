@@ -14,14 +14,13 @@ Coordinates follow LIIF's ``make_coord``: pixel centres in [-1, 1], last axis
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..coords import cell_for, make_coord  # noqa: F401  (re-exported: the reference API)
-from ..errors import ConfigError
+from ..errors import ConfigError, shorten
 
 # ----------------------------------------------------------------------------- coordinates
 
@@ -92,6 +91,8 @@ _POSITIVE_INTS = {"n_resblocks", "n_feats", "G0", "D", "C", "G", "RDNkSize", "n_
                   "blocks"}
 _POSITIVE_NUMBERS = {"res_scale", "rgb_range"}
 _BOOLS = {"shared_act", "local_ensemble", "feat_unfold", "cell_decode", "imnet"}
+#: the largest size argument (channels, blocks, hidden units): beyond it a model cannot be built anyway
+MAX_SIZE_ARG = 2**20
 
 
 def check_model_args(name: str, kwargs: Mapping[str, Any], allowed: set) -> None:
@@ -99,25 +100,26 @@ def check_model_args(name: str, kwargs: Mapping[str, Any], allowed: set) -> None
     (``--model-arg n_resblocks=abc`` must not reach a constructor)."""
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ConfigError(f"{name}: unknown argument(s) {unknown}; it takes {sorted(allowed)}")
+        raise ConfigError(f"{name}: unknown argument(s) {shorten(unknown)}; it takes {sorted(allowed)}")
     for k, v in kwargs.items():
         if k in _POSITIVE_INTS:
-            ok, what = isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"
+            ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE_ARG
+            what = f"a positive integer (at most {MAX_SIZE_ARG})"
         elif k in _POSITIVE_NUMBERS:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            what = "a positive number"
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v <= 1e30
+            what = "a positive number (at most 1e30)"
         elif k in _BOOLS:
             ok, what = isinstance(v, bool), "true or false"
         elif k == "RDNconfig":
             ok, what = v in ("A", "B"), "'A' or 'B'"
         elif k == "hidden_list":
-            ok = isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
-                                                      for x in v)
-            what = "a list of positive integers, e.g. [256,256]"
+            ok = isinstance(v, (list, tuple)) and len(v) <= 1024 and all(
+                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SIZE_ARG for x in v)
+            what = f"a list of positive integers (at most {MAX_SIZE_ARG}), e.g. [256,256]"
         else:
             continue
         if not ok:
-            raise ConfigError(f"{name}: argument {k}={v!r} must be {what}")
+            raise ConfigError(f"{name}: argument {k}={shorten(v)} must be {what}")
 
 
 REFERENCE_NAMES = tuple(f"{w}-{e}" for w in ("liif", "srno") for e in ENCODERS

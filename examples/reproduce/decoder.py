@@ -41,6 +41,7 @@ from anysr_plugin.decoder import sort_hidden_units  # noqa: E402
 from anysr_plugin.demo import model_cost  # noqa: E402
 from anysr_plugin.injection import anysrify  # noqa: E402
 from anysr_plugin.reference.models import build_reference  # noqa: E402
+from anysr_plugin.files import write_text  # noqa: E402  (atomic: a stopped run leaves no half file)
 
 BAR_RATIO, BAR_DB, BAR_SCALE = 0.75, 0.1, 2.0
 
@@ -128,8 +129,8 @@ def main(argv=None):
     cmd = "python " + " ".join(shlex.quote(x) for x in
                                [os.path.relpath(__file__)] + list(sys.argv[1:] if argv is None else argv))
     results["command"] = cmd
-    (out / "decoder.json").write_text(json.dumps(results, indent=1))
-    (out / "decoder.md").write_text(render(results, tests, cmd))
+    write_text(out / "decoder.json", json.dumps(results, indent=1))
+    write_text(out / "decoder.md", render(results, tests, cmd))
     print((out / "decoder.md").read_text())
 
 

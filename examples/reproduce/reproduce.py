@@ -45,6 +45,7 @@ from anysr_plugin.demo import TEST_PHOTOS, TRAIN_PHOTOS, model_cost, predict, pr
 from anysr_plugin.metrics import psnr
 from anysr_plugin.reference.models import build_reference
 from anysr_plugin.train import TrainConfig, Trainer
+from anysr_plugin.files import write_text  # atomic: a stopped run never leaves half a file
 
 VARIANTS = {  # name -> AnySR config changes (None: the original model, no conversion)
     "original": None,
@@ -191,12 +192,12 @@ def main(argv=None):
             hr_hw = (round(64 * scale), round(64 * scale))
             entry["cost"][str(scale)] = model_cost(model, lr_hw, hr_hw, scale, width=cost_w[0])
         results["variants"][name] = entry
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        write_text(out / "results.json", json.dumps(results, indent=1))
     results["total_s"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_text(out / "results.json", json.dumps(results, indent=1))
     cmd = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + list(sys.argv[1:] if argv is None else argv))
-    (out / "command.txt").write_text(cmd + "\n")
-    (out / "tables.md").write_text(render(results, tests, cmd))
+    write_text(out / "command.txt", cmd + "\n")
+    write_text(out / "tables.md", render(results, tests, cmd))
     print((out / "tables.md").read_text())
 
 

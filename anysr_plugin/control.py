@@ -31,7 +31,7 @@ from torch import nn
 from .config import AnySRConfig
 from .errors import AnySRWarning, NotAModuleError, NotAnySRError
 from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, in_backward, make_plan,
-                   plan_for_block, pop_plans, push_plan, scale_pair)
+                   plan_for_block, pop_plans, push_plan, scale_pair, settled_call)
 
 
 class AnySRState:
@@ -221,7 +221,8 @@ class PlanHook:
             # width, or the full network with one warning), and a deferred feature method waits
             return None
         batch = call_scale.shape[0] if call_scale is not None else _first_batch(args, kwargs)
-        push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, first))
+        push_plan(state, id(module), make_plan(state, call_scale, batch, module.training, first),
+                  settled=settled_call())
         return None
 
 

@@ -153,7 +153,7 @@ class InterweavingGate(nn.Module):
         if not torch.is_grad_enabled() and not torch.jit.is_tracing():  # the same product in fewer small ops
             w1_t, b1, w2_t, b2 = self._inference_weights(n, x.shape[1])
             z = torch.addmm(b2, torch.addmm(b1, x, w1_t).relu_(), w2_t).sigmoid_()
-            return (z.mul_(2.0) if self.kind == "identity" else z)[:, :, None, None]
+            return (z.mul_(2.0) if self.kind == "identity" else z).view(z.shape[0], n, 1, 1)
         h = F.relu(F.linear(x, self.fc1.weight[:, : x.shape[1]], self.fc1.bias))
         z = F.linear(h, self.fc2.weight[:n], self.fc2.bias[:n])
         return self.activation(z)[:, :, None, None]
@@ -228,7 +228,8 @@ def gated_activation(h: torch.Tensor, gate: torch.Tensor, act, apply=None) -> to
 
 
 def gate_macs(channels: int, n: int, lam: int, hidden: int, interweave: str = "interleave") -> int:
-    """MACs of one gate call at ``n`` channels: ``fc1`` over the interleaved vector, ``fc2`` to n."""
+    """MACs of one gate call at ``n`` channels (per image): ``fc1`` over the interleaved vector and
+    ``fc2`` back to n (Table V's FC column: 0.035 M FLOPs at full width, 0.024 M at x2)."""
     if interweave == "none":
         return 0
     return gate_input_length(channels, n, lam, interweave) * hidden + hidden * n

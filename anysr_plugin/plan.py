@@ -222,30 +222,36 @@ def make_plan(state, call_scale: torch.Tensor | None, batch: int, training: bool
 def scale_known(state, block=None) -> bool:
     """True when a call of this model now would know its scale (a live call plan made from a
     scale, or ``use_scale``); a fixed width alone does not count."""
-    for st, _, _, knows in reversed(_PLANS.get()):
+    for st, _, _, knows, _ in reversed(_PLANS.get()):
         if st is state:
             return knows
     return controls(state, block)["scale"] is not None
 
 
 # ---------------------------------------------------------------------------
-# per-call plans: a context-local tuple of (state, owner id, plan)
+# per-call plans: a context-local tuple of (state, owner id, plan, knows scale, settled)
 
 _PLANS: contextvars.ContextVar = contextvars.ContextVar("anysr_plans", default=())
 
 
-def active_plan(state):
-    """The plan of the call of this model that is running in this context, or None."""
-    for st, _, plan, _ in reversed(_PLANS.get()):
-        if st is state:
-            return plan
+def _active_entry(state):
+    for entry in reversed(_PLANS.get()):
+        if entry[0] is state:
+            return entry
     return None
 
 
-def push_plan(state, owner: int, plan, knows_scale: bool = True) -> None:
+def active_plan(state):
+    """The plan of the call of this model that is running in this context, or None."""
+    entry = _active_entry(state)
+    return None if entry is None else entry[2]
+
+
+def push_plan(state, owner: int, plan, knows_scale: bool = True, settled: bool = False) -> None:
     """Make `plan` the plan of the call `owner` (a module id) is running; ``knows_scale``:
-    it was made from a scale (not the no-scale fallback)."""
-    _PLANS.set(_PLANS.get() + ((state, owner, plan, knows_scale),))
+    it was made from a scale (not the no-scale fallback); ``settled``: a call without gradients
+    outside any checkpoint, which nothing can recompute, so its blocks need not look for one."""
+    _PLANS.set(_PLANS.get() + ((state, owner, plan, knows_scale, settled),))
 
 
 def pop_plans(state, owner: int) -> None:
@@ -256,10 +262,22 @@ def pop_plans(state, owner: int) -> None:
 # the block's question
 
 
+def settled_call() -> bool:
+    """True for a call made without gradients outside any checkpoint (found once, at the model's
+    root): nothing can recompute it, so its blocks skip the per-call checkpoint lookup."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return False
+    segments = locate()
+    return segments.replay is None and not segments.records
+
+
 def call_plan(owner, batch: int, block=None, x: torch.Tensor | None = None):
     """The raw plan ``(scale, widths)`` of this call of `owner` (a block, or a slim decoder
     reading the plan of `block`): the running call's plan, or one made for the call alone
     (never a training draw); in a checkpoint recompute, the plan of its own forward."""
+    entry = _active_entry((owner if block is None else block)._anysr_state)
+    if entry is not None and entry[4] and not torch.is_grad_enabled():  # settled: no stack walk per block
+        return entry[2]
     segments = locate()
     if segments.replay is not None:
         plan = segments.replay_plan(owner)
@@ -318,4 +336,4 @@ def peek_plan(block, x: torch.Tensor):
 
 __all__ = ["peek_plan", "scale_pair", "as_scale_tensor", "control", "controls", "snapshot", "decide_widths",
            "make_plan", "in_backward",
-           "active_plan", "push_plan", "pop_plans", "call_plan", "plan_for_block", "scale_known"]
+           "active_plan", "push_plan", "pop_plans", "settled_call", "call_plan", "plan_for_block", "scale_known"]

@@ -264,3 +264,21 @@ def test_conversion_of_a_200_block_encoder_analyses_one_block():
         assert calls.count(L.NoBNBlock) == 1
     finally:
         described.analyze = original
+
+
+def test_a_pickled_model_runs_and_exports_without_the_original_process_state():
+    """Pickles carry the generated programs' sources, not the traced graphs; an export after loading
+    traces the upstream module again."""
+    import io
+
+    model = anysr.anysrify(_net("RRDB of five-conv dense blocks"), AnySRConfig(gate="paper"))
+    randomize_gates(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad(), anysr.use_scale(loaded, X2), anysr.use_scale(model, X2):
+        want = loaded(x)
+        assert (want - model(x)).abs().max() <= 1e-6
+        assert (anysr.export_subnet(loaded, 0.7, scale=X2)(x) - want).abs().max() <= 1e-4

@@ -160,8 +160,17 @@ class DescribedBlock(AnySRBlock):
 
     @property
     def flow(self) -> Dataflow:
-        """The analysis this block runs (what it computes, which convolutions are sliced)."""
-        return self._flow
+        """The analysis this block runs (what it computes, which convolutions are sliced).  After
+        unpickling it has no graph (pickles carry generated sources only); code that needs one
+        (a static export at a new gate position) gets it by tracing the upstream module again."""
+        flow = self._flow
+        upstream = self.__dict__.get("_anysr_upstream")
+        if flow.graph is None and upstream is not None:
+            fresh = analyze(upstream)
+            if isinstance(fresh, Dataflow):
+                fresh.sources.update(flow.sources)
+                flow = self.__dict__["_flow"] = fresh
+        return flow
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", computes={self._flow.describe()!r}"

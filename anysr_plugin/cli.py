@@ -28,6 +28,12 @@ def one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()).replace(":; ", ": ")
 
 
+def _missing_requirement(exc: Exception):
+    from .checkout import missing_dependency
+
+    return missing_dependency(exc) if isinstance(exc, ModuleNotFoundError) else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 
@@ -94,6 +100,10 @@ def main(argv: list | None = None) -> int:
     except Exception as exc:
         if debug or getattr(args, "accepts_remainder", False):  # `launch`: the upstream script's own errors
             raise
+        missing = _missing_requirement(exc)
+        if missing is not None:  # a requirement of ours that is not installed: the user can act on it
+            print(f"{where}: error: {one_line(missing)}", file=sys.stderr)
+            return 2
         print(f"{where}: error: internal error {type(exc).__name__}: {one_line(exc)} "
               "(rerun with --debug for the traceback and report it)", file=sys.stderr)
         return 1

@@ -232,6 +232,10 @@ def _one_line(exc, limit: int) -> str:
     return " ".join(str(exc).split())[:limit]
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024 ** 3:.3g} GiB" if nbytes >= 1024 ** 3 else f"{nbytes / 1024 ** 2:.3g} MB"
+
+
 class _AllocationGuard(TorchFunctionMode):
     """Counts the bytes tensor constructors create and stops before ``limit`` is passed (each
     constructor's size is probed on the meta device first)."""
@@ -253,9 +257,9 @@ class _AllocationGuard(TorchFunctionMode):
             except Exception:  # a signature without `device`: counted by nothing, allocated as asked
                 pass
             if self.bytes > self.limit:
-                raise ConfigError(f"{self.what}: building it on the CPU would create more than "
-                                  f"{self.limit / 1024 ** 3:g} GiB of tensors; list its blocks in your own code "
-                                  "(anysr_plugin.inspect_targets(model)) instead")
+                raise ConfigError(f"{self.what} cannot be built on the meta device, and building it on the CPU "
+                                  f"would create more than {_size(self.limit)} of tensors (the limit of this "
+                                  "fallback); list its blocks in your own code (anysr_plugin.inspect_targets(model))")
         return func(*args, **kwargs)
 
 
@@ -276,8 +280,8 @@ def build_for_inspection(make, spec: Mapping, what: str):
         model = make(dict(spec))
     params = sum(p.numel() for p in model.parameters())
     return model, (f"{what} cannot be built on the meta device ({failed}); built it on the CPU instead "
-                   f"({params / 1e6:.2f} M parameters, {guard.bytes / 1024 ** 2:.1f} MB of tensors created; "
-                   f"limit {CPU_BUILD_LIMIT / 1024 ** 3:g} GiB)")
+                   f"({params / 1e6:.3g} M parameters, {_size(guard.bytes)} of tensors created; "
+                   f"limit {_size(CPU_BUILD_LIMIT)})")
 
 
 def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
@@ -399,6 +403,7 @@ def load_export(path, repo=None) -> nn.Module:
     return sub.eval()
 
 
-__all__ = ["build_from_repo", "build_spec_from_repo", "repo_registry", "build_for_inspection", "CPU_BUILD_LIMIT", "check_reference_checkpoint", "load_fitting",
+__all__ = ["build_from_repo", "build_spec_from_repo", "repo_registry", "build_for_inspection", "CPU_BUILD_LIMIT",
+           "check_reference_checkpoint", "load_fitting",
            "load_repo_cli_model", "follow_device", "repo_imports", "export_metadata", "read_export_metadata",
            "load_export", "checkpoint_spec", "EXPORT_META_KEY"]

@@ -18,6 +18,11 @@ therefore build the model a checkpoint describes with the repository that wrote 
 * the tools then drive the model only through its method adapter
   (``adapter_for(model).sr_inputs / super_resolve``).
 
+Every ``--repo`` tool builds through :func:`repo_registry` (the checkout's ``models.make``, its
+missing requirements as one-line errors, a failing constructor as a ``ConfigError``);
+``convert-config --repo``, which needs no weights, builds with :func:`build_for_inspection`
+(the meta device, else the CPU under a size guard).
+
 Meta-SR / ArbSR checkpoints are bare state dicts: nothing says how to build the net
 (its ``main.py`` arguments), so they are refused with a pointer to ``anysr launch``.
 

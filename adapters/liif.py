@@ -181,7 +181,10 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     * ``model.anysr_init_from``: the vanilla pretrained checkpoint (``init_from``), loaded
       by the launcher into freshly built models;
     * ``paper_schedule``: lr 1e-5, 500 epochs, ``multi_step_lr`` milestones [200, 400],
-      gamma 0.5 (a ``warmup_step_lr`` entry is dropped: ``multi_step_lr`` wins upstream).
+      gamma 0.5 (a ``warmup_step_lr`` entry is dropped: ``multi_step_lr`` wins upstream);
+    * ``resume:``: see :func:`_convert_resume` (a vanilla checkpoint becomes ``anysr_init_from``);
+    * the header names the training script of the checkout (``repo``, else the one found
+      above the config) or says in words which to run.
 
     Everything is validated first; errors name the offending key.  Returns `out`.
     """

@@ -39,7 +39,7 @@ MEANSHIFT_EDSR = '''
 import torch
 import torch.nn as nn
 
-from anysr_plugin.reference.encoders import ResBlock, default_conv
+from anysr_plugin.reference.encoders import EDSR
 
 from .models import register
 
@@ -55,24 +55,14 @@ class MeanShift(nn.Conv2d):
 
 
 @register('edsr-ms')
-class EDSRMeanShift(nn.Module):
+class EDSRMeanShift(EDSR):
     def __init__(self, n_resblocks=2, n_feats=8, res_scale=1, scale=2, no_upsampling=True, rgb_range=1,
                  table=0):
-        super().__init__()
+        super().__init__(n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale, rgb_range=rgb_range)
         self.sub_mean = MeanShift(rgb_range)
         self.add_mean = MeanShift(rgb_range, sign=1)
         if table:  # a constructor that would allocate `table` x `table` floats
             self.table = nn.Parameter(torch.empty(table, table))
-        self.head = nn.Sequential(default_conv(3, n_feats, 3))
-        self.body = nn.Sequential(*[ResBlock(default_conv, n_feats, 3, res_scale=res_scale)
-                                    for _ in range(n_resblocks)], default_conv(n_feats, n_feats, 3))
-        self.out_dim = n_feats
-
-    def forward(self, x):
-        x = self.head(x)
-        res = self.body(x)
-        res += x
-        return res
 '''
 
 MS_SPEC = {"name": "liif", "args": {

@@ -330,7 +330,7 @@ def _read_upstream_yaml(path) -> dict:
         raise ConfigError(f"{path} is a Python-file config (OpenMMLab style): {supported}; {API_PATH}")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # a binary file is not YAML either
         raise ConfigError(f"{path} is not valid YAML ({' '.join(str(exc).split())}): {supported}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .checkout import API_PATH
 from .errors import AdapterError, CheckpointError, ConfigError
 
 #: upstream model name -> the checkout ``--repo`` should name (messages)
@@ -309,8 +310,9 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
     if spec is None:
         raise CheckpointError(
             f"{checkpoint} carries no model spec ({{'model': {{'name', 'args', 'sd'}}}} as LIIF / LTE / SRNO save); "
-            "a bare state dict (Meta-SR, ArbSR) does not say how to build its net: evaluate those with "
-            "`anysr launch metasr|arbsr -- main.py ... --test_only` in their repository")
+            "a bare state dict does not say how to build its net: evaluate Meta-SR / ArbSR checkpoints with "
+            "`anysr launch metasr|arbsr -- main.py ... --test_only` in their repository; for a repository with "
+            f"a registry of its own, {API_PATH}")
     if not isinstance(spec.get("sd"), Mapping):
         raise CheckpointError(f"{checkpoint}: its model spec has no `sd` state dict")
     spec["sd"] = strip_wrapper_prefix(spec["sd"])

@@ -497,3 +497,15 @@ def test_readme_registry_style_example_runs(tmp_path, monkeypatch, capsys):
     assert torch.equal(net.encoder.head[0].weight, pretrained.encoder.head[0].weight)
     trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert all(id(p) in trained for n, p in net.named_parameters() if "anysr_gate" in n)
+
+
+def test_bare_state_dict_points_at_the_api_path(ms_repo, tmp_path, capsys):
+    repo, ckpt = ms_repo
+    bare = tmp_path / "params.pth"
+    torch.save({"params": torch.load(ckpt, weights_only=False)["model"]["sd"]}, bare)  # BasicSR-style
+    assert main(["flops", "--repo", str(repo), "--checkpoint", str(bare)]) == 2
+    assert one_line_error(capsys, "flops") == (
+        f"{bare} carries no model spec ({{'model': {{'name', 'args', 'sd'}}}} as LIIF / LTE / SRNO save); a bare "
+        "state dict does not say how to build its net: evaluate Meta-SR / ArbSR checkpoints with `anysr launch "
+        f"metasr|arbsr -- main.py ... --test_only` in their repository; for a repository with a registry of its "
+        f"own, {API}")

@@ -250,7 +250,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if enc_name not in adapter.encoder_names:
             raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}, not a known encoder "
                               f"({', '.join(adapter.encoder_names)}); pass --repo DIR (the upstream repository) "
-                              "to build the model on the meta device and list what will be converted")
+                              "to build the model with its registry and list what will be converted")
         if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
             raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
                               "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")

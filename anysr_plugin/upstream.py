@@ -351,7 +351,7 @@ def load_repo_cli_model(args, anysrify_it: bool = True):
         raise ConfigError("--model-arg does not apply with --repo: the checkpoint's spec gives the model's arguments")
     cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else None
     original, model, spec = build_from_repo(args.repo, args.checkpoint, cfg)
-    args.model = f"{spec['name']} ({Path(args.repo).name})"
+    args.model = f"{spec['name']} ({Path(args.repo).resolve().name})"
     args.model_source = {"source": "repo", "spec": spec}
     return original, (model if anysrify_it else None)
 

@@ -164,7 +164,7 @@ def test_cpu_fallback_stops_at_the_size_limit_before_allocating(ms_repo, tmp_pat
     assert "would create more than 0.000954 MB of tensors" in one_line_error(capsys, "convert-config")
 
 
-def test_tools_build_the_meanshift_model_with_the_registry(ms_repo, tmp_path, capsys):
+def test_tools_build_the_meanshift_model_with_the_registry(ms_repo, tmp_path, capsys, monkeypatch):
     repo, ckpt = ms_repo
     base = ["--repo", str(repo), "--checkpoint", str(ckpt)]
     assert main(["flops", *base, "--lr-size", "6x8", "--scales", "2", "--format", "json", "--no-blocks"]) == 0
@@ -180,8 +180,11 @@ def test_tools_build_the_meanshift_model_with_the_registry(ms_repo, tmp_path, ca
     assert main(["export", *base, "--width", "0.7", "--scale", "2", "-o", str(st)]) == 0
     assert load_export(st, repo=repo) is not None
     hr = L.write_images(tmp_path / "hr", 1, 24, seed=4)
-    assert main(["eval", *base, "--hr", str(hr), "--scales", "2", "--modes", "full"]) == 0
-    assert "| x2 | full | 1 |" in capsys.readouterr().out
+    monkeypatch.chdir(repo)  # `--repo .`, as the recipes write it: the report names the checkout's folder
+    assert main(["eval", "--repo", ".", "--checkpoint", str(ckpt), "--hr", str(hr), "--scales", "2", "--modes",
+                 "full"]) == 0
+    out = capsys.readouterr().out
+    assert f"model: liif ({repo.name}), checkpoint {ckpt}" in out and "| x2 | full | 1 |" in out
 
 
 # --------------------------------------------------------------------------- 2. missing dependencies

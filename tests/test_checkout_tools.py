@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+import anysr_plugin as anysr
 from anysr_plugin import upstream
 from anysr_plugin.checkout import missing_dependency
 from anysr_plugin.cli import main
@@ -129,10 +130,15 @@ def test_convert_config_repo_builds_meanshift_encoders_on_the_cpu(ms_repo, tmp_p
         r"convert-config: model 'liif' cannot be built on the meta device \(RuntimeError: Tensor on device cpu is "
         rf"not on the expected device meta!\); built it on the CPU instead \({params / 1e6:.3g} M parameters, "
         r"[0-9.]+ MB of tensors created; limit 2 GiB\)", lines[0]), lines[0]
-    assert lines[1] == (f"convert-config: model 'liif' built on the CPU with {repo}'s registry: would convert 2 "
-                        "block(s) (2 ResBlock) under 'encoder', adapter 'liif'; scale from forward argument `cell`")
-    assert lines[2:4] == ["  encoder.body.0 (ResBlock, edsr, C=8, lambda=4)",
-                          "  encoder.body.1 (ResBlock, edsr, C=8, lambda=4)"]
+    with repo_imports(repo):  # the report of the model the registry builds on the CPU, made here
+        import models
+
+        report = anysr.inspect_targets(models.make(MS_SPEC))
+    assert len(report.targets) == 2 and "cell" in report.scale_source
+    assert lines[1] == f"convert-config: model 'liif' built on the CPU with {repo}'s registry: {report.summary()}"
+    assert lines[2:4] == [f"  {t.name} ({t.upstream_type}, {t.family}, C={t.channels}, lambda={t.lam})"
+                          for t in report.targets]
+    assert [t.name for t in report.targets] == ["encoder.body.0", "encoder.body.1"]
     assert yaml.safe_load(out.read_text())["model"]["anysr"]["widths"] == [0.5, 0.7, 0.9, 1.0]
     # a constructor the meta device accepts is built there: no memory, no fallback line
     cfg = L.train_config("liif")
@@ -474,7 +480,6 @@ def test_launcher_says_what_it_looked_for_and_where(tmp_path, capsys, monkeypatc
 
 def test_readme_registry_style_example_runs(tmp_path, monkeypatch, capsys):
     """The README's example, run as written against a BasicSR-style registry look-alike."""
-    import anysr_plugin as anysr
     from anysr_plugin.reference import build_reference
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()

@@ -309,11 +309,11 @@ def inspect_spec(repo, spec: dict, cfg):
     from ..injection import inspect_targets
     from ..upstream import build_for_inspection, repo_registry
 
-    with repo_registry(repo) as make:
+    with repo_registry(repo) as make:  # inspected inside: what the config names may import from the repo
         model, note = build_for_inspection(make, spec, f"model {spec.get('name')!r}")
-    if note is not None:
-        print(f"convert-config: {note}")
-    return inspect_targets(model, cfg), ("on the meta device" if note is None else "on the CPU")
+        if note is not None:
+            print(f"convert-config: {note}")
+        return inspect_targets(model, cfg), ("on the meta device" if note is None else "on the CPU")
 
 
 def _read_upstream_yaml(path) -> dict:

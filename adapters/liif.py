@@ -72,6 +72,9 @@ class LIIFAdapter(MethodAdapter):
     train_script = "train_liif.py"
     #: encoder registry names accepted by convert-config
     encoder_names = ENCODER_NAMES
+    #: whether the upstream trainer starts fresh when `resume:` names a missing file (LIIF loads it whenever
+    #: it is set); used by convert-config only when the checkout's own script cannot be read
+    fresh_on_missing_resume = False
 
     def detect(self, model: nn.Module) -> bool:
         if looks_srno(model):
@@ -264,7 +267,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
                   f"structure: its encoder {enc_name!r} has convertible blocks (pass --repo DIR to list them)")
     enc_name = enc.get("name") if isinstance(enc, dict) else None
     script, found = training_script(root, adapter.train_script)
-    init_from, label = _convert_resume(data, out, root, script, init_from)
+    init_from, label = _convert_resume(data, out, root, script, init_from, adapter)
     model["anysr"] = cfg.to_dict()
     if init_from:
         init = Path(init_from)
@@ -349,7 +352,7 @@ def _read_upstream_yaml(path) -> dict:
 _TESTS_RESUME = r"os\.path\.(exists|isfile)\(\s*config(\.get\(\s*|\[\s*)['\"]resume['\"]"
 
 
-def _convert_resume(data: dict, out, root, script, init_from):
+def _convert_resume(data: dict, out, root, script, init_from, adapter):
     """Rewrite ``resume:`` for the fine-tune; returns ``(init_from, label)`` for the weights it starts from.
 
     * an AnySR checkpoint (``anysr_*`` keys): kept, the run continues from it;
@@ -357,7 +360,9 @@ def _convert_resume(data: dict, out, root, script, init_from):
       what ``--init-from`` does, unless ``--init-from`` names other weights), never a vanilla resume;
     * either way the key then names no vanilla file and no path a trainer would fail on: this
       config's own run checkpoint where the trainer starts fresh on a missing file (its script
-      tests ``os.path.exists(config['resume'])``: LTE, SRNO), else ``null``.
+      tests ``os.path.exists(config['resume'])``: LTE, SRNO), else ``null``.  Without the
+      checkout's script at hand the method's upstream trainer decides
+      (``adapter.fresh_on_missing_resume``).
     One line says what was done."""
     import re
 
@@ -371,10 +376,14 @@ def _convert_resume(data: dict, out, root, script, init_from):
     if not isinstance(resume, str):
         raise ConfigError(f"`resume: {resume!r}` is not a path")
     full = Path(resume) if Path(resume).is_absolute() else (root or Path.cwd()) / resume
-    tolerant = script is not None and re.search(_TESTS_RESUME, (root / script).read_text(errors="replace"))
+    if script is not None:
+        tolerant, trainer = re.search(_TESTS_RESUME, (root / script).read_text(errors="replace")), script
+    else:
+        tolerant = adapter.fresh_on_missing_resume
+        trainer = f"the upstream {adapter.name} repository's {adapter.train_script}"
     own = f"./save/_{Path(out).name.split('.')[0]}/epoch-last.pth"
     fresh = own if tolerant else None
-    why = (f"{script} starts a fresh run while that file is missing and resumes this run once it exists; with "
+    why = (f"{trainer} starts a fresh run while that file is missing and resumes this run once it exists; with "
            f"--name N set resume: ./save/N/epoch-last.pth" if tolerant else
            "no resume: a fresh fine-tune; to continue an AnySR run later set resume: to its epoch-last.pth")
     if full.is_file():
@@ -416,6 +425,7 @@ class LTEAdapter(LIIFAdapter):
 
     name = "lte"
     train_script = "train.py"
+    fresh_on_missing_resume = True  # train.py: os.path.exists(config.get('resume')); the key must be a path
 
 
 ADAPTER = LIIFAdapter()

@@ -418,6 +418,17 @@ def test_resume_rewrites_follow_the_trainer(liif_repo, tmp_path, capsys):
         "once it exists; with --name N set resume: ./save/N/epoch-last.pth)")
     assert data["resume"] == "./save/_anysr-c/epoch-last.pth"
     assert data["model"]["anysr_init_from"] == str(lte / "save" / "v" / "epoch-last.pth")
+    # no checkout next to the config: the method's upstream trainer decides (LTE needs a path there)
+    alone = tmp_path / "alone.yaml"
+    alone.write_text(yaml.safe_dump(L.train_config("liif", resume="./save/none/epoch-last.pth")))
+    for method, want in (("lte", "./save/_alone-anysr/epoch-last.pth"), ("liif", None)):
+        assert main(["convert-config", "--method", method, str(alone), "-o", str(tmp_path / "alone-anysr.yaml")]) == 0
+        line = capsys.readouterr().out.splitlines()[0]
+        assert yaml.safe_load((tmp_path / "alone-anysr.yaml").read_text())["resume"] == want
+        if method == "lte":
+            assert line.endswith("; resume: ./save/_alone-anysr/epoch-last.pth (the upstream lte repository's "
+                                 "train.py starts a fresh run while that file is missing and resumes this run once "
+                                 "it exists; with --name N set resume: ./save/N/epoch-last.pth)")
 
 
 # --------------------------------------------------------------------------- 5. registry-style repositories

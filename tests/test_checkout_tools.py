@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -312,27 +313,29 @@ def test_header_names_the_checkouts_training_script(tmp_path, capsys):
     (lte / "configs" / "train-div2k").mkdir(parents=True)
     cfg = lte / "configs" / "train-div2k" / "train_edsr-baseline-liif.yaml"
     cfg.write_text(yaml.safe_dump(L.train_config("liif")))
-    out = tmp_path / "a.yaml"
+    outs = (tmp_path / f"out{i}.yaml" for i in itertools.count())  # convert-config never overwrites an output
     # without --repo: the checkout is found above the config
-    assert main(["convert-config", "--method", "liif", str(cfg), "-o", str(out)]) == 0
+    assert main(["convert-config", "--method", "liif", str(cfg), "-o", str(out := next(outs))]) == 0
     assert _header_run_line(out) == (f"# run it with: anysr launch liif -- train.py --config <this file>   "
                                      f"(from {lte})")
+    out = next(outs)
     assert main(["convert-config", "--method", "liif", "--repo", str(lte), str(cfg), "-o", str(out)]) == 0
     assert _header_run_line(out) == f"# run it with: anysr launch liif -- train.py --config <this file>   (from {lte})"
     liif = L.write_repo(tmp_path / "liif", "liif")
+    out = next(outs)
     assert main(["convert-config", "--method", "liif", "--repo", str(liif), str(cfg), "-o", str(out)]) == 0
     assert "-- train_liif.py --config" in _header_run_line(out)
     # several candidates, none the method's usual one: said in words
     (lte / "train.py").rename(lte / "train_a.py")
     (lte / "train_b.py").write_text("")
-    assert main(["convert-config", "--method", "liif", str(cfg), "-o", str(out)]) == 0
+    assert main(["convert-config", "--method", "liif", str(cfg), "-o", str(out := next(outs))]) == 0
     assert _header_run_line(out) == (
         f"# run it from your checkout's root with its training script (several in {lte}: train_a.py, train_b.py; "
         "the upstream liif repository's is train_liif.py): anysr launch liif -- <training script> --config "
         "<this file>")
     for name in ("train_a.py", "train_b.py"):
         (lte / name).unlink()
-    assert main(["convert-config", "--method", "lte", str(cfg), "-o", str(out)]) == 0
+    assert main(["convert-config", "--method", "lte", str(cfg), "-o", str(out := next(outs))]) == 0
     assert _header_run_line(out) == (
         f"# run it from your checkout's root with its training script (no train*.py in {lte}; the upstream lte "
         "repository's is train.py): anysr launch lte -- <training script> --config <this file>")
@@ -421,12 +424,13 @@ def test_resume_rewrites_follow_the_trainer(liif_repo, tmp_path, capsys):
     # no checkout next to the config: the method's upstream trainer decides (LTE needs a path there)
     alone = tmp_path / "alone.yaml"
     alone.write_text(yaml.safe_dump(L.train_config("liif", resume="./save/none/epoch-last.pth")))
-    for method, want in (("lte", "./save/_alone-anysr/epoch-last.pth"), ("liif", None)):
-        assert main(["convert-config", "--method", method, str(alone), "-o", str(tmp_path / "alone-anysr.yaml")]) == 0
+    for method, want in (("lte", "./save/_alone-lte/epoch-last.pth"), ("liif", None)):
+        out = tmp_path / f"alone-{method}.yaml"
+        assert main(["convert-config", "--method", method, str(alone), "-o", str(out)]) == 0
         line = capsys.readouterr().out.splitlines()[0]
-        assert yaml.safe_load((tmp_path / "alone-anysr.yaml").read_text())["resume"] == want
+        assert yaml.safe_load(out.read_text())["resume"] == want
         if method == "lte":
-            assert line.endswith("; resume: ./save/_alone-anysr/epoch-last.pth (the upstream lte repository's "
+            assert line.endswith("; resume: ./save/_alone-lte/epoch-last.pth (the upstream lte repository's "
                                  "train.py starts a fresh run while that file is missing and resumes this run once "
                                  "it exists; with --name N set resume: ./save/N/epoch-last.pth)")
 

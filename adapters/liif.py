@@ -32,6 +32,7 @@ What differs from the core's generic handling (from the upstream repositories' d
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -71,6 +72,9 @@ class LIIFAdapter(MethodAdapter):
     train_script = "train_liif.py"
     #: encoder registry names accepted by convert-config
     encoder_names = ENCODER_NAMES
+    #: whether the upstream trainer starts fresh when `resume:` names a missing file (LIIF loads it whenever
+    #: it is set); used by convert-config only when the checkout's own script cannot be read
+    fresh_on_missing_resume = False
 
     def detect(self, model: nn.Module) -> bool:
         if looks_srno(model):
@@ -180,18 +184,19 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     * ``model.anysr_init_from``: the vanilla pretrained checkpoint (``init_from``), loaded
       by the launcher into freshly built models;
     * ``paper_schedule``: lr 1e-5, 500 epochs, ``multi_step_lr`` milestones [200, 400],
-      gamma 0.5 (a ``warmup_step_lr`` entry is dropped: ``multi_step_lr`` wins upstream).
+      gamma 0.5 (a ``warmup_step_lr`` entry is dropped: ``multi_step_lr`` wins upstream);
+    * ``resume:``: see :func:`_convert_resume` (a vanilla checkpoint becomes ``anysr_init_from``);
+    * the header names the training script of the checkout (``repo``, else the one found
+      above the config) or says in words which to run.
 
     Everything is validated first; errors name the offending key.  Returns `out`.
     """
-    from pathlib import Path
-
     import yaml
 
+    from ..checkout import checkout_root, training_script
     from ..checkpoint import atomic_write_text, extract_state_dict, load_file
     from ..config import AnySRConfig
     from ..errors import ConfigError
-    from ..safe_yaml import read_yaml_file
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
@@ -202,15 +207,8 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     path = Path(upstream)
     if not path.is_file():
         raise ConfigError(f"upstream config {path} does not exist")
-    try:
-        data = read_yaml_file(path)
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # a binary file is not YAML either
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    model = data.get("model")
-    if not isinstance(model, dict):
-        raise ConfigError(f"{path}: key `model` is missing or not a mapping (expected {{name, args}})")
+    data = _read_upstream_yaml(path)
+    model = data["model"]
     name = model.get("name")
     known_elsewhere = {"sronet": "srno", **{n: "liif" for n in LIIF_NAMES}}
     if name not in adapter.upstream_names and name in known_elsewhere:
@@ -227,8 +225,10 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     if not isinstance(cfg, AnySRConfig):
         cfg = AnySRConfig.from_dict(cfg)
     enc = margs.get("encoder_spec")
-    if repo is not None:  # build it on the meta device with the repo's registry: what will be converted
-        report = inspect_spec(repo, {"name": name, "args": margs}, cfg)
+    repo = Path(repo).resolve() if repo is not None else None
+    root = checkout_root(repo, path)
+    if repo is not None:  # build it with the repo's registry (meta device when possible): what will be converted
+        report, built = inspect_spec(repo, {"name": name, "args": margs}, cfg)
         if not report.targets:
             raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry holds no convertible block "
                               f"(module types: {', '.join(sorted(report.module_types)[:12])}); AnySR would "
@@ -242,8 +242,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
                               "(its forward has no `cell` or `scale` argument and it has no set_scale); "
                               "`anysr launch` would stop: pass --scale-from MODULE:FUNCTION (a function of the "
                               "repository, or of an --import file, that returns each call's (B, 2) scale)")
-        print(f"convert-config: model {name!r} built on the meta device with {repo}'s registry: "
-              f"{report.summary()}")
+        print(f"convert-config: model {name!r} built {built} with {repo}'s registry: {report.summary()}")
         for t in report.targets:
             print(f"  {t.name} ({t.upstream_type}, {t.family}, C={t.channels}, lambda={t.lam})")
     else:
@@ -254,7 +253,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if enc_name not in adapter.encoder_names:
             raise ConfigError(f"{path}: model.args.encoder_spec.name is {enc_name!r}, not a known encoder "
                               f"({', '.join(adapter.encoder_names)}); pass --repo DIR (the upstream repository) "
-                              "to build the model on the meta device and list what will be converted")
+                              "to build the model with its registry and list what will be converted")
         if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
             raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
                               "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
@@ -268,14 +267,8 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
             print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
                   f"structure: its encoder {enc_name!r} has convertible blocks (pass --repo DIR to list them)")
     enc_name = enc.get("name") if isinstance(enc, dict) else None
-    resume = data.get("resume")
-    if resume is not None:
-        own = f"./save/_{Path(out).name.split('.')[0]}/epoch-last.pth"
-        data["resume"] = own
-        print(f"convert-config: `resume: {resume}` now points at this config's own run ({own}; the upstream "
-              "default save folder of `--config` without --name): resuming the upstream run would build and "
-              "train the plain model. Using --name N (or --tag T)? set resume: ./save/N/epoch-last.pth "
-              "(./save/_<config stem>_T/epoch-last.pth)")
+    script, found = training_script(root, adapter.train_script)
+    init_from, label = _convert_resume(data, out, root, script, init_from, adapter)
     model["anysr"] = cfg.to_dict()
     if init_from:
         init = Path(init_from)
@@ -286,14 +279,14 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         sd = extract_state_dict(ckpt)
         spec = ckpt.get("model") if isinstance(ckpt, dict) else None
         if isinstance(spec, dict) and spec.get("name") not in (None, name):
-            raise ConfigError(f"--init-from {init}: the checkpoint's model.name is {spec.get('name')!r}, the "
+            raise ConfigError(f"{label} {init}: the checkpoint's model.name is {spec.get('name')!r}, the "
                               f"config's is {name!r}")
         ck_enc = ((spec or {}).get("args") or {}).get("encoder_spec", {}) if isinstance(spec, dict) else {}
         if enc_name is not None and isinstance(ck_enc, dict) and ck_enc.get("name") not in (None, enc_name):
-            raise ConfigError(f"--init-from {init}: the checkpoint's encoder is {ck_enc.get('name')!r}, the "
+            raise ConfigError(f"{label} {init}: the checkpoint's encoder is {ck_enc.get('name')!r}, the "
                               f"config's model.args.encoder_spec.name is {enc_name!r}")
         if any("anysr_" in k for k in sd):
-            raise ConfigError(f"--init-from {init}: already holds AnySR weights; to continue an AnySR run use the "
+            raise ConfigError(f"{label} {init}: already holds AnySR weights; to continue an AnySR run use the "
                               "upstream `resume` key instead")
         model["anysr_init_from"] = str(init.resolve())
     if paper_schedule:
@@ -308,42 +301,125 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if isinstance(data.get("epoch_save"), int) and data["epoch_save"] > data["epoch_max"]:
             data["epoch_save"] = data["epoch_max"]
     header = (f"# AnySR fine-tuning config written by `anysr convert-config --method {adapter.name}` from {path}\n"
-              f"# run it with: anysr launch {adapter.name} -- {adapter.train_script} --config <this file>\n")
+              f"# {run_line(adapter.name, root, script, found, adapter.train_script)}\n")
     atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
     return str(out)
 
 
 def inspect_spec(repo, spec: dict, cfg):
-    """Build `spec` with the upstream repo's own ``models.make`` on the meta device (no
-    memory, no compute) and report what anysrify would convert and where the scale comes from."""
-    import sys
-    from pathlib import Path
-
-    import torch
-
-    from ..errors import ConfigError
+    """``(report, how)``: `spec` built with the upstream repo's own ``models.make`` (on the meta
+    device when its constructor allows it, else on the CPU with a size guard and a line saying
+    so; ``upstream.build_for_inspection``) and what anysrify would convert there."""
     from ..injection import inspect_targets
-    from ..launch import purge_modules
+    from ..upstream import build_for_inspection, repo_registry
 
-    repo = Path(repo).resolve()
-    if not (repo / "models").is_dir() and not (repo / "models.py").is_file():
-        raise ConfigError(f"--repo {repo}: no `models` registry there (expected the upstream repository root)")
-    saved_path = list(sys.path)
-    purge_modules()
-    sys.path.insert(0, str(repo))
+    with repo_registry(repo) as make:  # inspected inside: what the config names may import from the repo
+        model, note = build_for_inspection(make, spec, f"model {spec.get('name')!r}")
+        if note is not None:
+            print(f"convert-config: {note}")
+        return inspect_targets(model, cfg), ("on the meta device" if note is None else "on the CPU")
+
+
+def _read_upstream_yaml(path) -> dict:
+    """The upstream training YAML as a dict with a ``model`` mapping; a Python-file or
+    registry-style config is a one-line error naming what is supported and the API path."""
+    import yaml
+
+    from ..checkout import API_PATH
+    from ..errors import ConfigError
+    from ..safe_yaml import read_yaml_file
+
+    supported = ("convert-config reads the YAML training configs of LIIF, LTE and SRNO (a `model: {name, args}` "
+                 "spec that the repository's models.make builds) and writes Meta-SR / ArbSR settings files")
+    if path.suffix == ".py":
+        raise ConfigError(f"{path} is a Python-file config (OpenMMLab style): {supported}; {API_PATH}")
     try:
-        import models
+        data = read_yaml_file(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # a binary file is not YAML either
+        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(exc).split())}): {supported}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    model = data.get("model")
+    if isinstance(model, dict) and "name" in model:
+        return data
+    if "network_g" in data or (isinstance(model, dict) and "type" in model):
+        key = "network_g" if "network_g" in data else "model.type"
+        raise ConfigError(f"{path}: a registry-style config (`{key}`, as BasicSR / OpenMMLab write them), not a "
+                          f"LIIF-style `model: {{name, args}}` spec: {supported}; {API_PATH}")
+    raise ConfigError(f"{path}: key `model` is missing or not a mapping with `name` (expected {{name, args}}): "
+                      f"{supported}")
 
+
+#: the resume-file test of trainers that start fresh when `resume:` names a missing file (LTE, SRNO)
+_TESTS_RESUME = r"os\.path\.(exists|isfile)\(\s*config(\.get\(\s*|\[\s*)['\"]resume['\"]"
+
+
+def _convert_resume(data: dict, out, root, script, init_from, adapter):
+    """Rewrite ``resume:`` for the fine-tune; returns ``(init_from, label)`` for the weights it starts from.
+
+    * an AnySR checkpoint (``anysr_*`` keys): kept, the run continues from it;
+    * a vanilla checkpoint: becomes the fine-tune's starting weights (``model.anysr_init_from``,
+      what ``--init-from`` does, unless ``--init-from`` names other weights), never a vanilla resume;
+    * either way the key then names no vanilla file and no path a trainer would fail on: this
+      config's own run checkpoint where the trainer starts fresh on a missing file (its script
+      tests ``os.path.exists(config['resume'])``: LTE, SRNO), else ``null``.  Without the
+      checkout's script at hand the method's upstream trainer decides
+      (``adapter.fresh_on_missing_resume``).
+    One line says what was done."""
+    import re
+
+    from ..checkpoint import extract_state_dict, load_file
+    from ..errors import AnySRError, ConfigError
+
+    label = "--init-from"
+    resume = data.get("resume")
+    if resume is None:
+        return init_from, label
+    if not isinstance(resume, str):
+        raise ConfigError(f"`resume: {resume!r}` is not a path")
+    full = Path(resume) if Path(resume).is_absolute() else (root or Path.cwd()) / resume
+    if script is not None:
+        tolerant, trainer = re.search(_TESTS_RESUME, (root / script).read_text(errors="replace")), script
+    else:
+        tolerant = adapter.fresh_on_missing_resume
+        trainer = f"the upstream {adapter.name} repository's {adapter.train_script}"
+    own = f"./save/_{Path(out).name.split('.')[0]}/epoch-last.pth"
+    fresh = own if tolerant else None
+    why = (f"{trainer} starts a fresh run while that file is missing and resumes this run once it exists; with "
+           f"--name N set resume: ./save/N/epoch-last.pth" if tolerant else
+           "no resume: a fresh fine-tune; to continue an AnySR run later set resume: to its epoch-last.pth")
+    if full.is_file():
         try:
-            with torch.device("meta"):
-                model = models.make(spec)
-        except Exception as exc:  # the upstream constructor refused the spec
-            raise ConfigError(f"--repo {repo}: models.make({spec.get('name')!r}) failed: "
-                              f"{type(exc).__name__}: {exc}") from None
-        return inspect_targets(model, cfg)
-    finally:
-        sys.path[:] = saved_path
-        purge_modules()
+            sd = extract_state_dict(load_file(full))
+        except AnySRError as exc:
+            raise ConfigError(f"`resume: {resume}` ({full}) is not a checkpoint this tool can read: {exc}") from None
+        if any("anysr_" in str(k) for k in sd):
+            print(f"convert-config: `resume: {resume}` is an AnySR checkpoint: kept, the run continues from it")
+            return init_from, label
+        data["resume"] = fresh
+        if init_from is not None and Path(init_from).resolve() != full.resolve():
+            print(f"convert-config: `resume: {resume}` is a vanilla checkpoint; --init-from {init_from} gives the "
+                  f"starting weights instead, and resume: {fresh or 'null'} ({why})")
+            return init_from, label
+        print(f"convert-config: `resume: {resume}` is a vanilla checkpoint: the fine-tune starts from its weights "
+              f"(model.anysr_init_from, as --init-from does) instead of resuming the plain model; resume: "
+              f"{fresh or 'null'} ({why})")
+        return full, "resume:"
+    data["resume"] = fresh
+    if resume != fresh:
+        print(f"convert-config: `resume: {resume}` does not exist ({full}); resume: {fresh or 'null'} ({why})")
+    return init_from, label
+
+
+def run_line(method: str, root, script, found=(), usual: str = "train.py") -> str:
+    """The header's line saying how to run the converted config: the checkout's own training
+    script when one is found, else in words."""
+    if script is not None:
+        return f"run it with: anysr launch {method} -- {script} --config <this file>   (from {root})"
+    where = ("no checkout found next to the config; --repo DIR names it" if root is None else
+             f"several in {root}: {', '.join(found)}" if found else f"no train*.py in {root}")
+    return (f"run it from your checkout's root with its training script ({where}; the upstream {method} "
+            f"repository's is {usual}): anysr launch {method} -- <training script> --config <this file>")
 
 
 class LTEAdapter(LIIFAdapter):
@@ -351,6 +427,7 @@ class LTEAdapter(LIIFAdapter):
 
     name = "lte"
     train_script = "train.py"
+    fresh_on_missing_resume = True  # train.py: os.path.exists(config.get('resume')); the key must be a path
 
 
 ADAPTER = LIIFAdapter()

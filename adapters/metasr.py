@@ -50,7 +50,6 @@ What the lenient upstream loaders do with ``anysr_*`` keys
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import math
 import os
@@ -497,11 +496,9 @@ def convert_upstream_net(net: nn.Module, adapter, config: AnySRConfig, contract:
 
 def _patch_model_class(ctx, adapter, contract: str) -> None:
     """Make ``model.Model`` anysrify its net right before it loads a checkpoint."""
-    try:
-        model_pkg = importlib.import_module("model")
-    except ImportError as exc:
-        raise AdapterError(f"cannot import the repo's `model` package from {ctx.repo} ({exc}); run from the "
-                           f"{adapter.name} repo root or pass --repo DIR") from None
+    from ..launch import _import_repo_module
+
+    model_pkg = _import_repo_module(ctx, "model")  # a missing dependency of the repo: one line, by the launcher
     Model = getattr(model_pkg, "Model", None)
     if Model is None or not hasattr(Model, "load"):
         raise AdapterError(f"{getattr(model_pkg, '__file__', 'model')} defines no Model with a load() method; "

@@ -38,6 +38,7 @@ class SRNOAdapter(LIIFAdapter):
     class_names = SRNO_CLASS_NAMES
     train_script = "train.py"
     encoder_names = SRNO_ENCODER_NAMES
+    fresh_on_missing_resume = True  # train.py: `resume` None or a missing file is a fresh run
 
     def detect(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.class_names or looks_srno(model)

@@ -37,6 +37,12 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
 
 
+def _missing_requirement(exc: Exception):
+    from .checkout import missing_dependency
+
+    return missing_dependency(exc) if isinstance(exc, ModuleNotFoundError) else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 
@@ -104,6 +110,10 @@ def main(argv: list | None = None) -> int:
     except Exception as exc:
         if debug or getattr(args, "accepts_remainder", False):  # `launch`: the upstream script's own errors
             raise
+        missing = _missing_requirement(exc)
+        if missing is not None:  # a requirement of ours that is not installed: the user can act on it
+            print(f"{where}: error: {one_line(missing)}", file=sys.stderr)
+            return 2
         if out_of_memory(exc):  # a size the machine cannot hold: the user can ask for less
             print(f"{where}: error: not enough memory ({one_line(exc)[:200]}); use smaller sizes (--batch, "
                   "--lr-size, --chunk, --patch) or a smaller model (rerun with --debug for the traceback)",

@@ -122,6 +122,16 @@ class CompiledModelError(AnySRError, TypeError):
     model first, then script, trace or compile it."""
 
 
+class MissingDependencyError(AnySRError, ImportError):
+    """A module is not installed: a requirement of the user's repository (imported by its own
+    code) or of anysr_plugin.  ``name`` is the module, ``owner`` whose requirement it is
+    (``"repository"`` or ``"anysr_plugin"``)."""
+
+    def __init__(self, message: str, name: str | None = None, owner: str | None = None):
+        super().__init__(message, name=name)
+        self.owner = owner
+
+
 class NotAModuleError(AnySRError, TypeError):
     """A function that takes a model got something else (a path, a state dict ...)."""
 

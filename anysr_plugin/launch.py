@@ -193,6 +193,7 @@ def import_user_modules(specs) -> list:
 def run(ctx: LaunchContext) -> int:
     """Run ``ctx.script`` as ``__main__`` inside the upstream repo with the adapter installed."""
     from .adapters import get_adapter
+    from .checkout import dependency_errors
 
     adapter = get_adapter(ctx.method)
     repo = ctx.repo.resolve()
@@ -207,7 +208,8 @@ def run(ctx: LaunchContext) -> int:
     sys.argv = [str(script)] + list(ctx.argv)
     os.chdir(repo)
     try:
-        with cpu_shim() if ctx.cpu else contextlib.nullcontext(), honest_saves():
+        with cpu_shim() if ctx.cpu else contextlib.nullcontext(), honest_saves(), \
+                dependency_errors(repo, script.parent):  # a module the checkout needs, not installed: one line
             import_user_modules(ctx.imports)  # e.g. the user's own block types, registered on import
             adapter.install(ctx)
             try:
@@ -239,22 +241,11 @@ ANYSR_KEY = "anysr"
 
 
 def _import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
-    """Import the upstream repo's own top-level module `name` (never a stdlib/PyPI namesake)."""
-    import importlib
+    """Import the upstream repo's own top-level module `name` (never a stdlib/PyPI namesake);
+    see :func:`anysr_plugin.checkout.import_repo_module` for the messages."""
+    from .checkout import import_repo_module
 
-    from .errors import AdapterError
-
-    repo = ctx.repo.resolve()
-    if not ((repo / name).is_dir() or (repo / f"{name}.py").is_file()):
-        if required:
-            raise AdapterError(f"{repo} has no `{name}` module; `anysr launch {ctx.method}` must run from the "
-                               f"upstream repository root (or pass --repo DIR)")
-        return None
-    module = importlib.import_module(name)
-    where = Path(getattr(module, "__file__", "") or "").resolve()
-    if repo not in where.parents:
-        raise AdapterError(f"`import {name}` found {where}, not the one in {repo}; another package shadows it")
-    return module
+    return import_repo_module(ctx.repo, name, required=required, method=ctx.method, script=ctx.script)
 
 
 def _describe_weights(ctx, model, spec, name, load_sd) -> str:
@@ -468,8 +459,10 @@ def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
     from .control import use_scale
     from .injection import is_anysr
 
+    from .checkout import registry_make
+
     models = _import_repo_module(ctx, "models")
-    orig_make = models.make
+    orig_make = registry_make(models, ctx.repo.resolve(), ctx.method)
 
     depth = [0]
 

@@ -18,6 +18,11 @@ therefore build the model a checkpoint describes with the repository that wrote 
 * the tools then drive the model only through its method adapter
   (``adapter_for(model).sr_inputs / super_resolve``).
 
+Every ``--repo`` tool builds through :func:`repo_registry` (the checkout's ``models.make``, its
+missing requirements as one-line errors, a failing constructor as a ``ConfigError``);
+``convert-config --repo``, which needs no weights, builds with :func:`build_for_inspection`
+(the meta device, else the CPU under a size guard).
+
 Meta-SR / ArbSR checkpoints are bare state dicts: nothing says how to build the net
 (its ``main.py`` arguments), so they are refused with a pointer to ``anysr launch``.
 
@@ -39,7 +44,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from .checkout import API_PATH
 from .errors import AdapterError, CheckpointError, ConfigError
 
 #: upstream model name -> the checkout ``--repo`` should name (messages)
@@ -183,20 +190,105 @@ def _context(repo: Path, adapter, anysr_config, log):
                          anysr_config=anysr_config, log=log)
 
 
-def _repo_models(ctx):
-    from .launch import _import_repo_module
-
-    try:
-        return _import_repo_module(ctx, "models")
-    except ImportError as exc:
-        raise AdapterError(f"importing `models` from {ctx.repo} failed ({type(exc).__name__}: {exc}); install "
-                           "that repository's requirements") from None
-
-
 def _plain_spec(spec: Mapping) -> dict:
     from .launch import ANYSR_KEY, INIT_FROM_KEY
 
     return {k: copy.deepcopy(v) for k, v in spec.items() if k not in ("sd", ANYSR_KEY, INIT_FROM_KEY)}
+
+
+# ---------------------------------------------------------------------------
+# the one builder of every --repo tool (convert-config, flops, bench, eval, export)
+
+#: the most tensor memory a CPU build may create when the meta device failed (convert-config --repo)
+CPU_BUILD_LIMIT = 2 * 1024 ** 3
+
+
+@contextlib.contextmanager
+def repo_registry(repo, method: str | None = None):
+    """The checkout's ``models.make`` (checked: a failing constructor is a one-line error),
+    importable with the launcher's isolation; a module the checkout needs but that is not
+    installed is a one-line :class:`MissingDependencyError` while it is used."""
+    from .checkout import dependency_errors, import_repo_module, registry_make
+
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"--repo {repo}: not a folder (give the upstream checkout's root)")
+    with repo_imports(repo), dependency_errors(repo):
+        make = registry_make(import_repo_module(repo, "models", method=method), repo, method)
+        yield functools.partial(_checked_make, make, repo)
+
+
+def _checked_make(make, repo, spec, args=None, load_sd=False):
+    """``make(spec)`` with the upstream's ``.cuda()`` calls following the build's device; the
+    constructor's own failure (a spec it refuses) becomes a one-line :class:`ConfigError`."""
+    from .errors import AnySRError
+
+    device = torch.empty(0).device  # the CPU, or the meta device inside `with torch.device("meta")`
+    try:
+        with _cuda_means(device):
+            return make(spec, args=args, load_sd=load_sd)
+    except (AnySRError, ModuleNotFoundError):
+        raise
+    except Exception as exc:
+        name = spec.get("name") if isinstance(spec, Mapping) else spec
+        raise ConfigError(f"--repo {repo}: models.make({name!r}) failed: {type(exc).__name__}: "
+                          f"{_one_line(exc, 300)}") from exc
+
+
+def _one_line(exc, limit: int) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024 ** 3:.3g} GiB" if nbytes >= 1024 ** 3 else f"{nbytes / 1024 ** 2:.3g} MB"
+
+
+class _AllocationGuard(TorchFunctionMode):
+    """Counts the bytes tensor constructors create and stops before ``limit`` is passed (each
+    constructor's size is probed on the meta device first)."""
+
+    CONSTRUCTORS = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn,
+                              torch.randint, torch.eye, torch.arange, torch.linspace, torch.empty_strided,
+                              torch.normal, torch.randperm})
+
+    def __init__(self, limit: int, what: str):
+        super().__init__()
+        self.limit, self.what, self.bytes = limit, what, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.CONSTRUCTORS:
+            try:
+                probe = func(*args, **{**kwargs, "device": "meta"})
+                self.bytes += probe.numel() * probe.element_size()
+            except Exception:  # a signature without `device`: counted by nothing, allocated as asked
+                pass
+            if self.bytes > self.limit:
+                raise ConfigError(f"{self.what} cannot be built on the meta device, and building it on the CPU "
+                                  f"would create more than {_size(self.limit)} of tensors (the limit of this "
+                                  "fallback); list its blocks in your own code (anysr_plugin.inspect_targets(model))")
+        return func(*args, **kwargs)
+
+
+def build_for_inspection(make, spec: Mapping, what: str):
+    """``(model, note)``: ``spec`` built with ``make`` on the meta device (no memory, no compute)
+    when its constructor allows it, else on the CPU under :data:`CPU_BUILD_LIMIT` (EDSR's
+    ``MeanShift`` assigns CPU tensors in ``__init__``, which the meta device refuses).
+    ``note`` is None for the meta build, else the line that says the CPU build ran."""
+    try:
+        with torch.device("meta"):
+            return make(dict(spec)), None
+    except ModuleNotFoundError:
+        raise
+    except Exception as exc:  # the constructor mixes devices, reads values, ...
+        cause = exc.__cause__ if isinstance(exc, ConfigError) and exc.__cause__ is not None else exc
+        failed = f"{type(cause).__name__}: {_one_line(cause, 160)}"
+    with _AllocationGuard(CPU_BUILD_LIMIT, what) as guard:
+        model = make(dict(spec))
+    params = sum(p.numel() for p in model.parameters())
+    return model, (f"{what} cannot be built on the meta device ({failed}); built it on the CPU instead "
+                   f"({params / 1e6:.3g} M parameters, {_size(guard.bytes)} of tensors created; "
+                   f"limit {_size(CPU_BUILD_LIMIT)})")
 
 
 def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
@@ -205,7 +297,7 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
     ``original``: the unconverted upstream model with the checkpoint's shared weights;
     ``model``: the AnySR model (the spec's ``anysr:`` entry, else ``anysr_config`` / the
     paper's settings with fresh gates); ``spec``: the checkpoint's spec without ``sd``.
-    Both are in eval mode.
+    Both are in eval mode, built on the CPU (they need the checkpoint's weights).
     """
     from .checkpoint import ANYSR_KEY as GATE_MARK, load_file, strip_wrapper_prefix
     from .config import AnySRConfig
@@ -219,21 +311,20 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
     if spec is None:
         raise CheckpointError(
             f"{checkpoint} carries no model spec ({{'model': {{'name', 'args', 'sd'}}}} as LIIF / LTE / SRNO save); "
-            "a bare state dict (Meta-SR, ArbSR) does not say how to build its net: evaluate those with "
-            "`anysr launch metasr|arbsr -- main.py ... --test_only` in their repository")
+            "a bare state dict does not say how to build its net: evaluate Meta-SR / ArbSR checkpoints with "
+            "`anysr launch metasr|arbsr -- main.py ... --test_only` in their repository; for a repository with "
+            f"a registry of its own, {API_PATH}")
     if not isinstance(spec.get("sd"), Mapping):
         raise CheckpointError(f"{checkpoint}: its model spec has no `sd` state dict")
     spec["sd"] = strip_wrapper_prefix(spec["sd"])
     adapter = adapter_for_spec(spec["name"])
     cfg = anysr_config if anysr_config is not None else AnySRConfig()
     ctx = _context(repo, adapter, cfg, log)
-    with repo_imports(repo):
-        models = _repo_models(ctx)
-        orig_make = models.make
-        original = orig_make(_plain_spec(spec))
+    with repo_registry(repo) as make:
+        original = make(_plain_spec(spec))
         load_fitting(original, {k: v for k, v in spec["sd"].items() if GATE_MARK not in k}, checkpoint,
                      f"{spec['name']} as {repo} builds it")
-        model = build_anysr_model(ctx, adapter, orig_make, spec, load_sd=True)
+        model = build_anysr_model(ctx, adapter, make, spec, load_sd=True)
     follow_device(original)
     follow_device(model)
     return original.eval(), model.eval(), {k: v for k, v in spec.items() if k != "sd"}
@@ -241,11 +332,9 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
 
 def build_spec_from_repo(repo, spec: Mapping) -> nn.Module:
     """The unconverted model of ``spec`` (no weights) built by ``repo``'s registry."""
-    repo = Path(repo).resolve()
-    adapter = adapter_for_spec(spec["name"])
-    ctx = _context(repo, adapter, None, None)
-    with repo_imports(repo):
-        model = _repo_models(ctx).make(_plain_spec(spec))
+    adapter_for_spec(spec["name"])
+    with repo_registry(repo) as make:
+        model = make(_plain_spec(spec))
     return follow_device(model).eval()
 
 
@@ -263,7 +352,7 @@ def load_repo_cli_model(args, anysrify_it: bool = True):
         raise ConfigError("--model-arg does not apply with --repo: the checkpoint's spec gives the model's arguments")
     cfg = AnySRConfig.from_yaml(args.config) if getattr(args, "config", None) else None
     original, model, spec = build_from_repo(args.repo, args.checkpoint, cfg)
-    args.model = f"{spec['name']} ({Path(args.repo).name})"
+    args.model = f"{spec['name']} ({Path(args.repo).resolve().name})"
     args.model_source = {"source": "repo", "spec": spec}
     return original, (model if anysrify_it else None)
 
@@ -398,6 +487,7 @@ def load_export(path, repo=None) -> nn.Module:
     return sub.eval()
 
 
-__all__ = ["build_from_repo", "build_spec_from_repo", "check_reference_checkpoint", "load_fitting",
+__all__ = ["build_from_repo", "build_spec_from_repo", "repo_registry", "build_for_inspection", "CPU_BUILD_LIMIT",
+           "check_reference_checkpoint", "load_fitting",
            "load_repo_cli_model", "follow_device", "repo_imports", "export_metadata", "read_export_metadata",
            "load_export", "checkpoint_spec", "EXPORT_META_KEY"]

@@ -273,6 +273,8 @@ def test_convert_config_cli(tmp_path, capsys):
     assert rc == 0
     cfg = anysr.AnySRConfig.from_dict(yaml.safe_load(open(tmp_path / "o.yaml"))["model"]["anysr"])
     assert cfg.widths == (0.6, 1.0) and cfg.gate == "paper"
-    assert "anysr launch lte -- train.py" in (tmp_path / "o.yaml").read_text()
+    assert ("# run it from your checkout's root with its training script (no checkout found next to the config; "
+            "--repo DIR names it; the upstream lte repository's is train.py): anysr launch lte -- <training script> "
+            "--config <this file>\n") in (tmp_path / "o.yaml").read_text()
     rc = main(["convert-config", "--method", "liif", str(up), "-o", str(tmp_path / "p.yaml"), "--widths", "0.6,1.0"])
     assert rc == 2 and "scale_bounds" in capsys.readouterr().err

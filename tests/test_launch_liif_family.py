@@ -220,7 +220,7 @@ def test_launch_errors_are_typed(tmp_path):
     with pytest.raises(AnySRError, match="not found"):
         run(LaunchContext(method="liif", repo=tmp_path, script=Path("train_liif.py"), argv=[]))
     (tmp_path / "train_liif.py").write_text("print('hi')\n")
-    with pytest.raises(AdapterError, match="no `models` module"):
+    with pytest.raises(AdapterError, match="looked for models/__init__.py and models.py in"):
         run(LaunchContext(method="liif", repo=tmp_path, script=Path("train_liif.py"), argv=[]))
     assert cli_main(["launch", "liif", "--bogus", "--", "x.py"]) == 2
     assert cli_main(["launch", "liif", "--repo", str(tmp_path)]) == 2

@@ -223,15 +223,6 @@ def test_convert_config_by_structure(repo, tmp_path, capsys):
     assert spec["name"] == F.VARIANTS[variant][0] and "anysr" in spec
 
 
-def test_convert_config_repoints_resume(tmp_path, capsys):
-    cfg = L.train_config("liif", resume="./save/vanilla/epoch-last.pth")
-    (tmp_path / "lte.yaml").write_text(yaml.safe_dump(cfg))
-    assert cli_main(["convert-config", "--method", "lte", str(tmp_path / "lte.yaml"), "-o",
-                     str(tmp_path / "anysr-lte.yaml")]) == 0
-    assert "`resume: ./save/vanilla/epoch-last.pth` now points at this config's own run" in capsys.readouterr().out
-    assert yaml.safe_load((tmp_path / "anysr-lte.yaml").read_text())["resume"] == "./save/_anysr-lte/epoch-last.pth"
-
-
 def test_honest_saves(tmp_path):
     spec = {"name": "liif", "anysr": anysr.AnySRConfig().to_dict(), "sd": {"encoder.w": torch.zeros(1)}}
     with honest_saves():

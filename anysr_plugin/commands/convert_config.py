@@ -27,8 +27,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, default=None, metavar="PTH",
                    help="vanilla pretrained checkpoint to fine-tune from (recorded in the config)")
     p.add_argument("--repo", type=Path, default=None, metavar="DIR",
-                   help="the upstream repository: build the model on the meta device with its registry and list "
-                        "what will be converted (needed for model or encoder names AnySR does not know)")
+                   help="the upstream repository: build the model with its registry (on the meta device, else on "
+                        "the CPU) and list what will be converted (needed for model or encoder names AnySR does not "
+                        "know); also the checkout whose training script the header names (default: found above the "
+                        "config)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import this module (a .py file or a dotted name) first, e.g. one that registers your own "
                         "block types with anysr_plugin.register_block_type (use with --repo); repeatable")

@@ -163,6 +163,34 @@ class ResidualSpelling(nn.Module):
         return out
 
 
+class TensorScaled(nn.Module):
+    """The residual scale as a plain tensor attribute (neither buffer nor parameter)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c1, self.c2 = conv(c, c), conv(c, c)
+        self.scale = torch.tensor(0.3)
+
+    def forward(self, x):
+        return x + self.c2(F.relu(self.c1(x))) * self.scale
+
+
+class WeightNormed(nn.Module):
+    """WDSR style: weight-normalised convolutions, by the old hook API or by parametrization."""
+
+    def __init__(self, c, parametrized=False):
+        super().__init__()
+        import warnings
+
+        norm = nn.utils.parametrizations.weight_norm if parametrized else nn.utils.weight_norm
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the hook API is deprecated, still common
+            self.c1, self.c2 = norm(conv(c, c)), norm(conv(c, c))
+
+    def forward(self, x):
+        return x + self.c2(F.relu(self.c1(x)))
+
+
 # ---------------------------------------------------------------------------
 # channel attention under other names
 
@@ -179,6 +207,28 @@ class SqueezeExcite(nn.Module):
         y = t.mean((2, 3))
         y = torch.sigmoid(self.fc2(F.relu(self.fc1(y)))).view(b, c, 1, 1)
         return t * y
+
+
+class ExpandedAttention(nn.Module):
+    """Squeeze-and-excitation written with ``expand_as`` and an adaptive max pool (CBAM's channel half)."""
+
+    def __init__(self, c, r=4):
+        super().__init__()
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.mlp = nn.Sequential(nn.Conv2d(c, c // r, 1), nn.ReLU(), nn.Conv2d(c // r, c, 1), nn.Sigmoid())
+
+    def forward(self, t):
+        return t * self.mlp(self.pool(t)).expand_as(t)
+
+
+class MaxPoolAttentionBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.head, self.tail, self.drop = conv(c, c), conv(c, c), nn.Dropout(0.1)
+        self.att = ExpandedAttention(c)
+
+    def forward(self, x):
+        return x + self.att(self.tail(self.drop(F.relu(self.head(x)))))
 
 
 class AttentionBlock(nn.Module):
@@ -411,8 +461,12 @@ def variants() -> dict:
         "named Sequential + torch.add": (TrunkBlock, "edsr"),
         "bias-free convs": (BiasFree, "edsr"),
         "functional prelu": (FunctionalPReLU, "edsr"),
+        "res_scale a plain tensor attribute": (TensorScaled, "edsr"),
+        "weight norm (hooks)": (WeightNormed, "edsr"),
+        "weight norm (parametrization)": (lambda c: WeightNormed(c, True), "edsr"),
         "channel attention (linear SE)": (AttentionBlock, "rcab"),
         "channel attention (conv, functional pool)": (GatedResidual, "rcab"),
+        "channel attention (max pool, expand_as) + dropout": (MaxPoolAttentionBlock, "rcab"),
         "dense layers under `layers` + lff": (LayersRDB, "rdb"),
         "dense convs in a ModuleList + merge": (ListRDB, "rdb"),
         "five-conv dense, x + out * 0.2": (FiveConvDense, "rdb"),

@@ -63,17 +63,36 @@ def sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_channels=None, in_index=No
     ``in_index`` is an int (a prefix of the input channels) or a LongTensor (a gather,
     for dense blocks).  Uses the conv's own padding mode, stride and dilation.
     """
+    if conv._forward_pre_hooks:  # e.g. the old nn.utils.weight_norm computes `weight` in a pre-hook
+        x = _pre_hooks(conv, x)
     w, b = conv.weight, conv.bias
     if out_channels is not None:
         w = w[:out_channels]
         b = b[:out_channels] if b is not None else None
     if in_index is not None:
         w = w[:, :in_index] if isinstance(in_index, int) else w.index_select(1, in_index)
-    return conv._conv_forward(x, w, b)
+    out = conv._conv_forward(x, w, b)
+    for hook in conv._forward_hooks.values():
+        result = hook(conv, (x,), out)
+        out = out if result is None else result
+    return out
+
+
+def _pre_hooks(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Run `conv`'s forward pre-hooks as its own call would (weight normalisation, spectral norm)."""
+    for hook in conv._forward_pre_hooks.values():
+        result = hook(conv, (x,))
+        if result is not None:
+            x = result[0] if isinstance(result, tuple) else result
+    return x
 
 
 def static_conv(conv: nn.Conv2d, out_index=None, in_index=None) -> nn.Conv2d:
-    """A new plain Conv2d holding ``conv.weight[:out_index][:, in_index]`` (copies), for export."""
+    """A new plain Conv2d holding ``conv.weight[:out_index][:, in_index]`` (copies), for export
+    (a weight a pre-hook computes, as the old ``nn.utils.weight_norm``'s, is computed first)."""
+    if conv._forward_pre_hooks:
+        with torch.no_grad():
+            _pre_hooks(conv, torch.empty(0))
     w = conv.weight.detach()
     b = conv.bias.detach() if conv.bias is not None else None
     if out_index is not None:

@@ -49,7 +49,9 @@ TRACED, STRUCTURE, COMPUTATION = 1, 2, 3
 
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                       nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
-                      nn.Identity)
+                      nn.Identity, nn.Dropout, nn.Dropout2d)
+#: methods that read only the shape of their second tensor (``y.expand_as(t)``)
+SHAPE_OF_SECOND = frozenset(("expand_as", "view_as", "reshape_as", "type_as"))
 ACTIVATION_FUNCTIONS = frozenset((F.relu, F.relu_, torch.relu, torch.relu_, F.leaky_relu, F.leaky_relu_, F.gelu,
                                   F.silu, F.elu, F.selu, F.celu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
                                   F.relu6, torch.sigmoid, torch.tanh, F.softplus, torch.clamp, F.sigmoid,
@@ -127,6 +129,8 @@ class Dataflow:
     #: None, "module" (a per-channel PReLU module) or "weight" (the weight of a functional prelu))
     activations: list
     shape: str                # "edsr" | "rcab" | "rdb" | "rrdb" | "residual"
+    #: plain attributes the forward reads (not parameters, buffers or submodules): name -> value
+    attributes: dict = field(default_factory=dict, repr=False, compare=False)
     #: generated programs, key -> (source, globals); see program.py
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -384,6 +388,8 @@ class _Graph:
                 out[node] = True
             elif kind in ("attr", "meta"):
                 out[node] = False
+            elif node.op == "call_method" and node.target in SHAPE_OF_SECOND:
+                out[node] = out.get(self.args[node][0], False)  # y.expand_as(t) is y, shaped like t
             else:
                 out[node] = any(out.get(a, False) for a in inputs) if inputs else False
         return out
@@ -429,9 +435,12 @@ class _Structure:
         self.regions = [c for c in self.body if self.internal[c]]
         self.region_of = {c: i for i, c in enumerate(self.regions)}
         for c in self.body:
+            m = g.module(c)
             if g.kind[c] == "gconv":
-                m = g.module(c)
                 self.problems.append(f"{c.target} has groups={m.groups}; only groups=1 can be sliced")
+            elif m._forward_pre_hooks_with_kwargs or m._forward_hooks_with_kwargs:
+                self.problems.append(f"{c.target} has forward hooks that take keyword arguments; a sliced call "
+                                     "cannot run them as the convolution's own call would")
 
     PASS = ("act",)
 
@@ -584,7 +593,8 @@ class _Parser:
                 nodes.add(n)
                 for dep in g.tensor_inputs(n):
                     if dep is t:
-                        ok = ok and g.kind.get(n) == "pool"
+                        shape_only = n.op == "call_method" and n.target in SHAPE_OF_SECOND and g.args[n][0] is not t
+                        ok = ok and (g.kind.get(n) == "pool" or shape_only)
                     elif s.spatial.get(dep):
                         ok = False
                     else:
@@ -841,7 +851,19 @@ def _dataflow(g: _Graph, s: _Structure, p: _Parser, module: nn.Module):
                         s.shape())
     in_channels = g.shapes[g.input][1]
     return Dataflow(g.gm.graph, g.input.name, in_channels, convs, regions, p.units, p.attention, p.scales,
-                    activations, shape)
+                    activations, shape, attributes=_plain_attributes(g, module))
+
+
+def _plain_attributes(g: _Graph, module: nn.Module) -> dict:
+    """Top-level names the traced forward reads with ``get_attr`` that are no submodule, parameter or
+    buffer of `module` (a plain tensor attribute, or a constant torch.fx made), with their values:
+    the converted block must carry them for its program."""
+    out = {}
+    for node in g.gm.graph.nodes:
+        name = node.target.split(".")[0] if node.op == "get_attr" else None
+        if name and name not in module._modules and name not in module._parameters and name not in module._buffers:
+            out[name] = module.__dict__[name] if name in module.__dict__ else getattr(g.gm, name)
+    return out
 
 
 def _densely_connected(unit: Unit, s: _Structure) -> bool:

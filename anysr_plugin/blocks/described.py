@@ -29,7 +29,7 @@ from .program import MaskedRun, SlicedRun, column_masks, compiled, conv_spec, pr
 
 #: names an upstream block cannot use (the AnySR block's own attributes)
 RESERVED = frozenset(("anysr_gate", "channels", "lam", "widths", "upstream_type", "family", "in_channels",
-                      "gate_region"))
+                      "gate_region", "flow", "training"))
 
 _SCOPE: contextvars.ContextVar = contextvars.ContextVar("anysr_analyses", default=None)
 
@@ -142,6 +142,7 @@ class DescribedBlock(AnySRBlock):
         for name, buf in block._buffers.items():
             self._buffers[name] = buf
         self._non_persistent_buffers_set |= set(block._non_persistent_buffers_set)
+        self.__dict__.update(self._flow.attributes)  # plain attributes its forward reads
 
     def _build_program(self) -> None:
         source = program(self._flow, "slim", self.gate_region)
@@ -235,6 +236,7 @@ class StaticDescribedBlock(StaticBlock):
                                                                             param.requires_grad)
         for name, buf in block._buffers.items():
             self._buffers[name] = None if buf is None else buf.detach().clone()
+        self.__dict__.update(copy.deepcopy(flow.attributes))
         for (out, inp), role in zip(conv_spec(flow, counts, "cpu"), flow.convs):
             if out is not None or inp is not None:
                 self._replace(role.target, static_conv(block.get_submodule(role.target), out, inp))

@@ -232,7 +232,7 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if not report.targets:
             raise ConfigError(f"{path}: model {name!r} built with {repo}'s registry holds no convertible block "
                               f"(module types: {', '.join(sorted(report.module_types)[:12])}); AnySR would "
-                              "change nothing")
+                              f"change nothing. {report.why_nothing()}")
         if report.skipped:
             details = "; ".join(f"{k.name} ({k.upstream_type}): {k.reason}" for k in report.skipped[:4])
             raise ConfigError(f"{path}: model {name!r}: {len(report.skipped)} block-like module(s) cannot be "

@@ -91,6 +91,12 @@ class TargetReport:
     validations: int = 0  # full-width checks actually run (one per block signature)
     #: where the scale of a call comes from, e.g. "scale from forward argument `cell`"
     scale_source: str = ""
+    #: the module that came closest to a block without converting: (stage, name, type, reason) or None
+    near_miss: tuple | None = None
+
+    def why_nothing(self) -> str:
+        """Why nothing converts (when no target was found): see :func:`why_nothing_converts`."""
+        return why_nothing_converts(self.module_types, self.near_miss)
 
     def summary(self) -> str:
         """One line: what was (or would be) converted and where the scale comes from."""
@@ -298,24 +304,27 @@ ATTENTION_TYPES = (nn.MultiheadAttention, nn.LayerNorm, nn.Softmax)
 ATTENTION_NAMES = ("transformer", "swin")
 
 
-def _no_blocks_message(root_label: str, adapter, types: dict, planner, left: list) -> str:
-    seen = ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
-    also = "".join(f"; {s.name} ({s.upstream_type}) {s.reason}" for s in left)
-    head = (f"no convertible block under {root_label!r} (adapter {adapter.name!r}; block types: "
-            f"{', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. ")
+def why_nothing_converts(types: dict, near=None) -> str:
+    """Why nothing converts, for a refusal: an encoder of attention blocks is told AnySR does not
+    convert those; otherwise the closest near-miss ``(stage, name, type, reason)`` and the way on."""
     attention = [k for k in types if k in {t.__name__ for t in ATTENTION_TYPES}
                  or any(w in k.lower() for w in ATTENTION_NAMES)]
     if attention:
-        return head + (f"This encoder is built of attention blocks ({', '.join(attention)}): AnySR slims "
-                       "convolutional residual blocks and does not convert attention or transformer blocks; "
-                       "use an encoder with residual conv blocks (EDSR, RDN, RCAN, RRDB, ...)")
-    near = ""
-    if planner.near is not None:
-        _, name, upstream, reason = planner.near
-        near = f"Closest: {name} ({upstream}) {reason}. "
-    return head + near + ("AnySR converts residual conv blocks by what they compute (the patterns are listed in "
-                          "docs/block-types.md); for a block the patterns cannot express, register a block type "
-                          "(anysr_plugin.register_block_type)")
+        return (f"This encoder is built of attention blocks ({', '.join(attention)}): AnySR slims convolutional "
+                "residual blocks and does not convert attention or transformer blocks; use an encoder with residual "
+                "conv blocks (EDSR, RDN, RCAN, RRDB, ...)")
+    closest = f"Closest: {near[1]} ({near[2]}) {near[3]}. " if near is not None else ""
+    return closest + ("AnySR converts residual conv blocks by what they compute (the patterns are listed in "
+                      "docs/block-types.md); for a block the patterns cannot express, register a block type "
+                      "(anysr_plugin.register_block_type)")
+
+
+def _no_blocks_message(root_label: str, adapter, types: dict, planner, left: list) -> str:
+    seen = ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
+    also = "".join(f"; {s.name} ({s.upstream_type}) {s.reason}" for s in left)
+    return (f"no convertible block under {root_label!r} (adapter {adapter.name!r}; block types: "
+            f"{', '.join(t.family for t in block_types())}); module types seen: {seen}{also}. "
+            + why_nothing_converts(types, planner.near))
 
 
 def resolve_scale_source(model: nn.Module, adapter, scale_from=None):
@@ -364,7 +373,7 @@ def inspect_targets(model: nn.Module, config: AnySRConfig | dict | None = None, 
         where = source.describe() if source is not None else (
             "no scale source found: anysrify raises NoScaleSourceError unless given scale_from=")
     return TargetReport(adapter.name, root_name, state is not None, targets, planner.skipped, types,
-                        planner.validations, where)
+                        planner.validations, where, planner.near)
 
 
 def _refuse_compiled(model: nn.Module) -> None:

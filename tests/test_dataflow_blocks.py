@@ -124,9 +124,13 @@ def test_a_refused_block_beside_good_ones_is_left_with_a_warning():
 
 def test_a_transformer_encoder_is_told_attention_blocks_are_not_converted():
     model = L.Net(L.WindowAttention)
-    with pytest.raises(NoBlocksError, match=r"attention blocks \(.*MultiheadAttention.*\): AnySR slims "
-                                            r"convolutional residual blocks and does not convert attention"):
+    told = r"attention blocks \(.*MultiheadAttention.*\): AnySR slims convolutional residual blocks and does not " \
+           r"convert attention"
+    with pytest.raises(NoBlocksError, match=told):
         anysr.anysrify(model)
+    assert "register" not in str(anysr.inspect_targets(model).why_nothing())
+    import re
+    assert re.search(told, anysr.inspect_targets(model).why_nothing())  # what convert-config --repo says too
 
 
 def test_the_conversion_line_names_each_pattern_and_its_count(caplog):

@@ -52,6 +52,12 @@ def get_adapter(name: "str | MethodAdapter | None") -> MethodAdapter:
             f"unknown adapter {name!r}; available: {', '.join(['generic'] + sorted(_REGISTRY))}") from None
 
 
+def all_adapters() -> list:
+    """Every registered adapter once (aliases folded), in registration order."""
+    _load_builtins()
+    return list({id(a): a for a in _REGISTRY.values()}.values())
+
+
 def detect_adapter(model: nn.Module) -> MethodAdapter:
     _load_builtins()
     seen = set()
@@ -64,6 +70,17 @@ def detect_adapter(model: nn.Module) -> MethodAdapter:
     return GENERIC
 
 
+def adapter_for_upstream(name: str) -> "MethodAdapter | None":
+    """The adapter serving upstream registry name `name` (a checkpoint spec's ``name``): the one
+    registered under `name` when its ``upstream_names`` hold it, else the first registered one
+    whose ``upstream_names`` do; None when none does."""
+    _load_builtins()
+    own = _REGISTRY.get(name)
+    if own is not None and name in own.upstream_names:
+        return own
+    return next((a for a in _REGISTRY.values() if name in a.upstream_names), None)
+
+
 def adapter_for(model: nn.Module) -> MethodAdapter:
     """The adapter a converted model was converted with, else the detected one."""
     from ..control import unwrap
@@ -72,5 +89,5 @@ def adapter_for(model: nn.Module) -> MethodAdapter:
     return state.adapter if state is not None else detect_adapter(unwrap(model))
 
 
-__all__ = ["adapter_for", "MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
+__all__ = ["adapter_for", "all_adapters", "adapter_for_upstream", "MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
            "available_adapters"]

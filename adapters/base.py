@@ -21,6 +21,12 @@ class MethodAdapter:
     name: str = "generic"
     #: model names in the upstream registry this adapter serves
     upstream_names: tuple = ()
+    #: the upstream repository, in words (messages that point at a checkout)
+    repository: str = ""
+    #: whether :meth:`build_spec` builds the checkpoints' model specs (``--repo`` tools)
+    builds_specs: bool = False
+    #: LR patch of the method's own fine-tuning recipe (``anysr finetune``'s default; None: the trainer's)
+    train_patch: "int | None" = None
 
     def detect(self, model: nn.Module) -> bool:
         """True if `model` is one this adapter knows (used when adapter=None)."""
@@ -66,6 +72,30 @@ class MethodAdapter:
         raise AdapterError(f"{type(model).__name__} has no super-resolution call known to adapter {self.name!r} "
                            "(an encoder alone, or a model no adapter recognises): pass an SR model, "
                            "or adapter=... naming its method")
+
+    def query_layout(self, model: nn.Module) -> "str | None":
+        """How the trainer lays out the HR queries of ``model(inp, coord, cell)``: ``"points"``
+        (``coord`` (B, Q, 2)), ``"grid"`` (``coord`` (B, H, W, 2)), or None when the method has no
+        such call (the generic adapter: the trainer cannot drive the model)."""
+        return None
+
+    def call_sizes(self, args: tuple, kwargs: dict) -> "list | None":
+        """``[((h, w) LR size, (H, W) HR size), ...]`` per sample of a super-resolution call of the
+        model, or None when the call does not say (read by the official release's policy, which
+        snaps the scale to the release's nominal one)."""
+        return None
+
+    def slim_decoder(self, model: nn.Module) -> "tuple | None":
+        """Where ``decoder="slim"`` finds the implicit decoder: ``("mlp", attr)`` (an MLP with
+        ``layers``), ``("pointwise", (attr1, attr2))`` (two 1x1 convolutions) or None."""
+        return None
+
+    def build_spec(self, ctx, make, spec, args=None, load_sd: bool = False, top_level: bool = True):
+        """``make(spec)`` with AnySR (the model a checkpoint's spec describes, converted and loaded);
+        only adapters whose upstream builds models from specs have one."""
+        from ..errors import AdapterError
+
+        raise AdapterError(f"adapter {self.name!r} builds no model specs")
 
     def install(self, ctx) -> None:
         """Hook this method into an upstream process before its script runs (the launcher).

@@ -32,6 +32,7 @@ What differs from the core's generic handling (from the upstream repositories' d
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from torch import nn
 
 from ..coords import cell_for, make_coord
 from .base import MethodAdapter, find_tensor_arg, sizes_scale
+from .registry_hooks import build_anysr_model, install_registry_hooks
 from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
 
 #: upstream model-registry names this adapter serves
@@ -47,6 +49,14 @@ LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
 LIIF_CLASS_NAMES = ("LIIF", "LTE", "LTEP", "MetaSR")
 #: encoder registry names whose blocks anysrify converts
 ENCODER_NAMES = ("edsr-baseline", "edsr", "rdn", "rcan")
+
+
+def _hr_side(grid: "int | None", from_cell: float) -> float:
+    """One axis of a call's HR size: the coord grid's when it is the larger, else the cell's
+    (as an int when it is one)."""
+    if grid is not None and grid >= from_cell - 1e-3:
+        return grid
+    return float(round(from_cell)) if abs(from_cell - round(from_cell)) < 1e-3 else from_cell
 
 
 def looks_implicit(model: nn.Module) -> bool:
@@ -75,6 +85,11 @@ class LIIFAdapter(MethodAdapter):
     #: whether the upstream trainer starts fresh when `resume:` names a missing file (LIIF loads it whenever
     #: it is set); used by convert-config only when the checkout's own script cannot be read
     fresh_on_missing_resume = False
+    repository = "LIIF (yinboc/liif) or LTE"
+    builds_specs = True
+    train_patch = 48
+    #: wrapper classes whose trainer call takes an HR grid ``coord`` (B, H, W, 2): LTE+ (``LTEP``)
+    grid_class_names = ("LTEP",)
 
     def detect(self, model: nn.Module) -> bool:
         if looks_srno(model):
@@ -103,6 +118,40 @@ class LIIFAdapter(MethodAdapter):
         if inp is None or cell is None:
             return None
         return scale_from_cell(inp, cell)
+
+    def query_layout(self, model: nn.Module) -> str:
+        """LIIF / LTE / Meta-SR query flattened HR pixels, ``coord`` (B, Q, 2); LTE+ takes an HR grid."""
+        return "grid" if type(model).__name__ in self.grid_class_names else "points"
+
+    def call_sizes(self, args: tuple, kwargs: dict):
+        """LR size from ``inp``; HR size per axis from ``coord`` when it is the larger (a cell clipped
+        by ``max(s / 4, 1)`` under-states it; a training ``coord`` is a subset of the LR-sized crop),
+        else from the cell (``2 / cell``).  ``coord`` (B, H, W, 2) gives both axes; (B, Q, 2) with
+        ``Q = H * W`` gives them with the aspect the cell shows (a clip scales both axes evenly)."""
+        inp, coord, cell = (find_tensor_arg(args, kwargs, i, n) for i, n in enumerate(("inp", "coord", "cell")))
+        if not all(isinstance(t, torch.Tensor) for t in (inp, coord, cell)) or inp.dim() != 4 \
+                or coord.shape[0] != inp.shape[0] or cell.shape[0] != inp.shape[0] or cell.shape[-1] != 2:
+            return None
+        lr = (int(inp.shape[-2]), int(inp.shape[-1]))
+        c = cell.detach().double().reshape(cell.shape[0], -1, 2)[:, 0, :].cpu()
+        if not bool((c > 0).all()):
+            return None
+        out = []
+        for b in range(inp.shape[0]):
+            from_cell = (2.0 / float(c[b, 0]), 2.0 / float(c[b, 1]))
+            grid = (None, None)
+            if coord.dim() == 4:
+                grid = (int(coord.shape[1]), int(coord.shape[2]))
+            elif coord.dim() == 3:
+                q = int(coord.shape[1])
+                h = round(math.sqrt(q * float(c[b, 1]) / float(c[b, 0])))
+                if h > 0 and q % h == 0:
+                    grid = (h, q // h)
+            out.append((lr, tuple(_hr_side(g, f) for g, f in zip(grid, from_cell))))
+        return out
+
+    def slim_decoder(self, model: nn.Module):
+        return ("mlp", "imnet") if isinstance(getattr(model, "imnet", None), nn.Module) else None
 
     # -- the tools' calls ------------------------------------------------------------
     #: LIIF-family data convention: images in [0, 1] are fed as (x - 0.5) / 0.5
@@ -143,11 +192,12 @@ class LIIFAdapter(MethodAdapter):
                 m.__dict__[attr] = None
         return (out * std + mean).clamp(0, 1)
 
-    # -- launcher ---------------------------------------------------------------
+    # -- launcher and --repo tools -----------------------------------------------
     def install(self, ctx) -> None:
-        from ..launch import install_registry_hooks
-
         install_registry_hooks(ctx, self)
+
+    def build_spec(self, ctx, make, spec, args=None, load_sd: bool = False, top_level: bool = True):
+        return build_anysr_model(ctx, self, make, spec, args=args, load_sd=load_sd, top_level=top_level)
 
     # -- config -----------------------------------------------------------------
     def convert_config(self, upstream, out, anysr_config, **options) -> str:
@@ -428,6 +478,7 @@ class LTEAdapter(LIIFAdapter):
     name = "lte"
     train_script = "train.py"
     fresh_on_missing_resume = True  # train.py: os.path.exists(config.get('resume')); the key must be a path
+    repository = "LTE (jaewon-lee-b/lte)"
 
 
 ADAPTER = LIIFAdapter()

@@ -64,6 +64,7 @@ from torch import nn
 from ..config import AnySRConfig
 from ..control import unwrap
 from ..errors import AdapterError, AnySRWarning, ConfigError
+from ..launch import import_repo_module, report_test_scales, script_scope
 from . import register_adapter
 from .base import MethodAdapter, find_tensor_arg
 
@@ -496,9 +497,7 @@ def convert_upstream_net(net: nn.Module, adapter, config: AnySRConfig, contract:
 
 def _patch_model_class(ctx, adapter, contract: str) -> None:
     """Make ``model.Model`` anysrify its net right before it loads a checkpoint."""
-    from ..launch import _import_repo_module
-
-    model_pkg = _import_repo_module(ctx, "model")  # a missing dependency of the repo: one line, by the launcher
+    model_pkg = import_repo_module(ctx, "model")  # a missing dependency of the repo: one line, by the launcher
     Model = getattr(model_pkg, "Model", None)
     if Model is None or not hasattr(Model, "load"):
         raise AdapterError(f"{getattr(model_pkg, '__file__', 'model')} defines no Model with a load() method; "
@@ -511,13 +510,11 @@ def _patch_model_class(ctx, adapter, contract: str) -> None:
 
     def convert(wrapper):
         from ..injection import is_anysr
-        from ..launch import _report_test_scales, _scope
-
         net = wrapper.get_model() if hasattr(wrapper, "get_model") else unwrap(wrapper.model)
         fresh = not is_anysr(net)
         net = convert_upstream_net(net, adapter, config, contract, width)
         if fresh:  # evaluation calls say which width and MACs each test scale runs at
-            _scope(ctx).enter_context(_report_test_scales(ctx, net))
+            script_scope(ctx).enter_context(report_test_scales(ctx, net))
         return net
 
     @functools.wraps(original_load)

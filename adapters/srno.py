@@ -39,6 +39,19 @@ class SRNOAdapter(LIIFAdapter):
     train_script = "train.py"
     encoder_names = SRNO_ENCODER_NAMES
     fresh_on_missing_resume = True  # train.py: `resume` None or a missing file is a fresh run
+    repository = "SRNO (2y7c3/Super-Resolution-Neural-Operator)"
+    train_patch = 128  # SRNO's LR patch (TrainConfig.patch: 48 LIIF, 50 Meta-SR / ArbSR, 128 SRNO)
+
+    def query_layout(self, model: nn.Module) -> str:
+        """SRNO's trainer call takes an HR grid: ``coord`` (B, H, W, 2)."""
+        return "grid"
+
+    def slim_decoder(self, model: nn.Module):
+        """SRNO's pointwise decoder ``fc2(gelu(fc1(x)))`` (two 1x1 convolutions; ``conv00`` and the
+        Galerkin attention stay full)."""
+        if all(isinstance(getattr(model, a, None), nn.Module) for a in ("fc1", "fc2")):
+            return ("pointwise", ("fc1", "fc2"))
+        return None
 
     def detect(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.class_names or looks_srno(model)

@@ -243,35 +243,40 @@ class DecoderSourceHook:
 # ---------------------------------------------------------------------------- surgery
 
 
-def plan_decoder(model: nn.Module, config: AnySRConfig) -> list:
-    """``[(parent, attr, new module, original module)]`` for the model's decoder, validated
-    (structure and full-width equality on a random input); raises before touching anything."""
-    imnet = getattr(model, "imnet", None)
-    if isinstance(imnet, nn.Module):
-        problem = SlimMLP.structure_problem(imnet)
+def plan_decoder(model: nn.Module, config: AnySRConfig, adapter) -> list:
+    """``[(parent, attr, new module, original module)]`` for the decoder the method `adapter` names
+    (``adapter.slim_decoder(model)``), validated (structure and full-width equality on a random
+    input); raises before touching anything."""
+    where = adapter.slim_decoder(model)
+    if where is not None and where[0] == "mlp":
+        attr = where[1]
+        mlp = getattr(model, attr)
+        problem = SlimMLP.structure_problem(mlp)
         if problem is not None:
-            raise UnsupportedBlockError(f"decoder='slim': imnet cannot be slimmed: {problem}; the model was "
+            raise UnsupportedBlockError(f"decoder='slim': {attr} cannot be slimmed: {problem}; the model was "
                                         "not changed (use decoder='off')")
-        new = SlimMLP(imnet, config)
-        _check_equal(imnet, new, (2, 3, imnet.layers[0].in_features), "imnet")
-        return [(model, "imnet", new, imnet)]
-    fc1, fc2 = getattr(model, "fc1", None), getattr(model, "fc2", None)
-    if hasattr(model, "conv00") and fc1 is not None and fc2 is not None:
-        problem = SlimPointwise.conv_problem(fc1, "fc1") or SlimPointwise.conv_problem(fc2, "fc2")
+        new = SlimMLP(mlp, config)
+        _check_equal(mlp, new, (2, 3, mlp.layers[0].in_features), attr)
+        return [(model, attr, new, mlp)]
+    if where is not None and where[0] == "pointwise":
+        (a1, a2) = where[1]
+        fc1, fc2 = getattr(model, a1), getattr(model, a2)
+        problem = SlimPointwise.conv_problem(fc1, a1) or SlimPointwise.conv_problem(fc2, a2)
         if problem is None and fc1.out_channels != fc2.in_channels:
-            problem = f"fc1 writes {fc1.out_channels} channels but fc2 reads {fc2.in_channels}"
+            problem = f"{a1} writes {fc1.out_channels} channels but {a2} reads {fc2.in_channels}"
         if problem is not None:
-            raise UnsupportedBlockError(f"decoder='slim': SRNO's fc1/fc2 cannot be slimmed: {problem}; the "
+            raise UnsupportedBlockError(f"decoder='slim': {a1}/{a2} cannot be slimmed: {problem}; the "
                                         "model was not changed (use decoder='off')")
         hidden = fc1.out_channels
         new1, new2 = SlimPointwise(fc1, "out", hidden, config), SlimPointwise(fc2, "in", hidden, config)
-        _check_equal(fc1, new1, (2, fc1.in_channels, 3, 3), "fc1")
-        _check_equal(fc2, new2, (2, fc2.in_channels, 3, 3), "fc2")
-        return [(model, "fc1", new1, fc1), (model, "fc2", new2, fc2)]
+        _check_equal(fc1, new1, (2, fc1.in_channels, 3, 3), a1)
+        _check_equal(fc2, new2, (2, fc2.in_channels, 3, 3), a2)
+        return [(model, a1, new1, fc1), (model, a2, new2, fc2)]
     found = ", ".join(f"{n}: {type(m).__name__}" for n, m in model.named_children())
     raise UnsupportedBlockError(
-        f"decoder='slim' needs a LIIF/LTE `imnet` MLP or SRNO's `fc1`/`fc2` on {type(model).__name__}; "
-        f"found children [{found}]; the model was not changed (use decoder='off')")
+        f"decoder='slim' needs the implicit decoder its method adapter names (LIIF/LTE `imnet` MLP, SRNO's "
+        f"`fc1`/`fc2`); adapter {adapter.name!r} names none on {type(model).__name__} (children [{found}]); the "
+        "model was not changed (use decoder='off')")
 
 
 class _FullWidth:

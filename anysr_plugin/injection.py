@@ -440,7 +440,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
     decoder_plan = None
     if config.decoder == "slim":  # beyond the paper, opt-in: validated before anything changes
         from .decoder import plan_decoder
-        decoder_plan = plan_decoder(target_model, config)
+        decoder_plan = plan_decoder(target_model, config, adapter)
 
     state = AnySRState(config, adapter.name, root_name, source)
     built = []

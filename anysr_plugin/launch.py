@@ -9,10 +9,10 @@
    ``torch.load`` maps to the CPU: **a smoke-test aid** for machines without CUDA, not
    a way to train for real;
 3. the method adapter's ``install(ctx)`` hooks the upstream registry / model builder so
-   the model is anysrified (before the optimizer is built) and the scale reaches it
-   (LIIF / LTE / SRNO: :func:`install_registry_hooks` -- ``models.make`` builds specs
-   carrying ``anysr:`` anysrified and loads ``sd`` / ``anysr_init_from`` after that;
-   ``test.batched_predict`` runs under ``use_scale`` read from ``cell``);
+   the model is anysrified (before the optimizer is built) and the scale reaches it; what
+   that takes is method knowledge and lives in the adapters (LIIF / LTE / SRNO:
+   ``adapters/registry_hooks.py``; Meta-SR / ArbSR: ``adapters/metasr.py``), which use the
+   helpers at the end of this module;
 4. the script runs as ``__main__`` with ``sys.argv = [SCRIPT, *ARGS]``; while it runs,
    ``torch.save`` refuses a spec claiming AnySR without gate tensors (:func:`honest_saves`).
    Everything is undone when the script returns (patched classes, hooks, ``torch``).
@@ -29,8 +29,12 @@ from pathlib import Path
 
 import torch
 
+from .checkout import dependency_errors, import_repo_module as checkout_import
 from .config import AnySRConfig
-from .errors import AnySRError, NoScaleSourceError, ScaleSourceError
+from .control import anysr_blocks
+from .cost import gate_macs
+from .errors import AnySRError, CheckpointError, NoScaleSourceError, ScaleSourceError
+from .plan import peek_plan
 
 #: top-level module names used by the upstream repos (and the stdlib / PyPI names they shadow)
 UPSTREAM_MODULE_NAMES = ("models", "model", "datasets", "data", "utils", "utility", "test", "trainer", "option",
@@ -60,6 +64,8 @@ class LaunchContext:
     #: AnySRConfig fields set on the command line (``--scale-from``, ``--lam``) for every AnySR
     #: model the hooks build, written into the spec's ``anysr:`` entry so saved checkpoints carry them
     overrides: dict = field(default_factory=dict)
+    #: True while the script runs (models built then are scoped to it: deferral, test-scale lines)
+    running: bool = False
 
     def say(self, message: str) -> None:
         print(f"anysr: {message}", file=self.log or sys.stderr, flush=True)
@@ -138,8 +144,6 @@ def honest_saves():
     """While the script runs, ``torch.save`` refuses a model spec that claims AnySR (``anysr:``)
     next to a state dict without any gate tensor: the model trained was the plain upstream
     one (e.g. LTE resuming a vanilla checkpoint), and such a file would lie about itself."""
-    from .errors import CheckpointError
-
     original = torch.save
 
     @functools.wraps(original)
@@ -193,7 +197,6 @@ def import_user_modules(specs) -> list:
 def run(ctx: LaunchContext) -> int:
     """Run ``ctx.script`` as ``__main__`` inside the upstream repo with the adapter installed."""
     from .adapters import get_adapter
-    from .checkout import dependency_errors
 
     adapter = get_adapter(ctx.method)
     repo = ctx.repo.resolve()
@@ -202,7 +205,7 @@ def run(ctx: LaunchContext) -> int:
         raise AnySRError(f"upstream script {script} not found in {repo}; name a script of that repository "
                          "(e.g. train_liif.py), run from its root or pass --repo DIR")
     saved_path, saved_argv, saved_cwd = list(sys.path), list(sys.argv), os.getcwd()
-    ctx._running = True
+    ctx.running = True
     purge_modules()
     sys.path.insert(0, str(repo))
     sys.argv = [str(script)] + list(ctx.argv)
@@ -223,7 +226,7 @@ def run(ctx: LaunchContext) -> int:
                                 "--scale-from)") from None
         return 0
     finally:
-        ctx._running = False
+        ctx.running = False
         for cleanup in reversed(ctx.cleanups):
             cleanup()
         os.chdir(saved_cwd)
@@ -232,7 +235,7 @@ def run(ctx: LaunchContext) -> int:
 
 
 # ---------------------------------------------------------------------------
-# registry hooks shared by the LIIF-family and SRNO adapters (adapters/liif.py, srno.py)
+# what the method adapters' install(ctx) use (adapters/registry_hooks.py, adapters/metasr.py)
 
 #: top-level model-spec key (ignored by upstream ``make``) naming vanilla weights to start from
 INIT_FROM_KEY = "anysr_init_from"
@@ -240,153 +243,13 @@ INIT_FROM_KEY = "anysr_init_from"
 ANYSR_KEY = "anysr"
 
 
-def _import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
+def import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
     """Import the upstream repo's own top-level module `name` (never a stdlib/PyPI namesake);
     see :func:`anysr_plugin.checkout.import_repo_module` for the messages."""
-    from .checkout import import_repo_module
-
-    return import_repo_module(ctx.repo, name, required=required, method=ctx.method, script=ctx.script)
+    return checkout_import(ctx.repo, name, required=required, method=ctx.method, script=ctx.script)
 
 
-def _describe_weights(ctx, model, spec, name, load_sd) -> str:
-    """Load the weights a built AnySR model starts from; returns what was done, for the report."""
-    from collections.abc import Mapping
-
-    from .checkpoint import ANYSR_KEY as GATE_MARK, load_upstream_checkpoint
-    from .errors import CheckpointError
-
-    if load_sd:
-        sd = spec.get("sd")
-        if not isinstance(sd, Mapping):
-            raise CheckpointError(f"model spec {name!r}: load_sd=True but the spec has no `sd` state dict")
-        if any(GATE_MARK in k for k in sd):
-            result = model.load_state_dict(sd, strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise CheckpointError(
-                    f"saved AnySR weights do not fit the model built from the spec's `anysr:` entry; "
-                    f"missing {result.missing_keys[:6]}, unexpected {result.unexpected_keys[:6]}")
-            return "loaded its saved AnySR weights"
-        load_upstream_checkpoint(model, sd)
-        return "the saved weights are vanilla upstream weights (no anysr_* keys): gates start fresh"
-    init = ctx.init_from or spec.get(INIT_FROM_KEY)
-    if init:
-        init = Path(init)
-        if not init.is_absolute() and not init.exists():
-            init = ctx.repo / init
-        missing, _ = load_upstream_checkpoint(model, init)
-        return f"initialised from {init} ({len(missing)} new anysr_* tensors keep their fresh init)"
-    return "no --init-from / anysr_init_from: pretrained weights are not loaded"
-
-
-def build_anysr_model(ctx: LaunchContext, adapter, orig_make, spec, args=None, load_sd=False, top_level=True):
-    """``models.make`` with AnySR: specs carrying ``anysr:`` are built, anysrified, then loaded.
-
-    * ``anysr:`` (a top-level key of the model spec, the AnySRConfig dict) marks an AnySR
-      model, whatever the spec's name.  ``--anysr-config FILE`` adds it, **in place**, to
-      every top-level spec (not to the encoder specs the model builds inside) that lacks
-      it, so every checkpoint the trainer saves describes itself.
-    * the model is converted by structure: the method adapter when it recognises the
-      model, else the generic adapter (a renamed fork still gets its encoder's blocks and
-      its scale from the forward signature).  When nothing is converted the launch stops
-      with a typed error before any training step.
-    * ``load_sd=True`` (resume, ``test.py``, ``demo.py``): the saved ``sd`` is loaded
-      *after* anysrify, strictly; an ``sd`` without any ``anysr_*`` key is taken as vanilla
-      upstream weights (gates keep their fresh init, with a message).
-    * otherwise ``--init-from`` or the spec's ``anysr_init_from`` (vanilla upstream weights,
-      written by ``anysr convert-config --init-from``) is loaded with
-      :func:`anysr_plugin.load_upstream_checkpoint` (only ``anysr_*`` keys may be missing).
-
-    All of it happens inside ``make``, i.e. before the trainer builds its optimizer from
-    ``model.parameters()``, so the gates are trained.  One line per model says how many
-    blocks were converted and where the scale comes from.
-    """
-    from collections.abc import Mapping
-
-    from .checkpoint import ANYSR_KEY as GATE_MARK
-    from .errors import CheckpointError, ConfigError, NoBlocksError
-    from .injection import anysrify, inspect_targets
-
-    if not isinstance(spec, Mapping):
-        return orig_make(spec, args=args, load_sd=load_sd)
-    name = spec.get("name")
-    section = spec.get(ANYSR_KEY)
-    if section is None and ctx.anysr_config is not None and top_level:
-        section = ctx.anysr_config.to_dict()
-        if isinstance(spec, dict):
-            spec[ANYSR_KEY] = section
-    if section is None:
-        sd = spec.get("sd") if load_sd else None
-        if isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
-            raise CheckpointError(f"model spec {name!r} holds AnySR weights (anysr_* keys) but no `anysr:` entry; "
-                                  "pass the AnySR config with `anysr launch ... --anysr-config FILE`")
-        if top_level:  # e.g. LTE's `resume:` pointing at a vanilla checkpoint
-            ctx.say(f"model spec {name!r} carries no `anysr:` entry: building the plain upstream model "
-                    "(convert the config with `anysr convert-config` or pass --anysr-config FILE)")
-        return orig_make(spec, args=args, load_sd=load_sd)
-    section = _with_overrides(ctx, spec, name, section, load_sd)
-    try:
-        cfg = AnySRConfig.from_dict(section)
-    except AnySRError as exc:
-        raise ConfigError(f"model.anysr: {exc}") from None
-    if ctx.anysr_config is not None and ctx.anysr_config.to_dict() != cfg.to_dict() and not getattr(
-            ctx, "_warned_cfg", False):
-        ctx._warned_cfg = True
-        ctx.say("the model spec's own `anysr:` entry differs from --anysr-config; the spec's is used "
-                "(it describes the weights)")
-    model = orig_make(spec, args=args, load_sd=False)
-    try:
-        anysrify(model, cfg, adapter if adapter.detect(model) else None)
-    except NoBlocksError as exc:
-        raise NoBlocksError(f"model spec {name!r} carries an AnySR config but nothing in "
-                            f"{type(model).__name__} can be converted, so the run would train the plain model; "
-                            f"stopped before any training step. {exc}") from None
-    if cfg.compat == "official":
-        from .official import prepare_official_model
-
-        prepare_official_model(model, adapter)
-    report = inspect_targets(model)
-    weights = _describe_weights(ctx, model, spec, name, load_sd)
-    ctx.say(f"built {name} ({type(model).__name__}): {report.summary()}; {weights}")
-    if ctx.width is not None:
-        from .control import set_width
-
-        set_width(model, ctx.width)
-        ctx.say(f"fixed width {ctx.width:g} for every call (--width; the gates still see each call's scale)")
-    if getattr(ctx, "_running", False):  # inside `anysr launch` (not the tools' builds): scoped to the script
-        _scope(ctx).enter_context(_defer(model))
-        _scope(ctx).enter_context(_report_test_scales(ctx, model))
-    return model
-
-
-def _with_overrides(ctx: LaunchContext, spec, name, section, load_sd: bool):
-    """The spec's AnySR section with the command line's fields (``--scale-from``, ``--lam``), written
-    back into the spec (so every checkpoint the trainer saves carries them); said when it changes a
-    value.  A different ``--lam`` cannot load gates trained with another lambda: refused."""
-    from collections.abc import Mapping
-
-    from .checkpoint import ANYSR_KEY as GATE_MARK
-    from .errors import ConfigError
-
-    if not ctx.overrides or not isinstance(section, Mapping):
-        return section
-    changed = {k: v for k, v in ctx.overrides.items() if section.get(k) != v}
-    if not changed:
-        return section
-    sd = spec.get("sd") if load_sd else None
-    if "lam" in changed and isinstance(sd, Mapping) and any(GATE_MARK in k for k in sd):
-        trained = section.get("lam")
-        raise ConfigError(f"--lam {changed['lam']}: model spec {name!r} holds AnySR gates trained with "
-                          f"{'lam=' + str(trained) if trained is not None else 'the block types default lambda'} "
-                          "(model.anysr.lam), which another lambda cannot load; drop --lam")
-    ctx.say(f"model spec {name!r}: " + ", ".join(f"{k}={v!r} (was {section.get(k)!r})" for k, v in changed.items())
-            + " from the command line")
-    section = {**section, **changed}
-    if isinstance(spec, dict):
-        spec[ANYSR_KEY] = section
-    return section
-
-
-def _scope(ctx: LaunchContext):
+def script_scope(ctx: LaunchContext):
     """An ExitStack closed when the script returns (class patches and hooks are undone there)."""
     stack = getattr(ctx, "_scope", None)
     if stack is None:
@@ -395,22 +258,12 @@ def _scope(ctx: LaunchContext):
     return stack
 
 
-def _defer(model):
-    from .adapters.structure import defer_features
-
-    return defer_features(model)
-
-
 @contextlib.contextmanager
-def _report_test_scales(ctx: LaunchContext, model):
+def report_test_scales(ctx: LaunchContext, model):
     """Print, for evaluation calls, the width and the AnySR blocks' MACs each new scale runs at.
 
     A line is printed whenever an ``eval()`` call runs at another (scale, width) than the
     previous one, i.e. once per test scale, next to the script's own PSNR output."""
-    from .control import anysr_blocks
-    from .cost import gate_macs
-    from .plan import peek_plan
-
     blocks = anysr_blocks(model)
     last = {}
 
@@ -441,57 +294,6 @@ def _report_test_scales(ctx: LaunchContext, model):
             handle.remove()
 
 
-def install_registry_hooks(ctx: LaunchContext, adapter) -> None:
-    """Hook ``models.make`` and ``test.batched_predict`` of the upstream repo (LIIF, LTE, SRNO).
 
-    ``models.make`` is replaced on the package (the SR wrappers and the scripts look it
-    up there at call time), see :func:`build_anysr_model`.  ``test.batched_predict`` (a
-    module global read by ``eval_psnr`` at call time, also in train-time validation)
-    runs inside ``use_scale(model, scale_from_cell(inp, cell))``, so the encoder run by
-    ``gen_feat`` gets the scale.  A ``test.py`` / ``demo.py`` run as ``__main__`` has its
-    own copy of ``batched_predict``; models built here therefore also defer their
-    feature methods (found by structure) to the first call carrying a ``cell``
-    (``adapters.structure.defer_features``, undone when the script returns).
-    """
-    import functools
-
-    from .adapters.liif import scale_from_cell
-    from .control import use_scale
-    from .injection import is_anysr
-
-    from .checkout import registry_make
-
-    models = _import_repo_module(ctx, "models")
-    orig_make = registry_make(models, ctx.repo.resolve(), ctx.method)
-
-    depth = [0]
-
-    @functools.wraps(orig_make)
-    def make(model_spec, args=None, load_sd=False):
-        depth[0] += 1
-        try:
-            return build_anysr_model(ctx, adapter, orig_make, model_spec, args=args, load_sd=load_sd,
-                                     top_level=depth[0] == 1)
-        finally:
-            depth[0] -= 1
-
-    make._anysr_orig = orig_make
-    models.make = make
-    ctx.cleanups.append(lambda: setattr(models, "make", orig_make))
-
-    test = _import_repo_module(ctx, "test", required=False)
-    orig_bp = getattr(test, "batched_predict", None) if test is not None else None
-    if orig_bp is not None:
-        @functools.wraps(orig_bp)
-        def batched_predict(model, inp, coord, cell, *args, **kwargs):
-            if cell is not None and is_anysr(model):
-                with use_scale(model, scale_from_cell(inp, cell)):
-                    return orig_bp(model, inp, coord, cell, *args, **kwargs)
-            return orig_bp(model, inp, coord, cell, *args, **kwargs)
-
-        test.batched_predict = batched_predict
-        ctx.cleanups.append(lambda: setattr(test, "batched_predict", orig_bp))
-
-
-__all__ = ["LaunchContext", "run", "cpu_shim", "purge_modules", "install_registry_hooks", "build_anysr_model",
-           "INIT_FROM_KEY", "ANYSR_KEY"]
+__all__ = ["LaunchContext", "run", "cpu_shim", "purge_modules", "honest_saves", "import_user_modules",
+           "import_repo_module", "script_scope", "report_test_scales", "INIT_FROM_KEY", "ANYSR_KEY"]

@@ -250,10 +250,17 @@ def _is_anysr(model: nn.Module) -> bool:
 
 
 def _layout_of(model: nn.Module) -> str:
+    """The query layout of the model's SR call, as its method adapter says (``layout="auto"``)."""
+    from .adapters import adapter_for
     from .control import unwrap
 
-    m = unwrap(model)
-    return "grid" if hasattr(m, "conv00") or type(m).__name__ in ("SRNO", "LTEP") else "points"
+    adapter = adapter_for(model)
+    layout = adapter.query_layout(unwrap(model))
+    if layout is None:
+        raise ConfigError(f"{type(unwrap(model)).__name__}: its adapter {adapter.name!r} knows no call "
+                          "model(inp, coord, cell) for the trainer to drive; give TrainConfig(layout='points') "
+                          "(coord (B, Q, 2)) or 'grid' (coord (B, H, W, 2)) if the model takes one")
+    return layout
 
 
 class Trainer:

@@ -7,7 +7,7 @@ therefore build the model a checkpoint describes with the repository that wrote 
 * LIIF / LTE / SRNO checkpoints carry their spec, ``{'model': {'name', 'args', 'sd', ...}}``;
   the repo's own ``models.make`` builds it, imported from ``DIR`` with the launcher's
   isolation (the repo root first on ``sys.path``, clashing modules purged before and
-  after), and through the launcher's build path (``build_anysr_model``), so a spec with
+  after), and through the launcher's build path (the method adapter's ``build_spec``), so a spec with
   an ``anysr:`` entry is anysrified before its weights load and a vanilla one gets the
   ``--config`` (default: the paper's) with fresh gates;
 * the unconverted model (``original``: the spec without ``anysr:``, the non-``anysr_*``
@@ -46,15 +46,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .adapters import adapter_for_upstream, all_adapters
 from .checkout import API_PATH
 from .errors import AdapterError, CheckpointError, ConfigError
+from .reference.models import WRAPPER_UPSTREAM_NAMES
 
-#: upstream model name -> the checkout ``--repo`` should name (messages)
-REPO_OF = {"liif": "LIIF (yinboc/liif) or LTE", "metasr": "LIIF (yinboc/liif) or LTE",
-           "lte": "LTE (jaewon-lee-b/lte)", "lte-fast": "LTE (jaewon-lee-b/lte)",
-           "sronet": "SRNO (2y7c3/Super-Resolution-Neural-Operator)"}
-#: reference model prefix -> the upstream model name it computes
-REFERENCE_WRAPPER = {"liif": "liif", "srno": "sronet"}
 #: key of the ``.safetensors`` metadata entry written by ``anysr export``
 EXPORT_META_KEY = "anysr_export"
 
@@ -72,19 +68,19 @@ def checkpoint_spec(obj, path) -> dict | None:
 
 
 def _repo_hint(name) -> str:
-    return REPO_OF.get(name, f"the repository that defines {name!r}")
+    adapter = adapter_for_upstream(name)
+    return adapter.repository if adapter is not None and adapter.repository else \
+        f"the repository that defines {name!r}"
 
 
 def adapter_for_spec(name: str):
-    """The method adapter serving upstream model ``name`` (LIIF, LTE, SRNO families)."""
-    from .adapters.liif import ADAPTER as LIIF, LTE_ADAPTER as LTE
-    from .adapters.srno import ADAPTER as SRNO
-
-    for adapter in (SRNO, LTE if name in ("lte", "lte-fast") else LIIF):
-        if name in adapter.upstream_names:
-            return adapter
-    raise AdapterError(f"the checkpoint's model spec names {name!r}; --repo builds the LIIF / LTE / SRNO "
-                       f"models {', '.join(sorted(set(LIIF.upstream_names + SRNO.upstream_names)))}")
+    """The method adapter that builds upstream model ``name`` from a checkpoint's spec."""
+    adapter = adapter_for_upstream(name)
+    if adapter is None or not adapter.builds_specs:
+        names = sorted({n for a in all_adapters() if a.builds_specs for n in a.upstream_names})
+        raise AdapterError(f"the checkpoint's model spec names {name!r}; --repo builds the models "
+                           f"{', '.join(names)} (from the checkpoints their repositories save)")
+    return adapter
 
 
 def check_reference_checkpoint(reference: str, obj, path) -> None:
@@ -94,7 +90,7 @@ def check_reference_checkpoint(reference: str, obj, path) -> None:
         return
     name = spec["name"]
     prefix = reference.split("-", 1)[0]
-    wanted = REFERENCE_WRAPPER.get(prefix)
+    wanted = WRAPPER_UPSTREAM_NAMES.get(prefix)
     if wanted is None:  # a bare encoder reference
         raise CheckpointError(f"{path} holds a whole {name!r} model (model.name in its spec), not the "
                               f"{reference!r} encoder: run the model itself with --repo <{_repo_hint(name)} "
@@ -301,7 +297,6 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
     """
     from .checkpoint import ANYSR_KEY as GATE_MARK, load_file, strip_wrapper_prefix
     from .config import AnySRConfig
-    from .launch import build_anysr_model
 
     repo = Path(repo).resolve()
     if not repo.is_dir():
@@ -324,7 +319,7 @@ def build_from_repo(repo, checkpoint, anysr_config=None, log=None):
         original = make(_plain_spec(spec))
         load_fitting(original, {k: v for k, v in spec["sd"].items() if GATE_MARK not in k}, checkpoint,
                      f"{spec['name']} as {repo} builds it")
-        model = build_anysr_model(ctx, adapter, make, spec, load_sd=True)
+        model = adapter.build_spec(ctx, make, spec, load_sd=True)
     follow_device(original)
     follow_device(model)
     return original.eval(), model.eval(), {k: v for k, v in spec.items() if k != "sd"}

@@ -72,9 +72,10 @@ def run(args) -> int:
     original, model = load_cli_model(args)
     if args.finetune_step:
         from ..adapters import adapter_for
+        from ..control import unwrap
         from ..errors import ConfigError
 
-        if adapter_for(model).name not in ("liif", "lte", "srno"):
+        if adapter_for(model).query_layout(unwrap(model)) is None:
             raise ConfigError(f"--finetune-step trains an SR model (liif-*, srno-*); {args.model} is run by "
                               f"adapter {adapter_for(model).name!r}, which the trainer cannot drive")
     h, w = parse_size(args.lr_size)

@@ -120,7 +120,7 @@ def check_outputs(args) -> None:
 
 def run(args) -> int:
     from ..errors import CheckpointError
-    from .. import official
+    from ..adapters import official_release as official
 
     check_outputs(args)
     spec, sd = read_checkpoint(args.input, args.spec)

@@ -82,6 +82,7 @@ def run(args) -> int:
 
     import torch
 
+    from ..adapters import adapter_for
     from ..checkpoint import load_upstream_checkpoint, atomic_write_text
     from ..runlock import run_folder_lock
     from ..config import AnySRConfig
@@ -101,7 +102,7 @@ def run(args) -> int:
     dist = init_distributed(device)
     model = build_within(MAX_MODEL_ELEMENTS, f"model {args.model} {shorten(dict(args.model_arg))}", build_reference,
                          args.model, seed=args.seed, **dict(args.model_arg))
-    is_srno = args.model.startswith("srno")
+    patch = args.patch or adapter_for(model).train_patch  # None: the trainer's default
     cfg = None
     if not args.no_anysr:
         over = {k: v for k, v in dict(widths=args.widths, scale_bounds=args.scale_bounds).items() if v is not None}
@@ -117,7 +118,7 @@ def run(args) -> int:
         if len(args.scale_groups) % 2:
             raise ConfigError("--scale-groups needs low,high pairs")
         groups = tuple(zip(args.scale_groups[::2], args.scale_groups[1::2]))
-    tcfg = TrainConfig(patch=args.patch or (128 if is_srno else 48), batch_size=args.batch_size,
+    tcfg = TrainConfig(**({"patch": patch} if patch else {}), batch_size=args.batch_size,
                        sample_q=args.sample_q, repeat=args.repeat, epochs=args.epochs, steps=args.steps, lr=args.lr,
                        lr_step_epochs=args.lr_step_epochs, scale_groups=groups, asymmetric=args.asymmetric,
                        seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)

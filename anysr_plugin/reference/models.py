@@ -38,6 +38,8 @@ def to_pixel_samples(img: torch.Tensor):
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn", "rcan")
 WRAPPERS = ("liif", "sronet", "mlp")
+#: reference model prefix (``liif-...``, ``srno-...``) -> the upstream model name it computes
+WRAPPER_UPSTREAM_NAMES = {"liif": "liif", "srno": "sronet"}
 
 
 def make(spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> nn.Module:

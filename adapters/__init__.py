@@ -12,17 +12,29 @@ import importlib
 from torch import nn
 
 from ..errors import AdapterError
+from ..registry import Registry
 from .base import GENERIC, MethodAdapter
 
-_REGISTRY: dict = {}
+#: adapters by name (aliases included), tried by ``detect_adapter`` in registration order
+ADAPTERS = Registry("adapter", AdapterError)
+ADAPTERS.register("generic", GENERIC)
 #: adapter modules imported on first lookup, so each registers itself
 _BUILTIN_MODULES = ("liif", "srno", "metasr", "arbsr")
 
 
 def register_adapter(adapter: MethodAdapter, *names: str) -> MethodAdapter:
-    for name in names or (adapter.name,):
-        _REGISTRY[name] = adapter
-    return adapter
+    """Register `adapter` under each of `names` (default: ``adapter.name``); a name already
+    registered is refused (AdapterError naming its adapter; ``unregister_adapter`` it first)."""
+    if not isinstance(adapter, MethodAdapter):
+        raise AdapterError(f"register_adapter expects a MethodAdapter, got {adapter!r}")
+    names = names or (adapter.name,)
+    return ADAPTERS.register(names[0], adapter, aliases=names[1:])
+
+
+def unregister_adapter(*names: str) -> None:
+    """Remove the adapters registered under `names`."""
+    for name in names:
+        ADAPTERS.unregister(name)
 
 
 def _load_builtins() -> None:
@@ -36,38 +48,27 @@ def _load_builtins() -> None:
 
 def available_adapters() -> list:
     _load_builtins()
-    return sorted(_REGISTRY)
+    return ADAPTERS.names()
 
 
 def get_adapter(name: "str | MethodAdapter | None") -> MethodAdapter:
     if isinstance(name, MethodAdapter):
         return name
-    if name is None or name == "generic":
+    if name is None:
         return GENERIC
     _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise AdapterError(
-            f"unknown adapter {name!r}; available: {', '.join(['generic'] + sorted(_REGISTRY))}") from None
+    return ADAPTERS.get(name)
 
 
 def all_adapters() -> list:
     """Every registered adapter once (aliases folded), in registration order."""
     _load_builtins()
-    return list({id(a): a for a in _REGISTRY.values()}.values())
+    return ADAPTERS.values()
 
 
 def detect_adapter(model: nn.Module) -> MethodAdapter:
-    _load_builtins()
-    seen = set()
-    for adapter in _REGISTRY.values():
-        if id(adapter) in seen:
-            continue
-        seen.add(id(adapter))
-        if adapter.detect(model):
-            return adapter
-    return GENERIC
+    """The first registered adapter that recognises `model`, else the generic one."""
+    return next((a for a in all_adapters() if a.detect(model)), GENERIC)
 
 
 def adapter_for_upstream(name: str) -> "MethodAdapter | None":
@@ -75,10 +76,10 @@ def adapter_for_upstream(name: str) -> "MethodAdapter | None":
     registered under `name` when its ``upstream_names`` hold it, else the first registered one
     whose ``upstream_names`` do; None when none does."""
     _load_builtins()
-    own = _REGISTRY.get(name)
+    own = ADAPTERS.get(name) if name in ADAPTERS else None
     if own is not None and name in own.upstream_names:
         return own
-    return next((a for a in _REGISTRY.values() if name in a.upstream_names), None)
+    return next((a for a in ADAPTERS.values() if name in a.upstream_names), None)
 
 
 def adapter_for(model: nn.Module) -> MethodAdapter:
@@ -89,5 +90,5 @@ def adapter_for(model: nn.Module) -> MethodAdapter:
     return state.adapter if state is not None else detect_adapter(unwrap(model))
 
 
-__all__ = ["adapter_for", "all_adapters", "adapter_for_upstream", "MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
-           "available_adapters"]
+__all__ = ["adapter_for", "all_adapters", "adapter_for_upstream", "MethodAdapter", "GENERIC", "ADAPTERS",
+           "register_adapter", "unregister_adapter", "get_adapter", "detect_adapter", "available_adapters"]

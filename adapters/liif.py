@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..coords import cell_for, make_coord
+from ..reference.registry import ENCODER_BLOCKS, ENCODER_NAMES, encoder_channels
 from .base import MethodAdapter, find_tensor_arg, sizes_scale
 from .registry_hooks import build_anysr_model, install_registry_hooks
 from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
@@ -47,8 +48,6 @@ from .structure import defer_features, scale_from_cell  # noqa: F401  (re-export
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
 #: SR-wrapper class names of LIIF / LTE / LTE+ / Meta-SR-in-LIIF
 LIIF_CLASS_NAMES = ("LIIF", "LTE", "LTEP", "MetaSR")
-#: encoder registry names whose blocks anysrify converts
-ENCODER_NAMES = ("edsr-baseline", "edsr", "rdn", "rcan")
 
 
 def _hr_side(grid: "int | None", from_cell: float) -> float:
@@ -210,20 +209,6 @@ class LIIFAdapter(MethodAdapter):
 #: the paper's fine-tune schedule (Sec. IV-A): Adam, lr 1e-5 halved every 200 epochs, 500 epochs
 PAPER_SCHEDULE = {"lr": 1.0e-5, "epoch_max": 500, "multi_step_lr": {"milestones": [200, 400], "gamma": 0.5}}
 
-#: gated channels per encoder (for the lambda check), from the encoder spec's args
-def _encoder_channels(name: str, args: dict) -> int:
-    if name == "edsr-baseline":
-        return int(args.get("n_feats", 64))
-    if name == "edsr":
-        return int(args.get("n_feats", 256))
-    if name == "rdn":
-        return {"A": 32, "B": 64}.get(str(args.get("RDNconfig", "B")), 64)
-    return int(args.get("n_feats", 64))  # rcan
-
-
-def _family(name: str) -> str:
-    return {"rdn": "rdb", "rcan": "rcab"}.get(name, "edsr")
-
 
 def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from=None, paper_schedule=False,
                             repo=None, **options) -> str:
@@ -307,8 +292,8 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
             raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
                               "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
-        channels = _encoder_channels(enc_name, enc_args)
-        lam = cfg.lam_for(_family(enc_name))
+        channels = encoder_channels(enc_name, enc_args)
+        lam = cfg.lam_for(ENCODER_BLOCKS[enc_name])
         if cfg.interweave == "interleave" and channels % lam:
             from ..gate import describe_chunks
 

@@ -40,11 +40,13 @@ from ..blocks import OfficialRDB
 from ..config import AnySRConfig
 from ..control import get_state
 from ..errors import AnySRError, CheckpointError
-from ..official import official_config
+from ..official import OFFICIAL_ENCODERS, official_config, release_block_family
 from . import get_adapter
 
-#: release encoder names -> the plain upstream encoder they were fine-tuned from
-OFFICIAL_ENCODERS = {"edsr-anysr-baseline": "edsr-baseline", "edsr-anysr": "edsr", "rdn-anysr": "rdn"}
+#: the release's key layouts by block type: EDSR blocks (``body.N.fc1``) or RDN's RDBs (``RDBs.N.fc1``)
+_KIND = {"edsr": "edsr", "rdb": "rdn"}
+#: the release's encoders that run (its edsr-anysr crashes at width 1.0)
+RELEASE_RUNS = ("edsr-anysr-baseline", "rdn-anysr")
 
 _BLOCK_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?body\.\d+\.)(?P<layer>conv1|conv2|fc1|fc2)\.(?P<kind>weight|bias)$")
 _OUR_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?body\.\d+\.)(?P<layer>body\.0|body\.2|anysr_gate\.fc1|anysr_gate\.fc2)"
@@ -59,8 +61,8 @@ _TO_OFFICIAL = {v: k for k, v in _TO_OURS.items()}
 
 
 def official_encoder_family(encoder_name: str):
-    """``"edsr"`` / ``"rdn"`` for a release encoder name, else None."""
-    return {"edsr-anysr-baseline": "edsr", "edsr-anysr": "edsr", "rdn-anysr": "rdn"}.get(encoder_name)
+    """``"edsr"`` / ``"rdn"`` (its key layout) for a release encoder name, else None."""
+    return _KIND.get(release_block_family(encoder_name)) if encoder_name in OFFICIAL_ENCODERS else None
 
 
 def _sub_mean_pre_hook(module: nn.Module, args: tuple):
@@ -197,12 +199,12 @@ def convert_official_spec(spec: Mapping) -> dict:
     enc_name = enc.get("name")
     if enc_name not in OFFICIAL_ENCODERS:
         raise CheckpointError(f"release encoder {enc_name!r} is not one of {sorted(OFFICIAL_ENCODERS)}")
-    if enc_name == "edsr-anysr":
+    if enc_name not in RELEASE_RUNS:
         raise CheckpointError(f"release encoder {enc_name!r}: only edsr-anysr-baseline and rdn-anysr are supported "
                               "(edsr-anysr crashes at width 1.0 in the release)")
     enc_args = {k: v for k, v in (enc.get("args") or {}).items()}
     enc_args["no_upsampling"] = True
-    if enc_name == "rdn-anysr":
+    if official_encoder_family(enc_name) == "rdn":
         if enc_args.get("RDNconfig", "B") != "B":
             raise CheckpointError(f"release encoder rdn-anysr with RDNconfig={enc_args['RDNconfig']!r}: only config "
                                   "'B' works in the release (its RDB layout hard-codes 8 dense layers)")
@@ -219,7 +221,7 @@ def convert_official_spec(spec: Mapping) -> dict:
 # ours -> the release's own checkpoint (anysr convert-checkpoint --to-official)
 
 #: our upstream encoder name -> the release's registry name
-RELEASE_ENCODER_NAMES = {"edsr-baseline": "edsr-anysr-baseline", "rdn": "rdn-anysr"}
+RELEASE_ENCODER_NAMES = {OFFICIAL_ENCODERS[name]: name for name in RELEASE_RUNS}
 #: keyword arguments the release's factories accept
 RELEASE_ENCODER_ARGS = {
     "edsr-anysr-baseline": ("n_resblocks", "n_feats", "res_scale", "scale", "no_upsampling", "rgb_range"),
@@ -270,7 +272,7 @@ def release_differences(spec: Mapping, sd: Mapping[str, torch.Tensor]) -> list:
     args = spec.get("args") if isinstance(spec.get("args"), Mapping) else {}
     enc = args.get("encoder_spec") if isinstance(args.get("encoder_spec"), Mapping) else {}
     enc_name, enc_args = enc.get("name"), enc.get("args") if isinstance(enc.get("args"), Mapping) else {}
-    family = {"edsr-baseline": "edsr", "rdn": "rdn"}.get(enc_name)
+    family = official_encoder_family(RELEASE_ENCODER_NAMES.get(enc_name))
     if family is None:
         diffs.append(f"encoder: found {enc_name!r}, the release fine-tunes 'edsr-baseline' (as edsr-anysr-baseline) "
                      "or 'rdn' (as rdn-anysr) only")
@@ -301,8 +303,8 @@ def release_differences(spec: Mapping, sd: Mapping[str, torch.Tensor]) -> list:
             diffs.append(f"anysr entry: {exc}")
             cfg = None
     if cfg is not None and family is not None:
-        want = official_config("rdn-anysr" if family == "rdn" else "edsr-anysr-baseline")
-        block_family = "rdb" if family == "rdn" else "edsr"
+        want = official_config(enc_name)
+        block_family = release_block_family(enc_name)
         for field in _COMPAT_FIELDS:
             found, need = getattr(cfg, field), getattr(want, field)
             if field == "lam":

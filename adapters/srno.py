@@ -24,12 +24,13 @@ import torch
 from torch import nn
 
 from ..coords import cell_for, make_coord
+from ..reference.registry import SRNO_ENCODERS
 from .liif import LIIFAdapter, looks_srno
 
 SRNO_NAMES = ("sronet",)
 SRNO_CLASS_NAMES = ("SRNO", "SRNONet", "SRONet")
-#: encoders SRNO's ``conv00`` (266 = (64 + 2) * 4 + 2 inputs) accepts
-SRNO_ENCODER_NAMES = ("edsr-baseline", "rdn")
+#: encoders SRNO's ``conv00`` (266 = (64 + 2) * 4 + 2 inputs) accepts (the one table: reference/registry.py)
+SRNO_ENCODER_NAMES = SRNO_ENCODERS
 
 
 class SRNOAdapter(LIIFAdapter):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError, shorten
 from .limits import INT64_MAX, to_float
+from .registry import BLOCK_TYPES
 
 GATE_KINDS = ("identity", "paper")
 INTERWEAVE_KINDS = ("interleave", "concat", "none")
@@ -192,14 +193,12 @@ class AnySRConfig:
         """Lambda for a block type: ``lam`` when set, else the type's ``default_lam``.
 
         ``block_type``: a block class (or block), or a registered type name ('edsr', 'rcab',
-        'rdb', 'rrdb', or a user type's), looked up in the block-type registry at call time.
+        'rdb', 'rrdb', or a user type's), looked up in the block-type table (``registry.BLOCK_TYPES``).
         """
         if self.lam is not None:
             return self.lam
         if isinstance(block_type, str):
-            from .blocks.registry import get_block_type  # call-time lookup: config stays below blocks
-
-            block_type = get_block_type(block_type)
+            block_type = BLOCK_TYPES.get(block_type)
         return block_type.default_lam
 
     def width_for_scale(self, scale: float) -> float:

@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
 from .errors import AnySRError, ConfigError, ScaleError, shorten
 from .limits import MAX_MODEL_ELEMENTS, build_within
+from .reference.registry import ENCODER_NAMES
 
 #: HR size (H, W) that Table V's per-block counts imply (60,000 LR pixels at x2)
 PAPER_HR_SIZE = (400, 600)
@@ -290,37 +291,25 @@ def encoder_path(model: nn.Module) -> str:
     return next(name for name, m in root.named_modules() if m is enc)
 
 
-#: built-in reference models by name (the ``--model`` of ``anysr flops / bench / eval / export``)
-BUILTIN_ENCODERS = ("edsr-baseline", "edsr", "rdn", "rcan")
+#: deprecated alias: the reference encoders' names are the one table ``reference.registry.ENCODER_NAMES``
+BUILTIN_ENCODERS = ENCODER_NAMES
 
 
 def builtin_names() -> list:
+    """The built-in reference models by name (the ``--model`` of ``anysr flops / bench / eval / export``):
+    the bare encoders, then the SR models."""
     from .reference.models import REFERENCE_NAMES
 
-    return list(BUILTIN_ENCODERS) + list(REFERENCE_NAMES)
+    return list(ENCODER_NAMES) + list(REFERENCE_NAMES)
 
 
 def build_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
     """An unconverted reference model by name: an encoder (``edsr-baseline``, ``edsr``,
     ``rdn``, ``rcan``) or a wrapper (``liif-edsr-baseline``, ``srno-rdn``, ...)."""
-    from .reference import encoders
-    from .reference.models import build_reference
+    from .reference.models import REFERENCE_NAMES, build_encoder, build_reference
 
-    if name in BUILTIN_ENCODERS:
-        from .reference.models import _ENCODER_KEYS, check_model_args
-
-        check_model_args(name, kwargs, _ENCODER_KEYS[name])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if name == "edsr-baseline":
-                return encoders.make_edsr_baseline(**kwargs)
-            if name == "edsr":
-                return encoders.make_edsr(**kwargs)
-            if name == "rdn":
-                return encoders.RDN(**kwargs)
-            return encoders.RCAN(**kwargs)
-    from .reference.models import REFERENCE_NAMES
-
+    if name in ENCODER_NAMES:
+        return build_encoder(name, seed=seed, **kwargs)
     if name not in REFERENCE_NAMES:
         raise ConfigError(f"unknown model {shorten(name)}; built-in names: {', '.join(builtin_names())}")
     return build_reference(name, seed=seed, **kwargs)

@@ -41,6 +41,7 @@ import math
 import torch
 
 from .config import AnySRConfig
+from .reference.registry import ENCODER_BLOCKS
 
 OFFICIAL_EDSR_WIDTHS = (0.5, 0.7, 0.9, 1.0)
 OFFICIAL_RDN_WIDTHS = (0.7, 0.8, 0.9, 1.0)
@@ -48,9 +49,20 @@ OFFICIAL_RDN_WIDTHS = (0.7, 0.8, 0.9, 1.0)
 OFFICIAL_GROUPS_TENTHS = ((11, 17), (18, 25), (26, 32))
 GRID_TOLERANCE = 1e-3
 
+#: the release's encoder registry names -> the plain upstream encoder they were fine-tuned from
+OFFICIAL_ENCODERS = {"edsr-anysr-baseline": "edsr-baseline", "edsr-anysr": "edsr", "rdn-anysr": "rdn"}
+
+
+def release_block_family(encoder: str):
+    """The block type (``"edsr"``, ``"rdb"``) of an encoder, by the release's or the plain registry
+    name (``rdn-anysr`` or ``rdn``); None for a name neither registry knows."""
+    return ENCODER_BLOCKS.get(OFFICIAL_ENCODERS.get(encoder, encoder))
+
+
 def official_config(encoder: str = "edsr-baseline", **changes) -> AnySRConfig:
-    """The AnySRConfig that reproduces the release (``compat="official"``)."""
-    rdn = encoder.startswith("rdn")
+    """The AnySRConfig that reproduces the release (``compat="official"``) for `encoder` (the
+    release's or the plain registry name; RDN encoders get the release's RDN widths and lambda)."""
+    rdn = release_block_family(encoder) == "rdb"
     base = dict(widths=OFFICIAL_RDN_WIDTHS if rdn else OFFICIAL_EDSR_WIDTHS, scale_bounds=(1.75, 2.55, 3.25),
                 lam=8 if rdn else 4, reset_prob=0.0, gate="paper", interweave="interleave", compat="official")
     base.update(changes)
@@ -141,5 +153,5 @@ def release_call_scale(adapter, args: tuple, kwargs: dict, call_scale: torch.Ten
                         device=call_scale.device)
 
 
-__all__ = ["OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "official_config", "official_group", "official_widths",
+__all__ = ["OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "OFFICIAL_ENCODERS", "release_block_family", "official_config", "official_group", "official_widths",
            "official_sign", "official_gate_scale", "nominal_scale", "release_call_scale"]

@@ -14,6 +14,7 @@ from .cost import count_flops
 from .export import export_subnet
 from .injection import anysrify, inspect_targets, is_anysr
 from .unload import unanysrify
+from . import official  # noqa: F401  (registers the compat="official" policy)
 
 __version__ = "0.1.0"
 

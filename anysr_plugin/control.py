@@ -30,19 +30,24 @@ from torch import nn
 
 from .config import AnySRConfig
 from .errors import AnySRWarning, NotAModuleError, NotAnySRError
+from .policy import policy_for
 from .plan import (active_plan, as_scale_tensor, control, controls, decide_widths, in_backward, make_plan,
                    plan_for_block, pop_plans, push_plan, scale_pair, settled_call)
 
 
 class AnySRState:
-    """Model-level AnySR state: config, adapter, scale source, Algorithm-1 generator, warnings given.
+    """Model-level AnySR state: config, adapter, scale source, width/scale policy, Algorithm-1
+    generator, warnings given.
 
     Stored as a plain attribute ``_anysr_state`` on the root, the block root and every
     block (the same object), never in ``state_dict``.  Pickles and deep-copies cleanly.
     """
 
-    def __init__(self, config: AnySRConfig, adapter_name: str, block_root: str = "", scale_source=None):
+    def __init__(self, config: AnySRConfig, adapter_name: str, block_root: str = "", scale_source=None,
+                 policy=None):
         self.config = config
+        #: how scales become widths and gate scales (policy.py): the paper's, or the compat mode's
+        self.policy = policy if policy is not None else policy_for(config.compat)
         self.adapter_name = adapter_name
         self.block_root = block_root
         #: where the scale of a call comes from (adapters.structure.ScaleSource); None = context only
@@ -95,6 +100,8 @@ class AnySRState:
         gen = torch.Generator(device="cpu")
         gen.set_state(state["generator"])
         state["generator"] = gen
+        if "policy" not in state:  # pickled before the state held its policy
+            state["policy"] = policy_for(state["config"].compat)
         self.__dict__.update(state)
 
 
@@ -212,10 +219,8 @@ class PlanHook:
         call_scale = None
         if self.reads_call and given is None:  # use_scale overrides what the source would read
             call_scale = state.read_scale(module, args, kwargs)
-            # -- official-release compatibility: the nominal scale its gates see (official.py) --
-            if call_scale is not None and state.config.compat == "official":
-                from .official import release_call_scale
-                call_scale = release_call_scale(state.adapter, args, kwargs, call_scale)
+            if call_scale is not None:  # the policy's call scale (a compat mode's nominal one)
+                call_scale = state.policy.call_scale(state, args, kwargs, call_scale)
         if call_scale is None and given is None:
             # no scale in this call (yet): no plan; a block that runs now plans for itself (a fixed
             # width, or the full network with one warning), and a deferred feature method waits

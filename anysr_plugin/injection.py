@@ -40,6 +40,7 @@ from .control import AnySRState, ClearPlanHook, PlanHook, compiled_parts, unwrap
 from .errors import (AlreadyAnySRError, AnySRError, AnySRWarning, CompiledModelError, ConfigError, NoBlocksError,
                      UnsupportedBlockError)
 from .gate import describe_chunks
+from .policy import policy_for
 
 #: a converted block must reproduce its original to this precision at conversion time
 EQUIVALENCE_TOLERANCE = 1e-4
@@ -163,8 +164,9 @@ def _resolve(model: nn.Module, config, adapter):
 class _Planner:
     """One walk of the block root: targets, skipped modules, and the verdict cache."""
 
-    def __init__(self, config: AnySRConfig):
+    def __init__(self, config: AnySRConfig, policy):
         self.config = config
+        self.policy = policy
         self.types = block_types()
         self.targets, self.skipped, self.entries = [], [], []
         self.verdicts: dict = {}  # signature -> (difference, representative name)
@@ -210,7 +212,7 @@ class _Planner:
         named = None  # (cls, problem): a type whose name pattern matched but whose structure did not
         fits = []
         for base in self.types:
-            cls = base.variant_for(self.config)
+            cls = self.policy.block_type(base.variant_for(self.config))
             try:
                 problem = cls.structure_problem(module)
             except Exception as exc:  # a structure check must not break the walk on odd modules
@@ -273,7 +275,7 @@ class _Planner:
 
 
 def _plan(config: AnySRConfig, root: nn.Module, root_name: str) -> "tuple[_Planner, dict]":
-    planner = _Planner(config)
+    planner = _Planner(config, policy_for(config.compat))
     with analysis_scope(planner.analyses):
         types = planner.walk(root, root_name)
     return planner, types
@@ -442,7 +444,7 @@ def anysrify(model: nn.Module, config: AnySRConfig | dict | None = None, adapter
         from .decoder import plan_decoder
         decoder_plan = plan_decoder(target_model, config, adapter)
 
-    state = AnySRState(config, adapter.name, root_name, source)
+    state = AnySRState(config, adapter.name, root_name, source, planner.policy)
     built = []
     # gate init from config.seed when given (identical on every DDP rank), the caller's RNG untouched
     with torch.random.fork_rng(devices=[], enabled=config.seed is not None), analysis_scope(planner.analyses):

@@ -40,7 +40,9 @@ import math
 
 import torch
 
+from .blocks import AnySRRDB, OfficialRDB
 from .config import AnySRConfig
+from .policy import POLICIES, PaperPolicy
 from .reference.registry import ENCODER_BLOCKS
 
 OFFICIAL_EDSR_WIDTHS = (0.5, 0.7, 0.9, 1.0)
@@ -70,7 +72,7 @@ def official_config(encoder: str = "edsr-baseline", **changes) -> AnySRConfig:
 
 
 # ---------------------------------------------------------------------------
-# runtime semantics (called from plan.py and control.py when config.compat == "official")
+# runtime semantics (ReleasePolicy, asked by plan.py and control.py when config.compat == "official")
 
 
 def _tenths(s: float):
@@ -153,5 +155,26 @@ def release_call_scale(adapter, args: tuple, kwargs: dict, call_scale: torch.Ten
                         device=call_scale.device)
 
 
-__all__ = ["OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "OFFICIAL_ENCODERS", "release_block_family", "official_config", "official_group", "official_widths",
+class ReleasePolicy(PaperPolicy):
+    """``compat="official"``: the release's width lookup (item 1), gate sign (2), nominal call
+    scale (5) and RDB layout (4), attached to a model at conversion (``AnySRState.policy``)."""
+
+    compat = "official"
+
+    def call_scale(self, state, args: tuple, kwargs: dict, scale: torch.Tensor) -> torch.Tensor:
+        return release_call_scale(state.adapter, args, kwargs, scale)
+
+    def widths(self, state, scale: torch.Tensor, training: bool) -> list:
+        return official_widths(scale, state.config.widths)  # no training-time reset
+
+    def gate_scale(self, scale: torch.Tensor) -> torch.Tensor:
+        return official_gate_scale(scale)
+
+    def block_type(self, cls: type) -> type:
+        return OfficialRDB if issubclass(cls, AnySRRDB) else cls
+
+
+RELEASE_POLICY = POLICIES.register(ReleasePolicy.compat, ReleasePolicy())
+
+__all__ = ["ReleasePolicy", "RELEASE_POLICY", "OFFICIAL_EDSR_WIDTHS", "OFFICIAL_RDN_WIDTHS", "OFFICIAL_ENCODERS", "release_block_family", "official_config", "official_group", "official_widths",
            "official_sign", "official_gate_scale", "nominal_scale", "release_call_scale"]

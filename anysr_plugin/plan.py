@@ -174,9 +174,10 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
                   block=None, x: torch.Tensor | None = None) -> list:
     """Per-sample widths for one call.
 
-    Precedence: a fixed width (``use_width`` / ``set_width``), a budget, the scale's group
-    (``train()``: Algorithm 1's reset to full width, per sample or, with ``reset="batch"``,
-    once per call), no scale: full width with one warning."""
+    Precedence: a fixed width (``use_width`` / ``set_width``), a budget, the scale's width by
+    the model's policy (``state.policy``, policy.py: the paper's group, and in ``train()``
+    Algorithm 1's reset to full width, per sample or, with ``reset="batch"``, once per call),
+    no scale: full width with one warning."""
     cfg = state.config
     if ctl["width"] is not None:
         return [ctl["width"]]
@@ -191,15 +192,7 @@ def decide_widths(state, ctl: dict, scale: torch.Tensor | None, batch: int, trai
                         f"(gates see scale {cfg.fallback_scale}); pass it with anysr_plugin.use_scale(model, s) "
                         "or call the model's forward with its scale arguments")
         return [1.0]
-    if cfg.compat == "official":  # official-release compatibility: 0.1-grid lookup, no reset
-        from .official import official_widths
-        return official_widths(scale, cfg.widths)
-    group = [cfg.width_for_scale(float(s)) for s in scale.max(dim=1).values.tolist()]
-    if training and cfg.reset_prob > 0:  # Algorithm 1 line 4: per sample, or once per call (reset="batch")
-        draws = 1 if cfg.reset == "batch" else len(group)
-        reset = (torch.rand(draws, generator=state.generator) < cfg.reset_prob).tolist() * (len(group) // draws)
-        group = [1.0 if r else w for w, r in zip(group, reset)]
-    return group
+    return state.policy.widths(state, scale, training)  # the paper's rule, or a compat mode's (policy.py)
 
 
 def make_plan(state, call_scale: torch.Tensor | None, batch: int, training: bool, block=None,
@@ -213,10 +206,7 @@ def make_plan(state, call_scale: torch.Tensor | None, batch: int, training: bool
     widths = decide_widths(state, ctl, scale, batch, training, block, x)
     if scale is None:
         scale = as_scale_tensor(state.config.fallback_scale)
-    if state.config.compat == "official":  # official-release compatibility: sign flip
-        from .official import official_gate_scale
-        scale = official_gate_scale(scale)
-    return scale, widths
+    return state.policy.gate_scale(scale), widths
 
 
 def scale_known(state, block=None) -> bool:

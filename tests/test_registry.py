@@ -140,3 +140,35 @@ def test_reference_models_are_one_registry():
         make({"name": "swinir"})
     with pytest.raises(BlockTypeError, match="unknown block type 'nope'; registered: edsr, rcab, rdb"):
         anysr.AnySRConfig().lam_for("nope")
+
+
+# --------------------------------------------------------------------------- compat mode as a policy
+
+
+def test_compat_mode_reaches_the_runtime_as_the_states_policy():
+    import pickle
+
+    from anysr_plugin import official
+    from anysr_plugin.control import get_state
+    from anysr_plugin.policy import PAPER, POLICIES, PaperPolicy, policy_for
+    from conftest import tiny_edsr
+
+    assert policy_for(None) is PAPER and policy_for("official") is POLICIES.get("official")
+    paper = anysr.anysrify(tiny_edsr(), anysr.AnySRConfig(seed=0))
+    release = anysr.anysrify(tiny_edsr(), official.official_config())
+    assert get_state(paper).policy is PAPER and isinstance(get_state(release).policy, official.ReleasePolicy)
+    assert anysr.active_widths(paper, 1.75) == [0.5] and anysr.active_widths(release, 1.75) == [1.0]  # off the grid
+    copy = pickle.loads(pickle.dumps(get_state(release)))
+    assert isinstance(copy.policy, official.ReleasePolicy)
+    old = get_state(release).__getstate__()
+    del old["policy"]  # a state pickled before it held a policy gets its config's
+    restored = object.__new__(type(get_state(release)))
+    restored.__setstate__(old)
+    assert isinstance(restored.policy, official.ReleasePolicy)
+
+    class Half(PaperPolicy):  # any policy object: the runtime asks it, whatever it is
+        def widths(self, state, scale, training):
+            return [0.5] * scale.shape[0]
+
+    get_state(paper).policy = Half()
+    assert anysr.active_widths(paper, 3.0) == [0.5]

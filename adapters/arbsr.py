@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..control import unwrap
-from . import register_adapter
-from .base import MethodAdapter
+from ..runtime.control import unwrap
+from ..runtime.methods import MethodAdapter, register_adapter
+from ..runtime.scale_source import AdapterSource
 from .metasr import install_edsr_family, per_sample, recorded_scale, wrap_set_scale, write_template
 
 
@@ -53,8 +53,6 @@ class ArbSRAdapter(MethodAdapter):
         return wrap_set_scale(model, "pair")
 
     def scale_source(self, model: nn.Module):
-        from .structure import AdapterSource
-
         return AdapterSource(self.name, "scale from set_scale(scale, scale2) as (s_h, s_w)", kind="set_scale",
                              contract="pair")
 

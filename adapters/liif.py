@@ -38,11 +38,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..coords import cell_for, make_coord
-from ..reference.registry import ENCODER_BLOCKS, ENCODER_NAMES, encoder_channels
-from .base import MethodAdapter, find_tensor_arg, sizes_scale
+from ..glue.checkout import API_PATH, checkout_root, training_script
+from ..glue.upstream import build_for_inspection, repo_registry
+from ..runtime.checkpoint import atomic_write_text, extract_state_dict, load_file
+from ..runtime.config import AnySRConfig
+from ..runtime.control import unwrap, use_scale
+from ..runtime.deferral import defer_features  # noqa: F401  (re-exported)
+from ..runtime.errors import AnySRError, ConfigError
+from ..runtime.gate import describe_chunks
+from ..runtime.injection import inspect_targets, is_anysr
+from ..runtime.methods import MethodAdapter, find_tensor_arg, register_adapter, sizes_scale
+from ..runtime.safe_yaml import read_yaml_file
+from ..runtime.scale_source import AdapterSource, scale_from_cell
+from ..tools.coords import cell_for, make_coord
+from ..tools.reference.registry import ENCODER_BLOCKS, ENCODER_NAMES, encoder_channels
 from .registry_hooks import build_anysr_model, install_registry_hooks
-from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
 
 #: upstream model-registry names this adapter serves
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
@@ -105,8 +115,6 @@ class LIIFAdapter(MethodAdapter):
         contract ``forward(inp, coord, cell)`` adds the knowledge."""
         source = super().scale_source(model)
         if source is None:
-            from .structure import AdapterSource
-
             source = AdapterSource(self.name, "scale from forward argument `cell` (the LIIF-family contract "
                                    "forward(inp, coord, cell))", kind="cell")
         return source
@@ -174,9 +182,6 @@ class LIIFAdapter(MethodAdapter):
 
     def super_resolve(self, model: nn.Module, lr: torch.Tensor, hr_size, scale=None,
                       chunk: int = 30000) -> torch.Tensor:
-        from ..control import unwrap, use_scale
-        from ..injection import is_anysr
-
         m = unwrap(model)
         mean, std = self.norm
         inp = (lr - mean) / std
@@ -228,10 +233,6 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     """
     import yaml
 
-    from ..checkout import checkout_root, training_script
-    from ..checkpoint import atomic_write_text, extract_state_dict, load_file
-    from ..config import AnySRConfig
-    from ..errors import ConfigError
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
@@ -295,8 +296,6 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         channels = encoder_channels(enc_name, enc_args)
         lam = cfg.lam_for(ENCODER_BLOCKS[enc_name])
         if cfg.interweave == "interleave" and channels % lam:
-            from ..gate import describe_chunks
-
             print(f"convert-config: {enc_name} has {channels} gated channels: {describe_chunks(channels, lam)}")
         if name not in adapter.upstream_names:
             print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
@@ -345,9 +344,6 @@ def inspect_spec(repo, spec: dict, cfg):
     """``(report, how)``: `spec` built with the upstream repo's own ``models.make`` (on the meta
     device when its constructor allows it, else on the CPU with a size guard and a line saying
     so; ``upstream.build_for_inspection``) and what anysrify would convert there."""
-    from ..injection import inspect_targets
-    from ..upstream import build_for_inspection, repo_registry
-
     with repo_registry(repo) as make:  # inspected inside: what the config names may import from the repo
         model, note = build_for_inspection(make, spec, f"model {spec.get('name')!r}")
         if note is not None:
@@ -360,9 +356,6 @@ def _read_upstream_yaml(path) -> dict:
     registry-style config is a one-line error naming what is supported and the API path."""
     import yaml
 
-    from ..checkout import API_PATH
-    from ..errors import ConfigError
-    from ..safe_yaml import read_yaml_file
 
     supported = ("convert-config reads the YAML training configs of LIIF, LTE and SRNO (a `model: {name, args}` "
                  "spec that the repository's models.make builds) and writes Meta-SR / ArbSR settings files")
@@ -403,8 +396,6 @@ def _convert_resume(data: dict, out, root, script, init_from, adapter):
     One line says what was done."""
     import re
 
-    from ..checkpoint import extract_state_dict, load_file
-    from ..errors import AnySRError, ConfigError
 
     label = "--init-from"
     resume = data.get("resume")
@@ -470,14 +461,8 @@ ADAPTER = LIIFAdapter()
 LTE_ADAPTER = LTEAdapter()
 
 
-def _register() -> None:
-    from . import register_adapter
-
-    register_adapter(ADAPTER, "liif")
-    register_adapter(LTE_ADAPTER, "lte", "lte-fast")
-
-
-_register()
+register_adapter(ADAPTER, "liif")
+register_adapter(LTE_ADAPTER, "lte", "lte-fast")
 
 __all__ = ["LIIFAdapter", "LTEAdapter", "ADAPTER", "LTE_ADAPTER", "scale_from_cell", "convert_upstream_config", "PAPER_SCHEDULE", "defer_features", "looks_implicit", "looks_srno",
            "LIIF_NAMES", "ENCODER_NAMES"]

@@ -36,12 +36,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..blocks import OfficialRDB
-from ..config import AnySRConfig
-from ..control import get_state
-from ..errors import AnySRError, CheckpointError
-from ..official import OFFICIAL_ENCODERS, official_config, release_block_family
-from . import get_adapter
+from ..glue.official import OFFICIAL_ENCODERS, official_config, release_block_family
+from ..runtime.blocks import OfficialRDB
+from ..runtime.config import AnySRConfig
+from ..runtime.control import get_state
+from ..runtime.errors import AnySRError, CheckpointError
+from ..runtime.methods import get_adapter
 
 #: the release's key layouts by block type: EDSR blocks (``body.N.fc1``) or RDN's RDBs (``RDBs.N.fc1``)
 _KIND = {"edsr": "edsr", "rdb": "rdn"}

@@ -15,16 +15,17 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..checkout import registry_make
-from ..checkpoint import ANYSR_KEY as GATE_MARK, load_upstream_checkpoint
-from ..config import AnySRConfig
-from ..control import set_width, use_scale
-from ..errors import AnySRError, CheckpointError, ConfigError, NoBlocksError
-from ..injection import anysrify, inspect_targets, is_anysr
-from ..launch import (ANYSR_KEY, INIT_FROM_KEY, LaunchContext, import_repo_module, report_test_scales,
+from ..glue.checkout import registry_make
+from ..glue.launch import (ANYSR_KEY, INIT_FROM_KEY, LaunchContext, import_repo_module, report_test_scales,
                       script_scope)
+from ..runtime.checkpoint import ANYSR_KEY as GATE_MARK, load_upstream_checkpoint
+from ..runtime.config import AnySRConfig
+from ..runtime.control import set_width, use_scale
+from ..runtime.deferral import defer_features
+from ..runtime.errors import AnySRError, CheckpointError, ConfigError, NoBlocksError
+from ..runtime.injection import anysrify, inspect_targets, is_anysr
+from ..runtime.scale_source import scale_from_cell
 from .official_release import prepare_official_model
-from .structure import defer_features, scale_from_cell
 
 
 def describe_weights(ctx, model, spec, name, load_sd) -> str:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..coords import cell_for, make_coord
-from ..reference.registry import SRNO_ENCODERS
+from ..runtime.methods import register_adapter
+from ..tools.coords import cell_for, make_coord
+from ..tools.reference.registry import SRNO_ENCODERS
 from .liif import LIIFAdapter, looks_srno
 
 SRNO_NAMES = ("sronet",)
@@ -72,12 +73,6 @@ class SRNOAdapter(LIIFAdapter):
 ADAPTER = SRNOAdapter()
 
 
-def _register() -> None:
-    from . import register_adapter
-
-    register_adapter(ADAPTER, "srno", "sronet")
-
-
-_register()
+register_adapter(ADAPTER, "srno", "sronet")
 
 __all__ = ["SRNOAdapter", "ADAPTER", "SRNO_NAMES"]

@@ -14,7 +14,7 @@ from anysr_plugin.adapters import (ADAPTERS, MethodAdapter, adapter_for, detect_
 from anysr_plugin.errors import AdapterError, AnySRError, BlockTypeError, ConfigError
 from anysr_plugin.reference import build_reference
 from anysr_plugin.reference.registry import MODELS, make
-from anysr_plugin.registry import BLOCK_TYPES, Registry
+from anysr_plugin.runtime.registry import BLOCK_TYPES, Registry
 from anysr_plugin.train import TrainConfig, Trainer
 
 
@@ -150,7 +150,7 @@ def test_compat_mode_reaches_the_runtime_as_the_states_policy():
 
     from anysr_plugin import official
     from anysr_plugin.control import get_state
-    from anysr_plugin.policy import PAPER, POLICIES, PaperPolicy, policy_for
+    from anysr_plugin.runtime.policy import PAPER, POLICIES, PaperPolicy, policy_for
     from conftest import tiny_edsr
 
     assert policy_for(None) is PAPER and policy_for("official") is POLICIES.get("official")

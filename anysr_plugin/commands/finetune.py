@@ -9,7 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import shorten
+from ..adapters import adapter_for
+from ..runtime.checkpoint import atomic_save, atomic_write_text, load_upstream_checkpoint
+from ..runtime.config import AnySRConfig
+from ..runtime.errors import shorten
+from ..runtime.errors import ConfigError, RunMismatchError
+from ..runtime.injection import anysrify
+from ..runtime.limits import MAX_MODEL_ELEMENTS, build_within
+from ..tools.reference.models import build_reference
+from ..tools.runlock import run_folder_lock
+from ..tools.train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
@@ -82,15 +91,6 @@ def run(args) -> int:
 
     import torch
 
-    from ..adapters import adapter_for
-    from ..checkpoint import load_upstream_checkpoint, atomic_write_text
-    from ..runlock import run_folder_lock
-    from ..config import AnySRConfig
-    from ..errors import ConfigError, RunMismatchError
-    from ..injection import anysrify
-    from ..limits import MAX_MODEL_ELEMENTS, build_within
-    from ..reference.models import build_reference
-    from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out!r} is a file; give a folder (new, or a run folder to resume)")
@@ -150,8 +150,6 @@ def run(args) -> int:
             atomic_write_text(yaml_path, cfg.to_yaml())
         trainer.run()
         if dist.main:
-            from ..checkpoint import atomic_save
-
             atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
             print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
     if dist.initialized_here:

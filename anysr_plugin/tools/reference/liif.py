@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ...runtime.errors import ConfigError
 from ..coords import make_coord
 from .registry import MODELS, make
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import Registry
+from ...runtime.errors import ConfigError
+from ...runtime.registry import Registry
 
 #: upstream registry name -> the look-alike's builder (``fn(**args) -> nn.Module``)
 MODELS = Registry("reference model", ConfigError)

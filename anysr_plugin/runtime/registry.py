@@ -8,8 +8,10 @@ registration is refused with the registry's typed error naming the entry already
 tried in is stated here once: higher ``priority`` first, then registration order (oldest
 first, or newest first for registries that let a later entry override an earlier one).
 
-The block-type table lives here, not in ``blocks/``: ``AnySRConfig.lam_for("rdb")`` looks a
-type up by name, and the config sits below the blocks.
+The block-type and adapter tables live here, below the code that fills them:
+``AnySRConfig.lam_for("rdb")`` looks a block type up by name and the config sits below the
+blocks; a model's state and its scale source look their adapter up by name below the adapter
+contract (``methods.py``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import itertools
 import threading
 from typing import Iterator
 
-from .errors import AnySRError, BlockTypeError
+from .errors import AdapterError, AnySRError, BlockTypeError
 
 _NO_VALUE = object()
 
@@ -110,5 +112,8 @@ class Registry:
 #: block types by family name (``blocks/registry.py`` checks the contract and registers into it);
 #: at equal priority the type registered later is tried first
 BLOCK_TYPES = Registry("block type", BlockTypeError, newest_first=True)
+#: method adapters by name, aliases included (``methods.py`` registers the generic one and holds the
+#: functions; the method adapters register at import); ``detect_adapter`` tries them oldest first
+ADAPTERS = Registry("adapter", AdapterError)
 
-__all__ = ["Registry", "BLOCK_TYPES", "describe"]
+__all__ = ["Registry", "BLOCK_TYPES", "ADAPTERS", "describe"]

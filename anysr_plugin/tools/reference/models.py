@@ -20,8 +20,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ...runtime.errors import ConfigError, shorten
 from ..coords import cell_for, make_coord  # noqa: F401  (re-exported: the reference API)
-from ..errors import ConfigError, shorten
 from . import encoders, liif, srno  # noqa: F401  (each registers its look-alikes in MODELS)
 from .registry import ENCODER_NAMES, SRNO_ENCODERS, make
 

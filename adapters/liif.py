@@ -15,7 +15,7 @@ What differs from the core's generic handling (from the upstream repositories' d
 * **gen_feat-first paths** (``batched_predict`` in every ``test.py``, the demos, SRNO's
   ``eval_bsize`` validation) run the encoder before any ``cell`` exists.  Two answers:
   ``anysr_plugin.use_scale(model, s)`` around the call (what the launcher does to the
-  imported ``test.batched_predict``), and ``defer_features`` (``adapters/structure.py``,
+  imported ``test.batched_predict``), and ``defer_features`` (``runtime/deferral.py``,
   by structure, not by method name), which makes the feature method wait for the first
   call that carries a ``cell``.  The launcher keeps it on for every model it builds while
   the script runs, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions

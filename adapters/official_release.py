@@ -25,7 +25,7 @@ What the release's checkpoints are (its code as of commit 201f773, read, not cop
   the round trip is lossless.
 
 Running release weights (the compatibility mode itself, ``compat="official"``) is
-``anysr_plugin/official.py``; this module only knows the release's files and layout.
+``anysr_plugin/glue/official.py``; this module only knows the release's files and layout.
 """
 from __future__ import annotations
 

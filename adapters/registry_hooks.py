@@ -4,7 +4,7 @@ SRNO checkout, as ``anysr launch liif|lte|srno`` installs them (``LIIFAdapter.in
 Why here: these repositories build every model through a registry, ``models.make(spec)``
 with ``spec = {'name', 'args'}`` (checkpoints carry the spec with its ``sd``), and evaluate
 through ``test.batched_predict(model, inp, coord, cell)``; both are method knowledge.  The
-launcher itself (``launch.py``) stays method-neutral: it runs the script and calls
+launcher itself (``anysr_plugin/glue/launch.py``) stays method-neutral: it runs the script and calls
 ``adapter.install(ctx)``.  The ``--repo`` tools build checkpoints through
 :func:`build_anysr_model` too (``adapter.build_spec``), so a model is converted and loaded
 the same way under the launcher and in the tools.

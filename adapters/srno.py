@@ -16,7 +16,8 @@ encoder).  Differences that matter here:
   gate tensors are recognised by the ``anysr_`` prefix only.
 * The official release's checkpoints (``edsr-anysr-baseline`` or ``rdn-anysr`` encoder inside
   ``sronet``) are converted by ``anysr convert-checkpoint --official`` / ``--to-official``
-  (``anysr_plugin/official.py``; in its compat mode the gates see the nominal, unclipped scale).
+  (``adapters/official_release.py``); in the compat mode (``anysr_plugin/glue/official.py``) the
+  gates see the nominal, unclipped scale.
 """
 from __future__ import annotations
 

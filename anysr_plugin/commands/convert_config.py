@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--rdb-gate", choices=("first", "last"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--compat", choices=("official",), default=None,
-                   help="reproduce the official AnySR release's behaviour (see anysr_plugin/official.py)")
+                   help="reproduce the official AnySR release's behaviour (see anysr_plugin/glue/official.py)")
     g.add_argument("--decoder", choices=("off", "slim"), default=None,
                    help="beyond the paper: 'slim' also slims the implicit decoder by scale group (opt-in)")
     g.add_argument("--decoder-widths", type=floats, default=None, help="decoder width per scale group, e.g. "

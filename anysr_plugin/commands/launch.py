@@ -3,7 +3,8 @@
 
 Runs an upstream repository's own script (``train_liif.py``, ``train.py``, ``test.py``,
 ``demo.py``, Meta-SR/ArbSR ``main.py``) with AnySR installed, without editing the repo.
-See ``anysr_plugin/launch.py`` for what is hooked.
+See ``anysr_plugin/glue/launch.py`` (the launcher) and the method adapters' ``install``
+(``adapters/registry_hooks.py``, ``adapters/metasr.py``) for what is hooked.
 """
 from __future__ import annotations
 

@@ -244,7 +244,7 @@ ANYSR_KEY = "anysr"
 
 def import_repo_module(ctx: LaunchContext, name: str, required: bool = True):
     """Import the upstream repo's own top-level module `name` (never a stdlib/PyPI namesake);
-    see :func:`anysr_plugin.checkout.import_repo_module` for the messages."""
+    see :func:`anysr_plugin.glue.checkout.import_repo_module` for the messages."""
     return checkout_import(ctx.repo, name, required=required, method=ctx.method, script=ctx.script)
 
 

@@ -1,9 +1,9 @@
 """Which sub-network runs: the hooks that make each call's plan, and the user's controls.
 
-Width precedence, per call (decided in :mod:`anysr_plugin.plan`):
+Width precedence, per call (decided in ``plan.py``, by the model's policy, ``policy.py``):
 1. a fixed width (``use_width`` / ``set_width``) or a budget (``use_budget``);
 2. the scale: an explicit ``use_scale`` override, else what the model's scale source
-   (found at conversion, see ``adapters/structure.py``) reads from the call
+   (found at conversion, see ``scale_source.py``) reads from the call
    (``cell``, ``set_scale``, a ``scale`` argument ...);
    ``eval()``: the scale group's width (``config.width_for_scale(max(s_h, s_w))``);
    ``train()``: Algorithm 1, the group's width reset to full with probability
@@ -17,7 +17,10 @@ Two hooks carry this: one on the model's root (sees the call's arguments) and on
 the adapter's block root (the encoder), so call paths that run the encoder directly
 (LIIF's ``gen_feat`` in ``batched_predict``) still get one consistent plan.  Plans and
 controls are context-local (threads, interleaved contexts, checkpoint recompute: see
-plan.py); nothing is written on the blocks.
+plan.py): no plan or control is written on a block.  What anysrify leaves on the modules is
+fixed at conversion (``_anysr_state``, the hooked modules' ``_anysr_first_block``); a block
+keeps only caches of its own index layouts, and a DataParallel replica block carries the
+snapshot of the controls live when it was replicated (``_anysr_inherited``).
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class AnySRState:
         self.policy = policy if policy is not None else policy_for(config.compat)
         self.adapter_name = adapter_name
         self.block_root = block_root
-        #: where the scale of a call comes from (adapters.structure.ScaleSource); None = context only
+        #: where the scale of a call comes from (scale_source.ScaleSource); None = context only
         self.scale_source = scale_source
         #: ``set_width``: a width fixed until changed, for every thread (None = by scale)
         self.fixed_width = None

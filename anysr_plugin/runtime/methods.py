@@ -47,7 +47,7 @@ class MethodAdapter:
         return model
 
     def scale_source(self, model: nn.Module):
-        """Where the scale of `model`'s calls comes from (an ``adapters.structure.ScaleSource``),
+        """Where the scale of `model`'s calls comes from (a ``scale_source.ScaleSource``),
         or None.  Decided from the structure (forward signature, ``set_scale``); a method
         adapter overrides this only to *add* knowledge."""
         return find_scale_source(model)
@@ -104,7 +104,7 @@ class MethodAdapter:
     def install(self, ctx) -> None:
         """Hook this method into an upstream process before its script runs (the launcher).
 
-        ``ctx`` is an :class:`anysr_plugin.launch.LaunchContext`.  The generic adapter has
+        ``ctx`` is an :class:`anysr_plugin.glue.launch.LaunchContext`.  The generic adapter has
         nothing to install."""
         raise AdapterError(f"adapter {self.name!r} has no launcher integration")
 

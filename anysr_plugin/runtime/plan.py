@@ -26,8 +26,10 @@ hooks and contexts are gone.  So:
   contexts; a block replica therefore carries a snapshot of the controls that were live
   when it was replicated (``AnySRBlock._replicate_for_data_parallel``).
 
-Imports only ``errors`` and ``recompute`` (besides torch; the opt-in ``compat="official"`` rules
-are imported lazily from ``official``), so ``blocks`` and ``control`` can use it without a cycle.
+The width rule itself is the model's policy object (``state.policy``, ``policy.py``: the
+paper's, or a compat mode's, attached at conversion), so this module knows no compat mode.
+It imports only ``errors``, ``limits`` and ``recompute`` (besides torch): the blocks and
+``control`` import it, never the other way round (tests/test_layers.py).
 """
 from __future__ import annotations
 

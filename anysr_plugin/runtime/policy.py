@@ -5,7 +5,7 @@ replaces parts of it (``compat="official"``: the official release's 0.1-grid loo
 nominal call scale and RDB layout).  The runtime must not know those modes, so the model's state
 holds a policy object (``AnySRState.policy``) and ``plan.py`` / ``control.py`` / the block planner
 ask it.  A mode's policy is defined by the layer that knows the mode and registered here by
-name (``official.py`` registers ``"official"``); :func:`policy_for` attaches it at conversion.
+name (``glue/official.py`` registers ``"official"``); :func:`policy_for` attaches it at conversion.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The official AnySR release's RDB layout (``RDB_any``), opt-in: ``AnySRConfig(compat="official")``.
 
 Written here from documented facts about the release's ``RDB_any`` (its code read, not copied).
-anysrify uses this class for RDBs only in compat mode (the release's policy, ``official.py``:
+anysrify uses this class for RDBs only in compat mode (the release's policy, ``glue/official.py``:
 ``ReleasePolicy.block_type``); the default path keeps the paper-faithful
 :class:`~anysr_plugin.blocks.rdn.AnySRRDB`.
 

@@ -11,7 +11,7 @@ fits and whose conversion reproduces the module at full width converts it.
 
 Registering a ``family`` name that is already registered raises :class:`BlockTypeError`
 (unregister the old type first to replace it).  The table itself is
-``anysr_plugin.registry.BLOCK_TYPES`` (the one registry implementation); these functions
+``anysr_plugin.runtime.registry.BLOCK_TYPES`` (the one registry implementation); these functions
 check the block-type contract and keep the public names.
 """
 from __future__ import annotations

@@ -189,6 +189,7 @@ def test_old_paths_that_merged_modules_keep_every_name():
     assert structure.defer_features is deferral.defer_features and structure.CellSource is scale_source.CellSource
     for name in anysr.__all__:
         assert getattr(anysr, name) is not None
+    assert anysr.cost is anysr.tools.cost and anysr.blocks is anysr.runtime.blocks  # attributes of the package too
 
 
 def test_pickles_naming_old_paths_still_load():

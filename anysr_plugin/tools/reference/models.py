@@ -22,7 +22,6 @@ from torch import nn
 
 from ...runtime.errors import ConfigError, shorten
 from ..coords import cell_for, make_coord  # noqa: F401  (re-exported: the reference API)
-from . import encoders, liif, srno  # noqa: F401  (each registers its look-alikes in MODELS)
 from .registry import ENCODER_NAMES, SRNO_ENCODERS, make
 
 # ----------------------------------------------------------------------------- coordinates

@@ -1,76 +1,20 @@
-"""Method adapters (imported as ``anysr_plugin.adapters``).
+"""Method adapters (imported as ``anysr_plugin.adapters``): one module per method family.
 
-One module per method family; each registers a :class:`MethodAdapter` here.
-``get_adapter(name)`` looks one up, ``detect_adapter(model)`` picks the first
-that recognises a model and falls back to the generic adapter (scale from
-``use_scale`` only).
+Each module registers its :class:`MethodAdapter` in the runtime's adapter registry when
+imported (this package imports them all); the contract and the registry functions live in
+``anysr_plugin.runtime.methods`` and are re-exported here.  ``get_adapter(name)`` looks one
+up, ``detect_adapter(model)`` picks the first that recognises a model and falls back to the
+generic adapter (scale source by structure).
+
+The adapters sit beside the upstream glue (``anysr_plugin.glue``): they may use it and
+everything below it; the glue, the tools and the runtime never import them.
 """
 from __future__ import annotations
 
-import importlib
+from ..runtime.methods import (GENERIC, MethodAdapter, adapter_for, adapter_for_upstream, all_adapters,
+                               available_adapters, detect_adapter, get_adapter, register_adapter, unregister_adapter)
+from ..runtime.registry import ADAPTERS
+from . import arbsr, liif, metasr, srno  # noqa: F401  (each registers its adapters)
 
-from torch import nn
-
-from ..errors import AdapterError
-from .base import GENERIC, MethodAdapter
-
-_REGISTRY: dict = {}
-#: adapter modules imported on first lookup, so each registers itself
-_BUILTIN_MODULES = ("liif", "srno", "metasr", "arbsr")
-
-
-def register_adapter(adapter: MethodAdapter, *names: str) -> MethodAdapter:
-    for name in names or (adapter.name,):
-        _REGISTRY[name] = adapter
-    return adapter
-
-
-def _load_builtins() -> None:
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as exc:  # adapter module not written yet
-            if exc.name != f"{__name__}.{mod}":
-                raise
-
-
-def available_adapters() -> list:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def get_adapter(name: "str | MethodAdapter | None") -> MethodAdapter:
-    if isinstance(name, MethodAdapter):
-        return name
-    if name is None or name == "generic":
-        return GENERIC
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise AdapterError(
-            f"unknown adapter {name!r}; available: {', '.join(['generic'] + sorted(_REGISTRY))}") from None
-
-
-def detect_adapter(model: nn.Module) -> MethodAdapter:
-    _load_builtins()
-    seen = set()
-    for adapter in _REGISTRY.values():
-        if id(adapter) in seen:
-            continue
-        seen.add(id(adapter))
-        if adapter.detect(model):
-            return adapter
-    return GENERIC
-
-
-def adapter_for(model: nn.Module) -> MethodAdapter:
-    """The adapter a converted model was converted with, else the detected one."""
-    from ..control import unwrap
-
-    state = getattr(unwrap(model), "_anysr_state", None)
-    return state.adapter if state is not None else detect_adapter(unwrap(model))
-
-
-__all__ = ["adapter_for", "MethodAdapter", "GENERIC", "register_adapter", "get_adapter", "detect_adapter",
-           "available_adapters"]
+__all__ = ["adapter_for", "all_adapters", "adapter_for_upstream", "MethodAdapter", "GENERIC", "ADAPTERS",
+           "register_adapter", "unregister_adapter", "get_adapter", "detect_adapter", "available_adapters"]

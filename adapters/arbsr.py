@@ -4,7 +4,7 @@
   (``SA_adapt`` / ``SA_conv``) and ``sa_upsample`` (``SA_upsample``) are left untouched
   (their class names match no block family, and they are checked to be unchanged).
 * Scale: the trainer calls ``net.set_scale(scale, scale2)`` (floats; ``scale`` = height,
-  ``scale2`` = width) right before ``net(x)``; :func:`~anysr_plugin.adapters.metasr.wrap_set_scale`
+  ``scale2`` = width) right before ``net(x)``; :func:`~anysr_plugin.runtime.scale_source.wrap_set_scale`
   records the pair, :meth:`ArbSRAdapter.scale_from_call` returns it as the (1, 2) tensor
   ``(s_h, s_w)`` per sample of the batch, asymmetric scales included (the width group uses
   ``max(s_h, s_w)``; Algorithm 1's reset is drawn per sample, docs/design.md item 6).
@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..control import unwrap
-from . import register_adapter
-from .base import MethodAdapter
+from ..runtime.control import unwrap
+from ..runtime.methods import MethodAdapter, register_adapter
+from ..runtime.scale_source import AdapterSource
 from .metasr import install_edsr_family, per_sample, recorded_scale, wrap_set_scale, write_template
 
 
@@ -53,8 +53,6 @@ class ArbSRAdapter(MethodAdapter):
         return wrap_set_scale(model, "pair")
 
     def scale_source(self, model: nn.Module):
-        from .structure import AdapterSource
-
         return AdapterSource(self.name, "scale from set_scale(scale, scale2) as (s_h, s_w)", kind="set_scale",
                              contract="pair")
 

@@ -15,7 +15,7 @@ What differs from the core's generic handling (from the upstream repositories' d
 * **gen_feat-first paths** (``batched_predict`` in every ``test.py``, the demos, SRNO's
   ``eval_bsize`` validation) run the encoder before any ``cell`` exists.  Two answers:
   ``anysr_plugin.use_scale(model, s)`` around the call (what the launcher does to the
-  imported ``test.batched_predict``), and ``defer_features`` (``adapters/structure.py``,
+  imported ``test.batched_predict``), and ``defer_features`` (``runtime/deferral.py``,
   by structure, not by method name), which makes the feature method wait for the first
   call that carries a ``cell``.  The launcher keeps it on for every model it builds while
   the script runs, so a ``test.py`` / ``demo.py`` run as ``__main__`` (whose functions
@@ -32,21 +32,40 @@ What differs from the core's generic handling (from the upstream repositories' d
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..coords import cell_for, make_coord
-from .base import MethodAdapter, find_tensor_arg, sizes_scale
-from .structure import defer_features, scale_from_cell  # noqa: F401  (re-exported)
+from ..glue.checkout import API_PATH, checkout_root, training_script
+from ..glue.upstream import build_for_inspection, repo_registry
+from ..runtime.checkpoint import atomic_write_text, extract_state_dict, load_file
+from ..runtime.config import AnySRConfig
+from ..runtime.control import unwrap, use_scale
+from ..runtime.deferral import defer_features  # noqa: F401  (re-exported)
+from ..runtime.errors import AnySRError, ConfigError
+from ..runtime.gate import describe_chunks
+from ..runtime.injection import inspect_targets, is_anysr
+from ..runtime.methods import MethodAdapter, find_tensor_arg, register_adapter, sizes_scale
+from ..runtime.safe_yaml import read_yaml_file
+from ..runtime.scale_source import AdapterSource, scale_from_cell
+from ..tools.coords import cell_for, make_coord
+from ..tools.reference.registry import ENCODER_BLOCKS, ENCODER_NAMES, encoder_channels
+from .registry_hooks import build_anysr_model, install_registry_hooks
 
 #: upstream model-registry names this adapter serves
 LIIF_NAMES = ("liif", "lte", "lte-fast", "metasr")
 #: SR-wrapper class names of LIIF / LTE / LTE+ / Meta-SR-in-LIIF
 LIIF_CLASS_NAMES = ("LIIF", "LTE", "LTEP", "MetaSR")
-#: encoder registry names whose blocks anysrify converts
-ENCODER_NAMES = ("edsr-baseline", "edsr", "rdn", "rcan")
+
+
+def _hr_side(grid: "int | None", from_cell: float) -> float:
+    """One axis of a call's HR size: the coord grid's when it is the larger, else the cell's
+    (as an int when it is one)."""
+    if grid is not None and grid >= from_cell - 1e-3:
+        return grid
+    return float(round(from_cell)) if abs(from_cell - round(from_cell)) < 1e-3 else from_cell
 
 
 def looks_implicit(model: nn.Module) -> bool:
@@ -75,6 +94,11 @@ class LIIFAdapter(MethodAdapter):
     #: whether the upstream trainer starts fresh when `resume:` names a missing file (LIIF loads it whenever
     #: it is set); used by convert-config only when the checkout's own script cannot be read
     fresh_on_missing_resume = False
+    repository = "LIIF (yinboc/liif) or LTE"
+    builds_specs = True
+    train_patch = 48
+    #: wrapper classes whose trainer call takes an HR grid ``coord`` (B, H, W, 2): LTE+ (``LTEP``)
+    grid_class_names = ("LTEP",)
 
     def detect(self, model: nn.Module) -> bool:
         if looks_srno(model):
@@ -91,8 +115,6 @@ class LIIFAdapter(MethodAdapter):
         contract ``forward(inp, coord, cell)`` adds the knowledge."""
         source = super().scale_source(model)
         if source is None:
-            from .structure import AdapterSource
-
             source = AdapterSource(self.name, "scale from forward argument `cell` (the LIIF-family contract "
                                    "forward(inp, coord, cell))", kind="cell")
         return source
@@ -103,6 +125,40 @@ class LIIFAdapter(MethodAdapter):
         if inp is None or cell is None:
             return None
         return scale_from_cell(inp, cell)
+
+    def query_layout(self, model: nn.Module) -> str:
+        """LIIF / LTE / Meta-SR query flattened HR pixels, ``coord`` (B, Q, 2); LTE+ takes an HR grid."""
+        return "grid" if type(model).__name__ in self.grid_class_names else "points"
+
+    def call_sizes(self, args: tuple, kwargs: dict):
+        """LR size from ``inp``; HR size per axis from ``coord`` when it is the larger (a cell clipped
+        by ``max(s / 4, 1)`` under-states it; a training ``coord`` is a subset of the LR-sized crop),
+        else from the cell (``2 / cell``).  ``coord`` (B, H, W, 2) gives both axes; (B, Q, 2) with
+        ``Q = H * W`` gives them with the aspect the cell shows (a clip scales both axes evenly)."""
+        inp, coord, cell = (find_tensor_arg(args, kwargs, i, n) for i, n in enumerate(("inp", "coord", "cell")))
+        if not all(isinstance(t, torch.Tensor) for t in (inp, coord, cell)) or inp.dim() != 4 \
+                or coord.shape[0] != inp.shape[0] or cell.shape[0] != inp.shape[0] or cell.shape[-1] != 2:
+            return None
+        lr = (int(inp.shape[-2]), int(inp.shape[-1]))
+        c = cell.detach().double().reshape(cell.shape[0], -1, 2)[:, 0, :].cpu()
+        if not bool((c > 0).all()):
+            return None
+        out = []
+        for b in range(inp.shape[0]):
+            from_cell = (2.0 / float(c[b, 0]), 2.0 / float(c[b, 1]))
+            grid = (None, None)
+            if coord.dim() == 4:
+                grid = (int(coord.shape[1]), int(coord.shape[2]))
+            elif coord.dim() == 3:
+                q = int(coord.shape[1])
+                h = round(math.sqrt(q * float(c[b, 1]) / float(c[b, 0])))
+                if h > 0 and q % h == 0:
+                    grid = (h, q // h)
+            out.append((lr, tuple(_hr_side(g, f) for g, f in zip(grid, from_cell))))
+        return out
+
+    def slim_decoder(self, model: nn.Module):
+        return ("mlp", "imnet") if isinstance(getattr(model, "imnet", None), nn.Module) else None
 
     # -- the tools' calls ------------------------------------------------------------
     #: LIIF-family data convention: images in [0, 1] are fed as (x - 0.5) / 0.5
@@ -126,9 +182,6 @@ class LIIFAdapter(MethodAdapter):
 
     def super_resolve(self, model: nn.Module, lr: torch.Tensor, hr_size, scale=None,
                       chunk: int = 30000) -> torch.Tensor:
-        from ..control import unwrap, use_scale
-        from ..injection import is_anysr
-
         m = unwrap(model)
         mean, std = self.norm
         inp = (lr - mean) / std
@@ -143,11 +196,12 @@ class LIIFAdapter(MethodAdapter):
                 m.__dict__[attr] = None
         return (out * std + mean).clamp(0, 1)
 
-    # -- launcher ---------------------------------------------------------------
+    # -- launcher and --repo tools -----------------------------------------------
     def install(self, ctx) -> None:
-        from ..launch import install_registry_hooks
-
         install_registry_hooks(ctx, self)
+
+    def build_spec(self, ctx, make, spec, args=None, load_sd: bool = False, top_level: bool = True):
+        return build_anysr_model(ctx, self, make, spec, args=args, load_sd=load_sd, top_level=top_level)
 
     # -- config -----------------------------------------------------------------
     def convert_config(self, upstream, out, anysr_config, **options) -> str:
@@ -159,20 +213,6 @@ class LIIFAdapter(MethodAdapter):
 
 #: the paper's fine-tune schedule (Sec. IV-A): Adam, lr 1e-5 halved every 200 epochs, 500 epochs
 PAPER_SCHEDULE = {"lr": 1.0e-5, "epoch_max": 500, "multi_step_lr": {"milestones": [200, 400], "gamma": 0.5}}
-
-#: gated channels per encoder (for the lambda check), from the encoder spec's args
-def _encoder_channels(name: str, args: dict) -> int:
-    if name == "edsr-baseline":
-        return int(args.get("n_feats", 64))
-    if name == "edsr":
-        return int(args.get("n_feats", 256))
-    if name == "rdn":
-        return {"A": 32, "B": 64}.get(str(args.get("RDNconfig", "B")), 64)
-    return int(args.get("n_feats", 64))  # rcan
-
-
-def _family(name: str) -> str:
-    return {"rdn": "rdb", "rcan": "rcab"}.get(name, "edsr")
 
 
 def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from=None, paper_schedule=False,
@@ -193,10 +233,6 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
     """
     import yaml
 
-    from ..checkout import checkout_root, training_script
-    from ..checkpoint import atomic_write_text, extract_state_dict, load_file
-    from ..config import AnySRConfig
-    from ..errors import ConfigError
 
     if options:
         raise ConfigError(f"convert-config --method {adapter.name}: unknown option(s) {sorted(options)}; "
@@ -257,11 +293,9 @@ def convert_upstream_config(adapter, upstream, out, anysr_config=None, init_from
         if not isinstance(enc_args, dict) or enc_args.get("no_upsampling") is not True:
             raise ConfigError(f"{path}: model.args.encoder_spec.args.no_upsampling must be true (the encoder runs "
                               "at LR resolution in every LIIF/LTE/SRNO arbitrary-scale config)")
-        channels = _encoder_channels(enc_name, enc_args)
-        lam = cfg.lam_for(_family(enc_name))
+        channels = encoder_channels(enc_name, enc_args)
+        lam = cfg.lam_for(ENCODER_BLOCKS[enc_name])
         if cfg.interweave == "interleave" and channels % lam:
-            from ..gate import describe_chunks
-
             print(f"convert-config: {enc_name} has {channels} gated channels: {describe_chunks(channels, lam)}")
         if name not in adapter.upstream_names:
             print(f"convert-config: model {name!r} is not one of {', '.join(adapter.upstream_names)}; accepted by "
@@ -310,9 +344,6 @@ def inspect_spec(repo, spec: dict, cfg):
     """``(report, how)``: `spec` built with the upstream repo's own ``models.make`` (on the meta
     device when its constructor allows it, else on the CPU with a size guard and a line saying
     so; ``upstream.build_for_inspection``) and what anysrify would convert there."""
-    from ..injection import inspect_targets
-    from ..upstream import build_for_inspection, repo_registry
-
     with repo_registry(repo) as make:  # inspected inside: what the config names may import from the repo
         model, note = build_for_inspection(make, spec, f"model {spec.get('name')!r}")
         if note is not None:
@@ -325,9 +356,6 @@ def _read_upstream_yaml(path) -> dict:
     registry-style config is a one-line error naming what is supported and the API path."""
     import yaml
 
-    from ..checkout import API_PATH
-    from ..errors import ConfigError
-    from ..safe_yaml import read_yaml_file
 
     supported = ("convert-config reads the YAML training configs of LIIF, LTE and SRNO (a `model: {name, args}` "
                  "spec that the repository's models.make builds) and writes Meta-SR / ArbSR settings files")
@@ -368,8 +396,6 @@ def _convert_resume(data: dict, out, root, script, init_from, adapter):
     One line says what was done."""
     import re
 
-    from ..checkpoint import extract_state_dict, load_file
-    from ..errors import AnySRError, ConfigError
 
     label = "--init-from"
     resume = data.get("resume")
@@ -428,20 +454,15 @@ class LTEAdapter(LIIFAdapter):
     name = "lte"
     train_script = "train.py"
     fresh_on_missing_resume = True  # train.py: os.path.exists(config.get('resume')); the key must be a path
+    repository = "LTE (jaewon-lee-b/lte)"
 
 
 ADAPTER = LIIFAdapter()
 LTE_ADAPTER = LTEAdapter()
 
 
-def _register() -> None:
-    from . import register_adapter
-
-    register_adapter(ADAPTER, "liif")
-    register_adapter(LTE_ADAPTER, "lte", "lte-fast")
-
-
-_register()
+register_adapter(ADAPTER, "liif")
+register_adapter(LTE_ADAPTER, "lte", "lte-fast")
 
 __all__ = ["LIIFAdapter", "LTEAdapter", "ADAPTER", "LTE_ADAPTER", "scale_from_cell", "convert_upstream_config", "PAPER_SCHEDULE", "defer_features", "looks_implicit", "looks_srno",
            "LIIF_NAMES", "ENCODER_NAMES"]

@@ -50,7 +50,6 @@ What the lenient upstream loaders do with ``anysr_*`` keys
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 import random
@@ -61,13 +60,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import AnySRConfig
-from ..control import unwrap
-from ..errors import AdapterError, AnySRWarning, ConfigError
-from . import register_adapter
-from .base import MethodAdapter, find_tensor_arg
+from ..glue.launch import import_repo_module, report_test_scales, script_scope
+from ..runtime.checkpoint import atomic_write_text, load_upstream_checkpoint
+from ..runtime.config import AnySRConfig
+from ..runtime.control import unwrap
+from ..runtime.control import get_state, set_width
+from ..runtime.errors import AdapterError, AnySRWarning, ConfigError
+from ..runtime.injection import anysrify, inspect_targets, is_anysr
+from ..runtime.methods import MethodAdapter, find_tensor_arg, register_adapter
+from ..runtime.scale_source import CALL_SCALE_ATTR, AdapterSource, per_sample, recorded_scale, wrap_set_scale  # noqa: F401  (re-exported)
 
-CALL_SCALE_ATTR = "_anysr_call_scale"
 #: paper recipe (Sec. IV-A) for fine-tuning Meta-SR / ArbSR into AnySR
 PAPER_RECIPE = {"patch_size": 50, "lr": 1e-5, "lr_decay": 200, "epochs": 500, "optimizer": "ADAM",
                 "loss": "1*L1"}
@@ -78,96 +80,7 @@ def _log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# scale plumbing
-
-
-def _recording_set_scale(self, *args, **kwargs):
-    """Instance-bound replacement of ``set_scale``: the class's original, then record the pair."""
-    result = type(self).set_scale(self, *args, **kwargs)
-    if self.__dict__.get("_anysr_scale_contract") == "pair":
-        s_h = kwargs.get("scale", args[0] if args else None)
-        s_w = kwargs.get("scale2", args[1] if len(args) > 1 else s_h)
-    else:
-        s_h = s_w = getattr(self, "scale", None)
-    try:
-        pair = (float(s_h), float(s_w))
-    except (TypeError, ValueError):
-        pair = None
-    self.__dict__[CALL_SCALE_ATTR] = pair
-    return result
-
-
-class _RecordingSetScale:
-    """``net.set_scale`` replacement (an instance attribute): upstream's signature, records the pair.
-
-    Deep copies rebind to the copy (the net is copied through the memo); DataParallel replicas
-    share it, which is right: the trainer calls ``set_scale`` on ``get_model()`` before
-    ``forward`` replicates the net, and the replicas inherit the recorded pair."""
-
-    _anysr_wrapped = True
-    __name__ = "set_scale"
-
-    def __init__(self, net):
-        self.__self__ = net
-
-    @property
-    def __signature__(self):
-        return inspect.signature(types.MethodType(type(self.__self__).set_scale, self.__self__))
-
-    @property
-    def __doc__(self):
-        return type(self.__self__).set_scale.__doc__
-
-    def __call__(self, *args, **kwargs):
-        return _recording_set_scale(self.__self__, *args, **kwargs)
-
-    def __repr__(self):
-        return f"<AnySR-recording set_scale of {type(self.__self__).__name__}>"
-
-
-def wrap_set_scale(net: nn.Module, contract: str) -> nn.Module:
-    """Make ``net.set_scale`` record the scale pair it sets (idempotent; same signature).
-
-    ``contract="index"`` (Meta-SR): ``set_scale(idx)``; the pair is read back from the
-    ``scale`` attribute the original writes (``args.scale[idx]``).  ``contract="pair"``
-    (ArbSR): ``set_scale(scale, scale2)`` with ``scale`` the height factor.  The hook is an
-    instance attribute (:class:`_RecordingSetScale`): deep copies rebind to the copy,
-    DataParallel replicas inherit the recorded scale, the class is untouched.
-    """
-    net = unwrap(net)
-    if contract not in ("index", "pair"):
-        raise AdapterError(f"set_scale contract must be 'index' or 'pair', got {contract!r}")
-    if not callable(getattr(type(net), "set_scale", None)):
-        raise AdapterError(f"{type(net).__name__} has no set_scale(); it is not a Meta-SR / ArbSR net")
-    current = net.__dict__.get("set_scale")
-    if current is not None and getattr(current, "_anysr_wrapped", False):
-        net.__dict__["_anysr_scale_contract"] = contract
-        return net
-    net.__dict__["_anysr_scale_contract"] = contract
-    net.__dict__["set_scale"] = _RecordingSetScale(net)
-    return net
-
-
-def per_sample(scale: "torch.Tensor | None", args: tuple) -> "torch.Tensor | None":
-    """Expand a (1, 2) batch scale to (B, 2) for the input batch ``args[0]``.
-
-    Meta-SR / ArbSR draw one scale per batch, but we apply Algorithm 1 per
-    sample: with a (B, 2) scale the core draws the full-width reset for every sample (a
-    training batch may then mix widths: the masked path); in eval all samples share the
-    width and the sliced path runs."""
-    if scale is None:
-        return None
-    x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and x.dim() == 4 and scale.shape[0] == 1 and x.shape[0] > 1:
-        return scale.expand(x.shape[0], 2).clone()
-    return scale
-
-
-def recorded_scale(module: nn.Module):
-    pair = getattr(module, CALL_SCALE_ATTR, None)
-    if pair is None:
-        return None
-    return torch.tensor([[float(pair[0]), float(pair[1])]])
+# scale plumbing (the set_scale recorder itself is the runtime's: scale_source.wrap_set_scale)
 
 
 def scale_from_pos_mat(pos_mat) -> "torch.Tensor | None":
@@ -464,16 +377,11 @@ def _report_load(net: nn.Module) -> None:
 
 
 def _state_of(net):
-    from ..control import get_state
-
     return get_state(net)
 
 
 def convert_upstream_net(net: nn.Module, adapter, config: AnySRConfig, contract: str, width=None) -> nn.Module:
     """anysrify an upstream Meta-SR / ArbSR net in place and hook its ``set_scale``."""
-    from ..control import set_width
-    from ..injection import anysrify, inspect_targets, is_anysr
-
     net = unwrap(net)
     if is_anysr(net):
         return net
@@ -496,9 +404,7 @@ def convert_upstream_net(net: nn.Module, adapter, config: AnySRConfig, contract:
 
 def _patch_model_class(ctx, adapter, contract: str) -> None:
     """Make ``model.Model`` anysrify its net right before it loads a checkpoint."""
-    from ..launch import _import_repo_module
-
-    model_pkg = _import_repo_module(ctx, "model")  # a missing dependency of the repo: one line, by the launcher
+    model_pkg = import_repo_module(ctx, "model")  # a missing dependency of the repo: one line, by the launcher
     Model = getattr(model_pkg, "Model", None)
     if Model is None or not hasattr(Model, "load"):
         raise AdapterError(f"{getattr(model_pkg, '__file__', 'model')} defines no Model with a load() method; "
@@ -510,14 +416,11 @@ def _patch_model_class(ctx, adapter, contract: str) -> None:
     original_load, original_init = Model.load, Model.__init__
 
     def convert(wrapper):
-        from ..injection import is_anysr
-        from ..launch import _report_test_scales, _scope
-
         net = wrapper.get_model() if hasattr(wrapper, "get_model") else unwrap(wrapper.model)
         fresh = not is_anysr(net)
         net = convert_upstream_net(net, adapter, config, contract, width)
         if fresh:  # evaluation calls say which width and MACs each test scale runs at
-            _scope(ctx).enter_context(_report_test_scales(ctx, net))
+            script_scope(ctx).enter_context(report_test_scales(ctx, net))
         return net
 
     @functools.wraps(original_load)
@@ -532,7 +435,6 @@ def _patch_model_class(ctx, adapter, contract: str) -> None:
         original_init(self, *args, **kwargs)
         net = convert(self)  # no-op when load() already converted it
         if init_from is not None:  # `anysr launch --init-from PTH`: vanilla upstream weights, checked strictly
-            from ..checkpoint import load_upstream_checkpoint
 
             missing, _ = load_upstream_checkpoint(net, init_from)
             _log(f"initialised from {init_from} ({len(missing)} anysr_* tensors keep their initialisation)")
@@ -578,7 +480,6 @@ def write_template(adapter, out, anysr_config, upstream, model_name: str, extra_
                    repo_hint: str, options: dict, notes: tuple = ()) -> str:
     import yaml
 
-    from ..checkpoint import atomic_write_text
 
     cfg = anysr_config if anysr_config is not None else AnySRConfig()
     if isinstance(cfg, dict):
@@ -664,8 +565,6 @@ class MetaSRAdapter(MethodAdapter):
         return wrap_set_scale(model, "index")
 
     def scale_source(self, model: nn.Module):
-        from .structure import AdapterSource
-
         return AdapterSource(self.name, "scale from set_scale(idx_scale) (an index into args.scale; "
                              "else pos_mat's 1/s column)", kind="set_scale", contract="index")
 

@@ -16,20 +16,23 @@ encoder).  Differences that matter here:
   gate tensors are recognised by the ``anysr_`` prefix only.
 * The official release's checkpoints (``edsr-anysr-baseline`` or ``rdn-anysr`` encoder inside
   ``sronet``) are converted by ``anysr convert-checkpoint --official`` / ``--to-official``
-  (``anysr_plugin/official.py``; in its compat mode the gates see the nominal, unclipped scale).
+  (``adapters/official_release.py``); in the compat mode (``anysr_plugin/glue/official.py``) the
+  gates see the nominal, unclipped scale.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..coords import cell_for, make_coord
+from ..runtime.methods import register_adapter
+from ..tools.coords import cell_for, make_coord
+from ..tools.reference.registry import SRNO_ENCODERS
 from .liif import LIIFAdapter, looks_srno
 
 SRNO_NAMES = ("sronet",)
 SRNO_CLASS_NAMES = ("SRNO", "SRNONet", "SRONet")
-#: encoders SRNO's ``conv00`` (266 = (64 + 2) * 4 + 2 inputs) accepts
-SRNO_ENCODER_NAMES = ("edsr-baseline", "rdn")
+#: encoders SRNO's ``conv00`` (266 = (64 + 2) * 4 + 2 inputs) accepts (the one table: reference/registry.py)
+SRNO_ENCODER_NAMES = SRNO_ENCODERS
 
 
 class SRNOAdapter(LIIFAdapter):
@@ -39,6 +42,19 @@ class SRNOAdapter(LIIFAdapter):
     train_script = "train.py"
     encoder_names = SRNO_ENCODER_NAMES
     fresh_on_missing_resume = True  # train.py: `resume` None or a missing file is a fresh run
+    repository = "SRNO (2y7c3/Super-Resolution-Neural-Operator)"
+    train_patch = 128  # SRNO's LR patch (TrainConfig.patch: 48 LIIF, 50 Meta-SR / ArbSR, 128 SRNO)
+
+    def query_layout(self, model: nn.Module) -> str:
+        """SRNO's trainer call takes an HR grid: ``coord`` (B, H, W, 2)."""
+        return "grid"
+
+    def slim_decoder(self, model: nn.Module):
+        """SRNO's pointwise decoder ``fc2(gelu(fc1(x)))`` (two 1x1 convolutions; ``conv00`` and the
+        Galerkin attention stay full)."""
+        if all(isinstance(getattr(model, a, None), nn.Module) for a in ("fc1", "fc2")):
+            return ("pointwise", ("fc1", "fc2"))
+        return None
 
     def detect(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.class_names or looks_srno(model)
@@ -58,12 +74,6 @@ class SRNOAdapter(LIIFAdapter):
 ADAPTER = SRNOAdapter()
 
 
-def _register() -> None:
-    from . import register_adapter
-
-    register_adapter(ADAPTER, "srno", "sronet")
-
-
-_register()
+register_adapter(ADAPTER, "srno", "sronet")
 
 __all__ = ["SRNOAdapter", "ADAPTER", "SRNO_NAMES"]

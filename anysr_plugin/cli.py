@@ -13,7 +13,9 @@ import pkgutil
 import sys
 
 from . import __version__
-from .errors import AnySRError, cap_message
+from . import commands
+from .glue.checkout import missing_dependency
+from .runtime.errors import AnySRError, cap_message
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,14 +40,10 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def _missing_requirement(exc: Exception):
-    from .checkout import missing_dependency
-
     return missing_dependency(exc) if isinstance(exc, ModuleNotFoundError) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands
-
     parser = Parser(
         prog="anysr",
         description="AnySR as a plugin: convert, fine-tune, measure and export any-scale, "

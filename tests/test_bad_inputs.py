@@ -216,21 +216,21 @@ def test_cli_debug_shows_the_traceback(ws, capsys):
 
 
 def test_cli_os_error_is_a_one_line_user_error(ws, capsys, monkeypatch):
-    import anysr_plugin.cost as cost
+    import anysr_plugin.commands.flops as flops
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", "/somewhere/out.json")
-    monkeypatch.setattr(cost, "cost_table", denied)
+    monkeypatch.setattr(flops, "cost_table", denied)
     rc, _, err = run_cli(["flops", *TINY, "--lr-size", "4x4"], ws, capsys)
     assert_one_line_error(rc, err, "flops", "Permission denied: /somewhere/out.json")
 
 
 def test_cli_internal_error_is_one_line_with_status_1(ws, capsys, monkeypatch):
-    import anysr_plugin.cost as cost
+    import anysr_plugin.commands.flops as flops
 
     def broken(*a, **k):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(cost, "cost_table", broken)
+    monkeypatch.setattr(flops, "cost_table", broken)
     rc, _, err = run_cli(["flops", *TINY, "--lr-size", "4x4"], ws, capsys)
     assert rc == 1 and err.strip().count("\n") == 0 and "internal error ZeroDivisionError: a bug" in err
     assert "--debug" in err and "Traceback" not in err

@@ -250,7 +250,9 @@ def test_out_of_memory_is_one_line(ws2, capsys, monkeypatch):
     def no_memory(*a, **k):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
                            "tried to allocate 11059200000000 bytes")
-    monkeypatch.setattr(anysr.cost, "cost_table", no_memory)
+    import anysr_plugin.commands.flops as flops
+
+    monkeypatch.setattr(flops, "cost_table", no_memory)
     before = snapshot(ws2)
     rc, _, err = run_cli(["flops", *TINY, "--lr-size", "4x4"], ws2, capsys)
     assert_one_line_error(rc, err, "flops", "not enough memory")

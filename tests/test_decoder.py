@@ -272,7 +272,7 @@ def test_slim_decoder_needs_a_decoder_and_changes_nothing_otherwise():
         anysrify(enc, AnySRConfig(decoder="slim"))
     assert not anysr_blocks(enc) and all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
     no_mlp = _liif(imnet=False)
-    with pytest.raises(UnsupportedBlockError, match="needs a LIIF/LTE `imnet`"):
+    with pytest.raises(UnsupportedBlockError, match="adapter 'liif' names none on LIIF"):
         anysrify(no_mlp, AnySRConfig(decoder="slim"))
     odd = _liif()
     odd.imnet.layers[1] = torch.nn.Dropout()

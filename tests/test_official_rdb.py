@@ -9,6 +9,7 @@ from torch import nn
 
 import anysr_plugin as anysr
 from anysr_plugin import official
+from anysr_plugin.adapters import official_release
 from anysr_plugin.blocks import AnySRRDB, OfficialRDB
 from anysr_plugin.blocks import official_rdb as official_rdb_module
 from anysr_plugin.cli import main as cli_main
@@ -44,8 +45,8 @@ def ours_rdn():
 def converted(release, adapter="generic"):
     ours = ours_rdn()
     anysr.anysrify(ours, official.official_config("rdn-anysr"), adapter=adapter)
-    official.prepare_official_model(ours, adapter)
-    ours.load_state_dict(official.official_to_ours(release.state_dict()))  # strict
+    official_release.prepare_official_model(ours, adapter)
+    ours.load_state_dict(official_release.official_to_ours(release.state_dict()))  # strict
     return ours
 
 
@@ -190,7 +191,7 @@ def test_default_path_is_unaffected():
         assert {type(m) for m in ours.modules() if isinstance(m, AnySRRDB)} == {AnySRRDB}
         assert ours.RDBs[0].anysr_gate.fc1.weight.shape == (128, 80)  # gate on one dense layer (G=64, lambda 8)
     with pytest.raises(Exception):  # release gate shapes do not fit the paper-faithful layout
-        ours.load_state_dict(official.official_to_ours(rel.state_dict()))
+        ours.load_state_dict(official_release.official_to_ours(rel.state_dict()))
     # compat mode needs the release's 8 dense layers
     with pytest.raises(UnsupportedBlockError, match="8"):
         anysr.anysrify(RDN(G0=16, D=2, C=3, G=16), official.official_config("rdn-anysr"), adapter="generic")
@@ -215,21 +216,21 @@ def test_key_map_round_trip():
     rel = release_rdn()
     sd = release_sd(rel)
     assert sd["encoder.RDBs.0.fc1.weight"].shape == (256, 144, 1, 1)
-    assert official.official_state_dict_kind(sd) == "rdn"
-    ours = official.official_to_ours(sd)
+    assert official_release.official_state_dict_kind(sd) == "rdn"
+    ours = official_release.official_to_ours(sd)
     assert ours["encoder.RDBs.0.anysr_gate.fc1.weight"].shape == (256, 144)
     assert ours["encoder.RDBs.0.anysr_gate.fc2.weight"].shape == (128, 256)
     assert torch.equal(ours["encoder.anysr_sub_mean.bias"], sd["encoder.sub_mean.bias"])
     assert "encoder.sub_mean.weight" not in ours and "encoder.RDBs.0.fc1.bias" not in ours
     assert ours["fc1.weight"].shape == (8, 8, 1, 1)  # SRNO's own fc1 is not a gate
     assert torch.equal(ours["encoder.RDBs.0.convs.5.conv.0.weight"], sd["encoder.RDBs.0.convs.5.conv.0.weight"])
-    back = official.ours_to_official(ours)
+    back = official_release.ours_to_official(ours)
     assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
     # the model's own state dict maps to the release's key set
     model = SRNOLike()
     anysr.anysrify(model, official.official_config("rdn-anysr"), adapter="srno")
-    official.prepare_official_model(model)
-    assert set(official.ours_to_official(model.state_dict())) == set(sd)
+    official_release.prepare_official_model(model)
+    assert set(official_release.ours_to_official(model.state_dict())) == set(sd)
 
 
 def write_release_checkpoint(path, rel, encoder="rdn-anysr"):
@@ -252,7 +253,7 @@ def test_convert_checkpoint_cli_rdn(tmp_path):
     assert cfg.compat == "official" and cfg.widths == WIDTHS and cfg.lam == 8 and cfg.gate == "paper"
     model = SRNOLike().eval()
     anysr.anysrify(model, cfg, adapter="srno")
-    official.prepare_official_model(model)
+    official_release.prepare_official_model(model)
     model.load_state_dict(spec["sd"])  # strict: every key maps
     x = torch.rand(1, 3, 4, 4)
     with torch.no_grad(), anysr.use_scale(model, 2.3):
@@ -272,4 +273,4 @@ def test_mismatched_release_files_are_refused(tmp_path):
                      "-o", str(tmp_path / "o.pth")]) == 2
     spec = {"name": "sronet", "args": {"encoder_spec": {"name": "rdn-anysr", "args": {"RDNconfig": "A"}}}}
     with pytest.raises(CheckpointError, match="RDNconfig"):
-        official.convert_official_spec(spec)
+        official_release.convert_official_spec(spec)

@@ -9,6 +9,7 @@ from torch import nn
 
 import anysr_plugin as anysr
 from anysr_plugin import official
+from anysr_plugin.adapters import official_release
 from anysr_plugin.cli import main as cli_main
 from anysr_plugin.errors import CheckpointError
 from anysr_plugin.reference import encoders as reference_encoders
@@ -35,8 +36,8 @@ def release_encoder(seed=0):
 def converted_encoder(release):
     ours = EDSR(n_resblocks=2, n_feats=64).eval()
     anysr.anysrify(ours, official.official_config(), adapter="generic")
-    official.prepare_official_model(ours, "generic")
-    ours.load_state_dict(official.official_to_ours(release.state_dict()))
+    official_release.prepare_official_model(ours, "generic")
+    ours.load_state_dict(official_release.official_to_ours(release.state_dict()))
     return ours
 
 
@@ -58,13 +59,13 @@ def test_key_map_both_ways():
     rel = release_encoder()
     sd = {f"encoder.{k}": v for k, v in rel.state_dict().items()}
     sd["fc1.weight"] = torch.zeros(256, 256, 1, 1)  # SRNO's own decoder fc1 is not a gate
-    ours = official.official_to_ours(sd)
+    ours = official_release.official_to_ours(sd)
     assert ours["encoder.body.1.anysr_gate.fc1.weight"].shape == (128, 72)
     assert ours["encoder.body.1.anysr_gate.fc2.weight"].shape == (64, 128)
     assert torch.equal(ours["encoder.body.0.body.0.weight"], sd["encoder.body.0.conv1.weight"])
     assert torch.equal(ours["encoder.body.0.body.2.bias"], sd["encoder.body.0.conv2.bias"])
     assert ours["fc1.weight"].shape == (256, 256, 1, 1) and "encoder.body.2.weight" in ours
-    back = official.ours_to_official(ours)
+    back = official_release.ours_to_official(ours)
     assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
 
 
@@ -86,7 +87,7 @@ def test_default_mode_stays_paper_faithful():
     rel = release_encoder()
     ours = EDSR(n_resblocks=2, n_feats=64).eval()
     anysr.anysrify(ours, official.official_config(compat=None), adapter="generic")
-    ours.load_state_dict(official.official_to_ours(rel.state_dict()))
+    ours.load_state_dict(official_release.official_to_ours(rel.state_dict()))
     assert anysr.active_widths(ours, 1.75) == [0.5]
     x = torch.rand(1, 3, 8, 8)
     rel.scale = rel.scale2 = torch.tensor(1.75)
@@ -122,7 +123,7 @@ def test_convert_checkpoint_official_cli(tmp_path):
     assert cfg.compat == "official" and cfg.widths == official.OFFICIAL_EDSR_WIDTHS and cfg.gate == "paper"
     model = SRNOLike().eval()
     anysr.anysrify(model, cfg, adapter="srno")
-    official.prepare_official_model(model)
+    official_release.prepare_official_model(model)
     model.load_state_dict(spec["sd"])  # strict: every key maps
     x = torch.rand(1, 3, 9, 9)
     rel.scale = rel.scale2 = torch.tensor(3.1)
@@ -140,13 +141,13 @@ def test_unsupported_release_files_are_refused(tmp_path):
     assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "rdn.pth"), "-o", str(tmp_path / "o.pth")]) == 2
     release_checkpoint(tmp_path / "edsr_big.pth", encoder="edsr-anysr")  # crashes at width 1.0 in the release
     with pytest.raises(CheckpointError, match="edsr-anysr"):
-        official.convert_official_spec(torch.load(tmp_path / "edsr_big.pth", weights_only=True)["model"])
+        official_release.convert_official_spec(torch.load(tmp_path / "edsr_big.pth", weights_only=True)["model"])
     torch.save({"model": {"name": "sronet", "args": {}, "sd": {"encoder.body.0.body.0.weight": torch.zeros(1)}}},
                tmp_path / "plain.pth")
     assert cli_main(["convert-checkpoint", "--official", str(tmp_path / "plain.pth"), "-o", str(tmp_path / "p.pth")]) == 2
     bad = {"encoder.body.0.fc1.weight": torch.zeros(128, 72, 3, 3)}
     with pytest.raises(CheckpointError, match="1x1"):
-        official.official_to_ours(bad)
+        official_release.official_to_ours(bad)
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def ours_from(path):
     spec = torch.load(path, weights_only=True)["model"]
     model = reference_make({"name": spec["name"], "args": spec["args"]})
     anysr.anysrify(model, anysr.AnySRConfig.from_dict(spec["anysr"]), adapter="srno")
-    official.prepare_official_model(model)
+    official_release.prepare_official_model(model)
     model.load_state_dict(spec["sd"])
     return model.eval()
 
@@ -324,7 +325,7 @@ def our_checkpoint(path, cfg, encoder="edsr-baseline", enc_args=None, drop=(), a
     model = SRNOStub(enc)
     anysr.anysrify(model, cfg, adapter="srno")
     if cfg.compat == "official":
-        official.prepare_official_model(model)
+        official_release.prepare_official_model(model)
     sd = {k: v for k, v in model.state_dict().items() if not any(d in k for d in drop)}
     spec = {"name": "sronet", "args": {"encoder_spec": {"name": encoder, "args": enc_args}, "width": 8, "blocks": 4},
             "sd": sd}
@@ -368,8 +369,8 @@ def test_to_official_refuses_checkpoints_not_trained_in_compat_mode(tmp_path, ca
         assert field in err, (field, err)
     assert not out.exists() and src.read_bytes() == before
     ck = torch.load(src, weights_only=True)["model"]
-    with pytest.raises(official.OfficialCompatError) as info:
-        official.to_release_checkpoint({k: v for k, v in ck.items() if k != "sd"}, ck["sd"], out)
+    with pytest.raises(official_release.OfficialCompatError) as info:
+        official_release.to_release_checkpoint({k: v for k, v in ck.items() if k != "sd"}, ck["sd"], out)
     assert len(info.value.differences) >= len(named) and isinstance(info.value, CheckpointError)
 
 
@@ -377,7 +378,7 @@ def test_to_official_names_every_difference_at_once(tmp_path):
     cfg = official.official_config(compat=None, gate="identity", widths=(0.25, 0.5, 0.75, 1.0), lam=2)
     src = our_checkpoint(tmp_path / "run.pth", cfg, enc_args={"res_scale": 0.5})
     ck = torch.load(src, weights_only=True)["model"]
-    diffs = official.release_differences(ck, ck["sd"])
+    diffs = official_release.release_differences(ck, ck["sd"])
     for field in ("anysr.compat", "anysr.gate", "anysr.widths", "anysr.lam", "res_scale", "gate of"):
         assert sum(field in d for d in diffs) == 1, (field, diffs)
 

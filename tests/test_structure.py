@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import anysr_plugin as anysr
-from anysr_plugin.adapters import structure
+from anysr_plugin.runtime import deferral
 from anysr_plugin.adapters.structure import DeferredFeatures, defer_features
 from anysr_plugin.blocks import AnySRBlock, AnySRResBlock
 from anysr_plugin.cli import main as cli_main
@@ -134,7 +134,7 @@ def test_api_scale_source_by_structure(repo, caplog):
             else:
                 out = torch.cat([model("query_rgb", feat=feat, coord=c, cell=k) for c, k in chunks], 1)
         torch.testing.assert_close(out, outs[2.0])
-        assert dict(type(model).__dict__) == cls_dict and not structure._PATCHED
+        assert dict(type(model).__dict__) == cls_dict and not deferral._PATCHED
 
 
 def test_scale_from_callable_and_errors():
@@ -249,13 +249,13 @@ def test_launcher_by_structure(repo, monkeypatch):
     variant, root = repo
     acfg = anysr.AnySRConfig(seed=0, gate="paper")
     patched = []
-    orig_patch = structure._patch_class
+    orig_patch = deferral._patch_class
 
     def spy_patch(cls, features, queries):
         patched.append((cls, dict(cls.__dict__), tuple(features), tuple(queries)))
         return orig_patch(cls, features, queries)
 
-    monkeypatch.setattr(structure, "_patch_class", spy_patch)
+    monkeypatch.setattr(deferral, "_patch_class", spy_patch)
     if variant == "plain":
         with pytest.raises(NoScaleSourceError, match="scale_from"):
             launch(root, "train_liif.py", "--config", "vanilla.yaml", "--name", "a", anysr_config=acfg)
@@ -289,7 +289,7 @@ def test_launcher_by_structure(repo, monkeypatch):
     # no patch stays on the upstream class after the launcher returns
     assert patched and all(dict(c.__dict__) == before for c, before, _, _ in patched)
     feats = {"fork": ("gen_feats",), "op": ("gen_feat",)}[variant]
-    assert all(f == feats for _, _, f, _ in patched) and not structure._PATCHED
+    assert all(f == feats for _, _, f, _ in patched) and not deferral._PATCHED
 
 
 def test_launcher_stops_when_nothing_is_converted(tmp_path):

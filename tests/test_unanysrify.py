@@ -108,12 +108,13 @@ def test_round_trip_after_a_dtype_change_and_with_set_scale():
 
 def test_official_compat_additions_are_removed():
     from anysr_plugin import official
+    from anysr_plugin.adapters import official_release
     from conftest import tiny_rdn
 
     model = tiny_rdn(D=1, C=8).eval()  # the release's RDB layout: 8 dense layers
     keys = list(model.state_dict())
     anysr.anysrify(model, anysr.AnySRConfig(compat="official", widths=official.OFFICIAL_RDN_WIDTHS, seed=0))
-    official.prepare_official_model(model, "generic")
+    official_release.prepare_official_model(model, "generic")
     assert any("anysr_sub_mean" in k for k in model.state_dict())
     anysr.unanysrify(model)
     assert list(model.state_dict()) == keys and not model._forward_pre_hooks

@@ -264,7 +264,7 @@ def test_encoder_graph_runs_at_another_size(tmp_path, capsys, suffix, scale):
     assert main(["export", *REF, "--width", "0.7", "--part", "encoder", "--lr-size", "48x48", *extra,
                  "-o", str(out)]) == 0
     capsys.readouterr()
-    from anysr_plugin.cost import load_cli_model
+    from anysr_plugin.commands._model import load_cli_model
     import argparse
 
     args = argparse.Namespace(model="liif-edsr-baseline", model_arg=["n_resblocks=2", "n_feats=16",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..errors import shorten
-from ..limits import INT64_MAX
+from ..runtime.config import SEED_MAX, SEED_MIN
+from ..runtime.errors import shorten
+from ..runtime.limits import INT64_MAX
 
 
 def _number(text: str) -> float:
@@ -80,8 +81,6 @@ def nonnegative_int(text: str) -> int:
 
 def seed(text: str) -> int:
     """A seed torch takes: an integer in [-2**63, 2**64 - 1]."""
-    from ..config import SEED_MAX, SEED_MIN
-
     return _int_in(text, SEED_MIN, SEED_MAX, "an integer seed")
 
 

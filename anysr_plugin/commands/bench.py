@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import argparse
 
+from ..adapters import adapter_for
+from ..runtime.checkpoint import atomic_write_text
+from ..runtime.control import get_state, unwrap
+from ..runtime.errors import ConfigError
+from ..runtime.files import refuse_existing
+from ..runtime.injection import anysrify
+from ..tools.bench import bench_widths, dumps, finetune_step_report, format_finetune_markdown, format_markdown
+from ..tools.cost import call_inputs, parse_size, safe_deepcopy, sizes_for
+from ..tools.evaluate import parse_scales
 from ._args import device, nonnegative_int, output_file, positive_int, width_list
+from ._model import add_model_arguments, load_cli_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cost import add_model_arguments
-
     p = subparsers.add_parser("bench", help="latency and peak memory per width/scale vs the original model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
@@ -62,19 +70,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import torch
 
-    from ..bench import bench_widths, dumps, format_markdown
-    from ..cost import call_inputs, load_cli_model, parse_size, sizes_for
-    from ..evaluate import parse_scales
 
-    from ..files import refuse_existing
 
     refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     if args.finetune_step:
-        from ..adapters import adapter_for
-        from ..errors import ConfigError
-
-        if adapter_for(model).name not in ("liif", "lte", "srno"):
+        if adapter_for(model).query_layout(unwrap(model)) is None:
             raise ConfigError(f"--finetune-step trains an SR model (liif-*, srno-*); {args.model} is run by "
                               f"adapter {adapter_for(model).name!r}, which the trainer cannot drive")
     h, w = parse_size(args.lr_size)
@@ -94,8 +95,6 @@ def run(args) -> int:
     if args.finetune_step:
         report["finetune_step"] = _finetune_step(args, original, model)
     if args.json:
-        from ..checkpoint import atomic_write_text
-
         atomic_write_text(args.json, dumps(report))
     return 0
 
@@ -103,10 +102,6 @@ def run(args) -> int:
 def _finetune_step(args, original, model) -> dict:
     import copy
 
-    from ..bench import finetune_step_report, format_finetune_markdown
-    from ..control import get_state
-    from ..cost import safe_deepcopy
-    from ..injection import anysrify
 
     cfg = get_state(model).config
     base = cfg.replace(mixed_path="auto") if cfg.mixed_path == "masked" else cfg

@@ -26,6 +26,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..adapters import official_release as official
+from ..runtime.checkpoint import atomic_save, atomic_write_text, extract_state_dict, load_file, save_safetensors
+from ..runtime.errors import CheckpointError
+from ..runtime.safe_yaml import read_yaml_file
 from ._args import output_path
 
 
@@ -53,9 +57,6 @@ def read_checkpoint(path: Path, spec_path: Path | None = None):
     """(spec without sd, state dict) from an upstream-format .pth or a safetensors + YAML pair."""
     import yaml
 
-    from ..checkpoint import extract_state_dict, load_file
-    from ..errors import CheckpointError
-    from ..safe_yaml import read_yaml_file
 
     if _is_safetensors(path):
         sd = load_file(path)
@@ -82,7 +83,6 @@ def read_checkpoint(path: Path, spec_path: Path | None = None):
 def write_checkpoint(out: Path, spec: dict, sd: dict) -> list:
     import yaml
 
-    from ..checkpoint import atomic_save, atomic_write_text, save_safetensors
 
     if _is_safetensors(out):
         save_safetensors(sd, out, metadata={"anysr_model_spec": json.dumps(spec)})
@@ -103,7 +103,6 @@ def check_outputs(args) -> None:
     """Refuse to write over the input (or its spec) ever, and over any existing file without --force."""
     import os
 
-    from ..errors import CheckpointError
 
     inputs = [p for p in (args.input, args.spec or (args.input.with_suffix(".yaml") if _is_safetensors(args.input)
                                                     else None)) if p is not None and p.exists()]
@@ -119,9 +118,6 @@ def check_outputs(args) -> None:
 
 
 def run(args) -> int:
-    from ..errors import CheckpointError
-    from .. import official
-
     check_outputs(args)
     spec, sd = read_checkpoint(args.input, args.spec)
     if args.official:

@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..adapters import get_adapter
+from ..glue.launch import import_user_modules
+from ..runtime.config import AnySRConfig
+from ..runtime.errors import AnySRError
+from ..runtime.files import refuse_existing
 from ._args import floats, output_path
 
 
@@ -52,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--rdb-gate", choices=("first", "last"), default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--compat", choices=("official",), default=None,
-                   help="reproduce the official AnySR release's behaviour (see anysr_plugin/official.py)")
+                   help="reproduce the official AnySR release's behaviour (see anysr_plugin/glue/official.py)")
     g.add_argument("--decoder", choices=("off", "slim"), default=None,
                    help="beyond the paper: 'slim' also slims the implicit decoder by scale group (opt-in)")
     g.add_argument("--decoder-widths", type=floats, default=None, help="decoder width per scale group, e.g. "
@@ -62,8 +67,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def anysr_config_from_args(args):
-    from ..config import AnySRConfig
-
     cfg = AnySRConfig.from_yaml(args.anysr_config) if args.anysr_config is not None else AnySRConfig()
     changes = {k: getattr(args, k) for k in ("widths", "scale_bounds", "lam", "reset_prob", "gate", "interweave",
                                              "rdb_gate", "seed", "compat", "decoder", "decoder_widths", "scale_from")
@@ -72,19 +75,14 @@ def anysr_config_from_args(args):
 
 
 def run(args) -> int:
-    from ..adapters import get_adapter
-    from ..errors import AnySRError
-
     if args.anysr_config is not None and not args.anysr_config.is_file():
         raise AnySRError(f"--anysr-config {args.anysr_config}: file does not exist")
     for given in (args.upstream, args.anysr_config, args.init_from):  # never write over an input
         if given is not None and given.exists() and args.out.exists() and args.out.samefile(given):
             raise AnySRError(f"-o {args.out} is the input file {given}; writing it would destroy the input: "
                              "choose another -o")
-    from ..files import refuse_existing
 
     refuse_existing([args.out], args.force, "-o")
-    from ..launch import import_user_modules
 
     import_user_modules(args.imports)
     cfg = anysr_config_from_args(args)

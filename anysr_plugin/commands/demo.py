@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..tools.demo import DemoConfig, run_demo
 from ._args import device, nonnegative_int, positive_float, positive_int, probability, upscales
 
 
@@ -47,8 +48,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..demo import DemoConfig, run_demo
-
     over = {k: v for k, v in dict(
         n_resblocks=args.n_resblocks, n_feats=args.n_feats, pretrain_steps=args.pretrain_steps,
         finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr, reset_prob=args.reset_prob,

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..runtime.checkpoint import atomic_write_text
+from ..runtime.files import refuse_existing
+from ..tools.evaluate import evaluate, load_dataset, results_to_json, results_to_markdown
+from ..tools.plots import PlotError, plot_psnr_vs_gflops
 from ._args import device, eval_mode, output_file, positive_float, positive_int
+from ._model import add_model_arguments, load_cli_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cost import add_model_arguments
-
     p = subparsers.add_parser("eval", help="PSNR / LPIPS / GFLOPs per scale and width (benchmark / div2k protocol)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, default="liif-edsr-baseline")
@@ -61,9 +64,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import os
 
-    from ..cost import load_cli_model
-    from ..evaluate import evaluate, load_dataset, results_to_json, results_to_markdown
-    from ..files import refuse_existing
 
     stem = os.path.splitext(args.json)[0] if args.json else None
     png = args.plot or (stem + ".png" if stem and not args.baseline_only else None)  # no GFLOPs, no plot
@@ -84,13 +84,9 @@ def run(args) -> int:
         print(f"model: {args.model}" + (f", checkpoint {args.checkpoint}" if args.checkpoint else "") + "\n")
     print(md)
     if args.json:
-        from ..checkpoint import atomic_write_text
-
         results_to_json(results, args.json)
         atomic_write_text(stem + ".md", md + "\n")
     if png and any(r.gflops is not None for r in results):
-        from ..plots import PlotError, plot_psnr_vs_gflops
-
         try:
             plot_psnr_vs_gflops(results, png)
             print(f"plot: {png}")

@@ -26,12 +26,19 @@ from __future__ import annotations
 
 import argparse
 
+from ..glue.upstream import export_metadata
+from ..runtime.checkpoint import atomic_save, save_safetensors
+from ..runtime.control import get_state, unwrap, use_scale, use_width
+from ..runtime.errors import ConfigError
+from ..runtime.export import export_subnet
+from ..runtime.files import refuse_existing, write_bytes
+from ..tools.cost import call_inputs, count_params, encoder_of, parse_size, sizes_for
+from ..tools.evaluate import parse_scale
 from ._args import output_file
+from ._model import add_model_arguments, load_cli_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cost import add_model_arguments
-
     p = subparsers.add_parser("export", help="export a static sub-network (TorchScript, torch.export, ONNX, weights)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
@@ -51,14 +58,6 @@ def run(args) -> int:
 
     import torch
 
-    from ..checkpoint import atomic_save, save_safetensors
-    from ..control import use_scale, use_width
-    from ..control import unwrap
-    from ..cost import call_inputs, count_params, encoder_of, load_cli_model, parse_size, sizes_for
-    from ..errors import ConfigError
-    from ..evaluate import parse_scale
-    from ..export import export_subnet
-    from ..files import refuse_existing, write_bytes
 
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in (".pt", ".ts", ".pt2", ".onnx", ".pth", ".safetensors"):
@@ -116,9 +115,6 @@ def run(args) -> int:
     elif ext == ".pth":
         atomic_save(sub.state_dict(), args.out)
     elif ext == ".safetensors":
-        from ..control import get_state
-        from ..upstream import export_metadata
-
         meta = export_metadata(getattr(args, "model_source", {"source": "unknown"}), get_state(model).config,
                                args.width, scale, args.part)
         save_safetensors(sub.state_dict(), args.out, metadata=meta)
@@ -142,8 +138,6 @@ def _check_other_size(path, ext, src, width, scale, open_scale, size) -> None:
     """Run the written graph on another LR size and compare it with the slimmable model."""
     import torch
 
-    from ..control import use_scale, use_width
-    from ..errors import ConfigError
 
     h, w = max(2, size[0] * 2 // 3 + 1), max(2, size[1] * 5 // 6 + 2)
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1))

@@ -9,7 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import shorten
+from ..adapters import adapter_for
+from ..runtime.checkpoint import atomic_save, atomic_write_text, load_upstream_checkpoint
+from ..runtime.config import AnySRConfig
+from ..runtime.errors import shorten
+from ..runtime.errors import ConfigError, RunMismatchError
+from ..runtime.injection import anysrify
+from ..runtime.limits import MAX_MODEL_ELEMENTS, build_within
+from ..tools.reference.models import build_reference
+from ..tools.runlock import run_folder_lock
+from ..tools.train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 from ._args import device, floats, nonnegative_int, positive_float, positive_int, probability
 
 
@@ -82,14 +91,6 @@ def run(args) -> int:
 
     import torch
 
-    from ..checkpoint import load_upstream_checkpoint, atomic_write_text
-    from ..runlock import run_folder_lock
-    from ..config import AnySRConfig
-    from ..errors import ConfigError, RunMismatchError
-    from ..injection import anysrify
-    from ..limits import MAX_MODEL_ELEMENTS, build_within
-    from ..reference.models import build_reference
-    from ..train import PAPER_SCALE_GROUPS, TrainConfig, Trainer, init_distributed
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out!r} is a file; give a folder (new, or a run folder to resume)")
@@ -101,7 +102,7 @@ def run(args) -> int:
     dist = init_distributed(device)
     model = build_within(MAX_MODEL_ELEMENTS, f"model {args.model} {shorten(dict(args.model_arg))}", build_reference,
                          args.model, seed=args.seed, **dict(args.model_arg))
-    is_srno = args.model.startswith("srno")
+    patch = args.patch or adapter_for(model).train_patch  # None: the trainer's default
     cfg = None
     if not args.no_anysr:
         over = {k: v for k, v in dict(widths=args.widths, scale_bounds=args.scale_bounds).items() if v is not None}
@@ -117,7 +118,7 @@ def run(args) -> int:
         if len(args.scale_groups) % 2:
             raise ConfigError("--scale-groups needs low,high pairs")
         groups = tuple(zip(args.scale_groups[::2], args.scale_groups[1::2]))
-    tcfg = TrainConfig(patch=args.patch or (128 if is_srno else 48), batch_size=args.batch_size,
+    tcfg = TrainConfig(**({"patch": patch} if patch else {}), batch_size=args.batch_size,
                        sample_q=args.sample_q, repeat=args.repeat, epochs=args.epochs, steps=args.steps, lr=args.lr,
                        lr_step_epochs=args.lr_step_epochs, scale_groups=groups, asymmetric=args.asymmetric,
                        seed=args.seed, save_every=args.save_every, device=device, progress=not args.no_progress)
@@ -149,8 +150,6 @@ def run(args) -> int:
             atomic_write_text(yaml_path, cfg.to_yaml())
         trainer.run()
         if dist.main:
-            from ..checkpoint import atomic_save
-
             atomic_save(model.state_dict(), os.path.join(args.out, "final.pt"))
             print(f"done: {os.path.join(args.out, 'final.pt')} (step {trainer.step})")
     if dist.initialized_here:

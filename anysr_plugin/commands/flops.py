@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..runtime.checkpoint import atomic_write_text
+from ..runtime.files import refuse_existing
+from ..tools.cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_split, cost_table, parse_size,
+                          rows_to_markdown, sizes_for, split_to_markdown, to_json)
+from ..tools.evaluate import parse_scales
 from ._args import output_file, width_list
+from ._model import add_model_arguments, load_cli_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cost import add_model_arguments
-
     p = subparsers.add_parser("flops", help="params and MACs per width / scale / block (Tables IV and V)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
@@ -47,12 +51,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..cost import (PAPER_HR_SIZE, block_costs, blocks_to_markdown, cost_split, cost_table, load_cli_model,
-                        parse_size, rows_to_markdown, sizes_for, split_to_markdown, to_json)
-    from ..evaluate import parse_scales
-
-    from ..files import refuse_existing
-
     refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     scales = parse_scales(args.scales)
@@ -70,8 +68,6 @@ def run(args) -> int:
     split = cost_split(model, original, scales, widths=widths, hr_size=hr, lr_size=lr)
     text = to_json(rows, blocks, split)
     if args.json:
-        from ..checkpoint import atomic_write_text
-
         atomic_write_text(args.json, text)
     if args.format == "json":
         print(text)

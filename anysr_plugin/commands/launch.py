@@ -3,13 +3,18 @@
 
 Runs an upstream repository's own script (``train_liif.py``, ``train.py``, ``test.py``,
 ``demo.py``, Meta-SR/ArbSR ``main.py``) with AnySR installed, without editing the repo.
-See ``anysr_plugin/launch.py`` for what is hooked.
+See ``anysr_plugin/glue/launch.py`` (the launcher) and the method adapters' ``install``
+(``adapters/registry_hooks.py``, ``adapters/metasr.py``) for what is hooked.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..adapters import get_adapter
+from ..glue.launch import LaunchContext, run as launch_run
+from ..runtime.config import AnySRConfig
+from ..runtime.errors import AnySRError
 from ._args import positive_int, width
 
 METHODS_HELP = "liif, lte, srno (LIIF family), metasr, arbsr"
@@ -65,8 +70,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def split_remainder(rest: list) -> list:
     """The script and its arguments from what followed the launch options."""
-    from ..errors import AnySRError
-
     rest = list(rest or [])
     if "--" in rest:
         i = rest.index("--")
@@ -82,11 +85,6 @@ def split_remainder(rest: list) -> list:
 
 
 def run(args) -> int:
-    from ..adapters import get_adapter
-    from ..config import AnySRConfig
-    from ..errors import AnySRError
-    from ..launch import LaunchContext, run as launch_run
-
     get_adapter(args.method)  # unknown method: a clear error before anything runs
     script, *argv = split_remainder(getattr(args, "remainder", []))
     repo = (args.repo or Path.cwd()).resolve()

@@ -51,14 +51,6 @@ class AnySRRDB(DescribedBlock):
         """``rdb_gate="first"``: the first dense layer; ``"last"``: the last one."""
         return flow.units[0].regions[0 if config.rdb_gate == "first" else -1]
 
-    @classmethod
-    def variant_for(cls, config):
-        if config.compat == "official":  # the official release's RDB layout (opt-in)
-            from .official_rdb import OfficialRDB
-
-            return OfficialRDB
-        return cls
-
     @property
     def gate_layer(self) -> int:
         """Index of the dense layer that carries the gate."""

@@ -1,8 +1,9 @@
 """The official AnySR release's RDB layout (``RDB_any``), opt-in: ``AnySRConfig(compat="official")``.
 
 Written here from documented facts about the release's ``RDB_any`` (its code read, not copied).
-anysrify uses this class for RDBs only in compat mode (``AnySRRDB.variant_for``); the
-default path keeps the paper-faithful :class:`~anysr_plugin.blocks.rdn.AnySRRDB`.
+anysrify uses this class for RDBs only in compat mode (the release's policy, ``glue/official.py``:
+``ReleasePolicy.block_type``); the default path keeps the paper-faithful
+:class:`~anysr_plugin.blocks.rdn.AnySRRDB`.
 
 Layout of one RDB with ``C = 8`` dense layers of growth ``G`` on ``G0`` input channels,
 at width ``w`` with ``g = floor(G*w)`` (0.7/0.8/0.9/1.0 -> 44/51/57/64 for G = 64):
@@ -27,7 +28,7 @@ per width group (exact; the shifted layouts have no single masked full-size pass
 
 Parameter names are the upstream ones (``convs.{k}.conv.0``, ``LFF``) plus
 ``anysr_gate.fc1`` / ``anysr_gate.fc2``; the release's ``RDBs.{i}.fc1`` / ``fc2`` (1x1
-convolutions) map onto them (official.py).
+convolutions) map onto them (``adapters/official_release.py``).
 """
 from __future__ import annotations
 

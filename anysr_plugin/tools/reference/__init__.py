@@ -1,5 +1,6 @@
 """Reference look-alike models (written here, never copied from upstream) used by the
-demo, the examples and the tests."""
+demo, the examples and the tests.  Importing the package registers every look-alike under its
+upstream name (``registry.MODELS``), which ``models.build_reference`` and ``registry.make`` build from."""
 from .encoders import (EDSR, RCAN, RDB, RDN, CALayer, MeanShift, RCAB, RDB_Conv, ResBlock, ResidualGroup,
                        make_edsr, make_edsr_baseline)
 from .liif import LIIF, MLP

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .models import make, make_coord
+from ...runtime.errors import ConfigError
+from ..coords import make_coord
+from .registry import MODELS, make
 
 
 class MLP(nn.Module):
@@ -111,5 +112,8 @@ class LIIF(nn.Module):
         self.gen_feat(inp)
         return self.query_rgb(coord, cell)
 
+
+MODELS.register("mlp", MLP)
+MODELS.register("liif", LIIF)
 
 __all__ = ["LIIF", "MLP"]

@@ -48,7 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AnySRConfig, channels_at
+from ..errors import ScaleError
 from ..gate import InterweavingGate, StaticGate, gate_macs, gated_activation
+from ..plan import plan_for_block, snapshot
+from .dataflow import buffers_kept
 
 #: without gradients, mixed_path="auto" groups feature maps of at least this many pixels
 AUTO_GROUPED_MIN_PIXELS = 32 * 32
@@ -271,7 +274,6 @@ class AnySRBlock(nn.Module):
         converted = cls(module, config.replace(interweave="none"))
         g = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(2, cls.input_channels(module), 6, 6, generator=g).to(param.device, param.dtype)
-        from .dataflow import buffers_kept
 
         with torch.no_grad(), buffers_kept(module):
             ref = module(x.clone())
@@ -303,7 +305,6 @@ class AnySRBlock(nn.Module):
     def _replicate_for_data_parallel(self):
         # DataParallel runs replicas in worker threads that do not see the caller's
         # use_width / use_scale contexts: the replica carries a snapshot of them
-        from ..plan import snapshot
 
         replica = super()._replicate_for_data_parallel()
         replica.__dict__["_anysr_inherited"] = snapshot(self._anysr_state)
@@ -325,8 +326,6 @@ class AnySRBlock(nn.Module):
         return self.width_channels(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..plan import plan_for_block
-
         scale, widths = plan_for_block(self, x)
         if len(widths) == 1:
             return self.forward_sliced(x, self.width_channels(widths[0]), scale)
@@ -334,8 +333,6 @@ class AnySRBlock(nn.Module):
         if len(set(ns)) == 1:
             return self.forward_sliced(x, ns[0], scale)
         if len(ns) != x.shape[0]:
-            from ..errors import ScaleError
-
             raise ScaleError(f"{len(ns)} per-sample widths for a batch of {x.shape[0]}")
         if self.mixed_path(x) == "grouped":
             return self.forward_grouped(x, ns, scale)

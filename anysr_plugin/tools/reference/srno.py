@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .models import make, make_coord
+from ...runtime.errors import ConfigError
+from ..coords import make_coord
+from .registry import MODELS, make
 
 
 class HeadLayerNorm(nn.Module):
@@ -137,5 +138,7 @@ class SRNO(nn.Module):
         self.gen_feat(inp)
         return self.query_rgb(coord, cell)
 
+
+MODELS.register("sronet", SRNO)
 
 __all__ = ["SRNO", "simple_attn", "HeadLayerNorm"]

@@ -2,8 +2,8 @@
 
 Written here from the documented upstream facts (docs/upstream.md); no upstream code
 is copied.  Upstream builds every model through a
-registry from a spec ``{'name': ..., 'args': {...}}``; :func:`make` mirrors that for
-the encoders and wrappers defined in this package, and :func:`build_reference` is the
+registry from a spec ``{'name': ..., 'args': {...}}``; :func:`make` (``registry.py``) mirrors
+that for the encoders and wrappers defined in this package, and :func:`build_reference` is the
 convenient front door::
 
     model = build_reference("liif-edsr-baseline", n_resblocks=4, n_feats=32)
@@ -14,13 +14,15 @@ Coordinates follow LIIF's ``make_coord``: pixel centres in [-1, 1], last axis
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ...runtime.errors import ConfigError, shorten
 from ..coords import cell_for, make_coord  # noqa: F401  (re-exported: the reference API)
-from ..errors import ConfigError, shorten
+from .registry import ENCODER_NAMES, SRNO_ENCODERS, make
 
 # ----------------------------------------------------------------------------- coordinates
 
@@ -34,46 +36,10 @@ def to_pixel_samples(img: torch.Tensor):
     return coord, rgb
 
 
-# ----------------------------------------------------------------------------- registry
+# ----------------------------------------------------------------------------- names
 
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "rcan")
-WRAPPERS = ("liif", "sronet", "mlp")
-
-
-def make(spec: Mapping[str, Any], args: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build ``spec['name']`` with ``spec['args']`` (updated by ``args``), as upstream ``models.make``."""
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ConfigError(f"a model spec is a mapping with a 'name' key, got {spec!r}")
-    kwargs = dict(spec.get("args") or {})
-    kwargs.update(args or {})
-    name = spec["name"]
-    from . import encoders
-    if name == "edsr-baseline":
-        kwargs.pop("no_upsampling", None)
-        kwargs.pop("scale", None)
-        return encoders.make_edsr_baseline(**kwargs)
-    if name == "edsr":
-        kwargs.pop("no_upsampling", None)
-        kwargs.pop("scale", None)
-        return encoders.make_edsr(**kwargs)
-    if name == "rdn":
-        kwargs.pop("no_upsampling", None)
-        kwargs.pop("scale", None)
-        return encoders.RDN(**kwargs)
-    if name == "rcan":
-        kwargs.pop("no_upsampling", None)
-        kwargs.pop("scale", None)
-        return encoders.RCAN(**kwargs)
-    if name == "mlp":
-        from .liif import MLP
-        return MLP(**kwargs)
-    if name == "liif":
-        from .liif import LIIF
-        return LIIF(**kwargs)
-    if name == "sronet":
-        from .srno import SRNO
-        return SRNO(**kwargs)
-    raise ConfigError(f"unknown model name {name!r}; known: {', '.join(ENCODERS + WRAPPERS)}")
+#: reference model prefix (``liif-...``, ``srno-...``) -> the upstream model name it computes
+WRAPPER_UPSTREAM_NAMES = {"liif": "liif", "srno": "sronet"}
 
 
 _ENCODER_KEYS = {
@@ -122,8 +88,27 @@ def check_model_args(name: str, kwargs: Mapping[str, Any], allowed: set) -> None
             raise ConfigError(f"{name}: argument {k}={shorten(v)} must be {what}")
 
 
-REFERENCE_NAMES = tuple(f"{w}-{e}" for w in ("liif", "srno") for e in ENCODERS
-                        if not (w == "srno" and e not in ("edsr-baseline", "rdn")))
+REFERENCE_NAMES = tuple(f"{w}-{e}" for w in ("liif", "srno") for e in ENCODER_NAMES
+                        if not (w == "srno" and e not in SRNO_ENCODERS))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Initialisation from `seed` (when given) without touching the global RNG."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def build_encoder(name: str, seed: int | None = None, **kwargs) -> nn.Module:
+    """A bare reference encoder by its registry name (``edsr-baseline``, ``edsr``, ``rdn``, ``rcan``),
+    its size arguments checked."""
+    if name not in ENCODER_NAMES:
+        raise ConfigError(f"unknown reference encoder {shorten(name)}; known: {', '.join(ENCODER_NAMES)}")
+    check_model_args(name, kwargs, _ENCODER_KEYS[name])
+    with _seeded(seed):
+        return make({"name": name, "args": kwargs})
 
 
 def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
@@ -138,9 +123,9 @@ def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
     if not isinstance(name, str) or "-" not in name:
         raise ConfigError(f"reference model name must look like 'liif-edsr-baseline'; got {name!r}")
     wrapper, encoder = name.split("-", 1)
-    if wrapper not in _WRAPPER_KEYS or encoder not in ENCODERS:
+    if wrapper not in _WRAPPER_KEYS or encoder not in ENCODER_NAMES:
         raise ConfigError(f"unknown reference model {name!r}; known: {', '.join(REFERENCE_NAMES)}")
-    if wrapper == "srno" and encoder not in ("edsr-baseline", "rdn"):
+    if wrapper == "srno" and encoder not in SRNO_ENCODERS:
         raise ConfigError(f"SRNO is defined upstream for 64-channel encoders (edsr-baseline, rdn), not {encoder!r}")
     enc_keys, wrap_keys = _ENCODER_KEYS[encoder], _WRAPPER_KEYS[wrapper]
     unknown = sorted(set(kwargs) - enc_keys - wrap_keys)
@@ -151,11 +136,7 @@ def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
     enc_spec = {"name": encoder, "args": {"no_upsampling": True,
                                           **{k: v for k, v in kwargs.items() if k in enc_keys}}}
     wargs = {k: v for k, v in kwargs.items() if k in wrap_keys}
-    fork = torch.random.fork_rng(devices=[]) if seed is not None else None
-    if fork is not None:
-        fork.__enter__()
-        torch.manual_seed(seed)
-    try:
+    with _seeded(seed):
         if wrapper == "liif":
             hidden = list(wargs.pop("hidden_list", [256, 256, 256, 256]))
             use_imnet = wargs.pop("imnet", True)
@@ -163,11 +144,9 @@ def build_reference(name: str, seed: int | None = None, **kwargs) -> nn.Module:
             model = make({"name": "liif", "args": {"encoder_spec": enc_spec, "imnet_spec": imnet_spec, **wargs}})
         else:
             model = make({"name": "sronet", "args": {"encoder_spec": enc_spec, **wargs}})
-    finally:
-        if fork is not None:
-            fork.__exit__(None, None, None)
     model.reference_name = name
     return model
 
 
-__all__ = ["make_coord", "to_pixel_samples", "cell_for", "make", "build_reference", "REFERENCE_NAMES"]
+__all__ = ["make_coord", "to_pixel_samples", "cell_for", "make", "build_reference", "build_encoder", "REFERENCE_NAMES",
+           "ENCODER_NAMES", "WRAPPER_UPSTREAM_NAMES"]

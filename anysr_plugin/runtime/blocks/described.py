@@ -22,10 +22,11 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import UnsupportedBlockError
 from .base import AnySRBlock, StaticBlock, channel_mask, static_activation, static_conv
 from .dataflow import Dataflow, Mismatch, analyze, not_a_block, region_counts
-from .signature import module_signature
 from .program import MaskedRun, SlicedRun, column_masks, compiled, conv_spec, program
+from .signature import module_signature
 
 #: names an upstream block cannot use (the AnySR block's own attributes)
 RESERVED = frozenset(("anysr_gate", "channels", "lam", "widths", "upstream_type", "family", "in_channels",
@@ -122,8 +123,6 @@ class DescribedBlock(AnySRBlock):
     def __init__(self, block: nn.Module, config, state=None):
         flow = dataflow_of(block)
         if isinstance(flow, Mismatch):
-            from ..errors import UnsupportedBlockError
-
             raise UnsupportedBlockError(f"{type(block).__name__}: {flow.reason}")
         self.__dict__["_flow"] = flow
         self.__dict__["gate_region"] = self.gate_region_of(flow, config)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import MODELS
+
 
 def default_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
@@ -180,6 +182,19 @@ class RCAN(nn.Module):
         res += x
         return res
 
+
+def _at_lr_size(build):
+    """A builder for the registry: LIIF-style encoder specs pass ``no_upsampling`` and ``scale``,
+    which the look-alikes (always at LR resolution) take no notice of."""
+    def make(no_upsampling=None, scale=None, **kwargs):
+        return build(**kwargs)
+    return make
+
+
+MODELS.register("edsr-baseline", _at_lr_size(make_edsr_baseline))
+MODELS.register("edsr", _at_lr_size(make_edsr))
+MODELS.register("rdn", _at_lr_size(RDN))
+MODELS.register("rcan", _at_lr_size(RCAN))
 
 __all__ = ["EDSR", "ResBlock", "MeanShift", "make_edsr_baseline", "make_edsr", "RDN", "RDB", "RDB_Conv",
            "RCAN", "RCAB", "CALayer", "ResidualGroup"]

@@ -10,22 +10,18 @@ registered at the default priority is tried before them.  The first type whose s
 fits and whose conversion reproduces the module at full width converts it.
 
 Registering a ``family`` name that is already registered raises :class:`BlockTypeError`
-(unregister the old type first to replace it).
+(unregister the old type first to replace it).  The table itself is
+``anysr_plugin.runtime.registry.BLOCK_TYPES`` (the one registry implementation); these functions
+check the block-type contract and keep the public names.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
-import threading
 from typing import Iterator
 
 from ..errors import BlockTypeError
+from ..registry import BLOCK_TYPES
 from .base import AnySRBlock
-
-_LOCK = threading.Lock()
-_ORDER = itertools.count()
-#: family -> (priority, registration number, class)
-_TYPES: dict = {}
 
 
 def _check(cls) -> None:
@@ -58,26 +54,15 @@ def register_block_type(cls=None, *, priority: int | None = None):
     prio = cls.priority if priority is None else priority
     if isinstance(prio, bool) or not isinstance(prio, int):
         raise BlockTypeError(f"priority must be an integer, got {prio!r}")
-    with _LOCK:
-        if cls.family in _TYPES:
-            other = _TYPES[cls.family][2]
-            raise BlockTypeError(f"block type name {cls.family!r} is already registered (by "
-                                 f"{other.__module__}.{other.__qualname__}); choose another `family` or "
-                                 f"unregister_block_type({cls.family!r}) first")
-        _TYPES[cls.family] = (prio, next(_ORDER), cls)
+    BLOCK_TYPES.register(cls.family, cls, prio)
     return cls
 
 
 def unregister_block_type(cls_or_family) -> type:
     """Remove a block type (its class or family name); returns the class."""
-    family = cls_or_family if isinstance(cls_or_family, str) else getattr(cls_or_family, "family", None)
-    with _LOCK:
-        entry = _TYPES.get(family)
-        if entry is None or (not isinstance(cls_or_family, str) and entry[2] is not cls_or_family):
-            raise BlockTypeError(f"block type {cls_or_family!r} is not registered; registered: "
-                                 f"{', '.join(sorted(_TYPES))}")
-        del _TYPES[family]
-    return entry[2]
+    if isinstance(cls_or_family, str):
+        return BLOCK_TYPES.unregister(cls_or_family)
+    return BLOCK_TYPES.unregister(getattr(cls_or_family, "family", None), cls_or_family)
 
 
 @contextlib.contextmanager
@@ -92,18 +77,12 @@ def registered_block_type(cls, *, priority: int | None = None) -> Iterator[type]
 
 def block_types() -> tuple:
     """The registered block types in lookup order."""
-    with _LOCK:
-        entries = sorted(_TYPES.values(), key=lambda e: (-e[0], -e[1]))
-    return tuple(e[2] for e in entries)
+    return tuple(BLOCK_TYPES.values())
 
 
 def get_block_type(family: str) -> type:
     """The block type registered under `family`."""
-    with _LOCK:
-        entry = _TYPES.get(family)
-    if entry is None:
-        raise BlockTypeError(f"unknown block type {family!r}; registered: {', '.join(sorted(_TYPES))}")
-    return entry[2]
+    return BLOCK_TYPES.get(family)
 
 
 __all__ = ["register_block_type", "unregister_block_type", "registered_block_type", "block_types",

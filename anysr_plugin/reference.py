@@ -1,0 +1,5 @@
+"""Old path of ``anysr_plugin.tools.reference``, where the code lives (an alias of that module)."""
+from ._moved import alias
+from .tools import reference as _module
+
+alias(__name__, _module)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lookalike_rrdb import ResidualDenseBlock_5C
+
 
 def conv(cin, cout, k=3, bias=True):
     return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
@@ -301,23 +303,8 @@ class ListRDB(nn.Module):
         return x + self.merge(torch.cat(feats, 1))
 
 
-class FiveConvDense(nn.Module):
-    """ESRGAN's five-conv dense block: conv1..conv4 grow by g, conv5 fuses, ``x5 * 0.2 + x``."""
-
-    def __init__(self, c, g=8):
-        super().__init__()
-        self.conv1, self.conv2 = conv(c, g), conv(c + g, g)
-        self.conv3, self.conv4 = conv(c + 2 * g, g), conv(c + 3 * g, g)
-        self.conv5 = conv(c + 4 * g, c)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
-
-    def forward(self, x):
-        x1 = self.lrelu(self.conv1(x))
-        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
-        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
-        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
+#: ESRGAN's five-conv dense block: conv1..conv4 grow by g, conv5 fuses, ``x5 * 0.2 + x`` (lookalike_rrdb)
+FiveConvDense = ResidualDenseBlock_5C
 
 
 class NestedDense(nn.Module):

@@ -114,6 +114,15 @@ def test_analysis_and_checks_leave_batch_norm_statistics_alone():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_blocks_in_training_mode_convert_too():
+    """Converted before training (how trainers do it): a dropout between the convolutions draws the
+    same masks in both runs of the full-width check."""
+    torch.manual_seed(0)
+    model = L.Net(L.MaxPoolAttentionBlock).train()
+    anysr.anysrify(model)
+    assert {b.family for b in _blocks(model)} == {"rcab"}
+
+
 def test_a_refused_block_beside_good_ones_is_left_with_a_warning():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), L.NoBNBlock(16), L.NormBetween(16), L.OddNames(16))

@@ -275,8 +275,12 @@ class AnySRBlock(nn.Module):
         g = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(2, cls.input_channels(module), 6, 6, generator=g).to(param.device, param.dtype)
 
-        with torch.no_grad(), buffers_kept(module):
+        devices = [param.device] if param.device.type == "cuda" else []
+        with torch.no_grad(), buffers_kept(module), torch.random.fork_rng(devices=devices):
+            # the same random state for both runs: a dropout in a training-mode block draws the same masks
+            torch.manual_seed(seed)
             ref = module(x.clone())
+            torch.manual_seed(seed)
             out = converted.forward_sliced(x.clone(), converted.channels, torch.ones(2, 2, device=param.device))
         if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
             return float("inf")

@@ -295,3 +295,22 @@ def test_a_pickled_model_runs_and_exports_without_the_original_process_state():
         want = loaded(x)
         assert (want - model(x)).abs().max() <= 1e-6
         assert (anysr.export_subnet(loaded, 0.7, scale=X2)(x) - want).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_calls_without_gradients_run_the_same_function_and_leave_the_input_alone(name):
+    """Without gradients a block runs its in-place program (a product by 1 dropped, sums into a
+    tensor the block just made): the block's input is never written and the values are those of
+    the program that runs with gradients."""
+    model = anysr.anysrify(_net(name), AnySRConfig(gate="paper"))
+    randomize_gates(model)
+    block = _blocks(model)[0]
+    x = torch.randn(2, 16, 7, 6)
+    for scale in (4.0, X2):
+        with anysr.use_scale(model, scale):
+            want = block(x)
+            kept = x.clone()
+            with torch.no_grad():
+                got = block(x)
+        assert torch.equal(x, kept)
+        assert (got - want).abs().max() <= 1e-6, scale

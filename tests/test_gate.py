@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from anysr_plugin.config import channels_at
@@ -63,3 +64,81 @@ def test_masked_gate_equals_per_width_gate():
         alone = gate(feat[b:b + 1, :n], scale[b:b + 1], n)
         torch.testing.assert_close(masked[b:b + 1, :n], alone, atol=1e-6, rtol=1e-6)
         assert (masked[b, n:] == 0).all()
+
+
+def _reference_gate(gate, feat, scale, n):
+    """Eq. 6-8 written out per sample: pool, interleave with a loop, fc1 sliced, relu, fc2 sliced."""
+    out = []
+    for b in range(feat.shape[0]):
+        pooled = [feat[b, j].mean() for j in range(n)]
+        sh, sw = scale[b, 0], scale[b, 1]
+        vec = pooled + [sh, sw] if gate.interweave == "concat" else []
+        if gate.interweave != "concat":  # Eq. 7: a pair after feature floor(C * i / lambda), i = 1..lambda
+            after = {gate.channels * i // gate.lam for i in range(1, gate.lam + 1)}
+            for j, value in enumerate(pooled):
+                vec.append(value)
+                if j + 1 in after:
+                    vec += [sh, sw]
+        v = torch.stack([torch.as_tensor(e, dtype=feat.dtype) for e in vec])
+        h = torch.relu(gate.fc1.weight[:, : len(vec)] @ v + gate.fc1.bias)
+        z = gate.fc2.weight[:n] @ h + gate.fc2.bias[:n]
+        out.append(gate.activation(z))
+    return torch.stack(out)[:, :, None, None]
+
+
+@pytest.mark.parametrize("channels, lam, interweave", [(64, 4, "interleave"), (147, 4, "interleave"),
+                                                      (48, 8, "interleave"), (64, 4, "concat")])
+def test_gate_with_and_without_gradients_equals_the_written_out_equations(channels, lam, interweave):
+    torch.manual_seed(0)
+    gate = InterweavingGate(channels, lam, interweave, kind="identity")
+    torch.nn.init.normal_(gate.fc2.weight, std=0.1)  # a trained gate, not the identity
+    scale = torch.tensor([[1.5, 1.5], [3.5, 2.0], [4.0, 4.0]])
+    for n in sorted({channels, channels_at(channels, 0.9), channels_at(channels, 0.7), channels_at(channels, 0.5)}):
+        feat = torch.randn(3, n, 5, 4)
+        want = _reference_gate(gate, feat, scale, n)
+        torch.testing.assert_close(gate(feat, scale, n), want, atol=1e-6, rtol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(gate(feat, scale, n), want, atol=1e-6, rtol=1e-5)
+
+
+def test_no_grad_gate_follows_weight_updates_and_changed_scales():
+    """The no-grad path keeps per-width weight views and the scale's term between calls: an
+    optimizer step, a weight replaced by .to() and a scale tensor changed in place all show."""
+    torch.manual_seed(0)
+    gate = InterweavingGate(16, 4, kind="paper")
+    feat = torch.randn(2, 16, 3, 3)
+    scale = torch.tensor([[2.0, 2.0], [3.0, 3.0]])
+
+    def both():
+        with torch.no_grad():
+            fast = gate(feat, scale, 16)
+        torch.testing.assert_close(fast, _reference_gate(gate, feat, scale, 16), atol=1e-6, rtol=1e-5)
+        return fast
+
+    first = both()
+    opt = torch.optim.SGD(gate.parameters(), lr=1.0)
+    gate(feat, scale, 16).sum().backward()
+    opt.step()
+    assert not torch.allclose(both(), first)
+    gate.double().float()  # new storages
+    both()
+    scale.mul_(1.5)  # the same tensor object, new values
+    before = both()
+    scale.fill_(1.0)
+    assert not torch.allclose(both(), before)
+
+
+def test_no_grad_gate_under_inference_mode_keeps_nothing_it_cannot_check():
+    """Inference tensors have no version counter: a gate made and run in inference mode computes
+    from the current values every call (a scale changed in place shows)."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        gate = InterweavingGate(16, 4, kind="paper")
+        feat = torch.randn(2, 16, 3, 3)
+        scale = torch.tensor([[2.0, 2.0], [3.0, 3.0]])
+        first = gate(feat, scale, 16)
+        scale.fill_(1.0)
+        second = gate(feat, scale, 16)
+        want = _reference_gate(gate, feat, scale, 16)
+    torch.testing.assert_close(second, want, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(first, second)

@@ -101,7 +101,7 @@ def test_size_table_on_our_code_path(monkeypatch):
     for width, (fc1_in, fc2_out, lff_in) in SIZE_TABLE.items():
         seen.clear()
         s = SCALE_OF_WIDTH[width]
-        with torch.no_grad(), anysr.use_scale(ours, s):
+        with anysr.use_scale(ours, s):  # with gradients: the path that builds the interleaved vector
             out = ours(x)
         assert seen["fc1_in"].shape[1] == fc1_in and seen["fc2_out"] == fc2_out, width
         assert seen.get("lff_in", 576) == lff_in, width  # full width runs the unsliced LFF (576)

@@ -66,6 +66,16 @@ def gate_input_length(channels: int, width_channels: int, lam: int, interweave: 
     return interleave_layout(channels, width_channels, lam, interweave)[2]
 
 
+#: how many Python dispatch modes are active (FlopCounterMode, recorders); 0 when unknown
+_dispatch_depth = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
+
+
+def _version(t: torch.Tensor):
+    """The tensor's in-place version counter; None for an inference tensor (it has none, so
+    nothing computed from it is kept)."""
+    return None if t.is_inference() else t._version
+
+
 class InterweavingGate(nn.Module):
     """Gate of one AnySR block; parameters ``fc1.{weight,bias}``, ``fc2.{weight,bias}``.
 
@@ -131,29 +141,54 @@ class InterweavingGate(nn.Module):
             x[:, pairs + 1] = s[:, 1:2].expand(-1, pairs.numel())
         return x
 
-    def _inference_weights(self, n: int, length: int):
-        """Transposed views of ``fc1``'s first `length` columns and ``fc2``'s first n rows, and the
-        biases, for the no-grad path (views follow in-place weight updates; a new storage, as
-        after ``.to()``, makes new ones)."""
+    def _inference_weights(self, n: int):
+        """For the no-grad path: ``fc1``'s feature columns at width n (n, 2C), the sums of its
+        s_h and s_w columns (2, 2C) and its bias, ``fc2``'s first n rows (2C, n) and bias, so
+        that ``fc1(interleave(f, s)) = f W_feat + s W_scale + b1`` runs as two ``addmm`` without
+        building the interleaved vector (what StaticGate does in an export).  Cached per width
+        and rebuilt when a weight changes (a new storage, as after ``.to()``, or an in-place
+        update, which bumps the tensor's version counter)."""
         fc1, fc2 = self._modules["fc1"], self._modules["fc2"]
         w1, b1, w2, b2 = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
                           fc2._parameters["bias"])
-        key = (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr())
+        key = (w1.data_ptr(), _version(w1), b1.data_ptr(), _version(b1), w2.data_ptr(), _version(w2), b2.data_ptr(),
+               _version(b2))
         cached = self._layouts.get(("inference", n))
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != key or None in key:
+            feat, pairs, _ = self._layout(n, w1.device)
             with torch.inference_mode(False), torch.no_grad():
-                cached = (key, w1[:, :length].t(), b1.detach(), w2[:n].t(), b2[:n].detach())
+                w_scale = torch.stack((w1[:, pairs].sum(1), w1[:, pairs + 1].sum(1))) if pairs.numel() else None
+                cached = (key, w1[:, feat].t().contiguous(), w_scale, b1.detach(), w2[:n].t(), b2[:n].detach())
             self._layouts[("inference", n)] = cached
         return cached[1:]
 
+    def _scale_term(self, scale: torch.Tensor, n: int, w_scale, b1):
+        """``s W_scale + b1`` for the call's scale: the same for every call with this scale
+        tensor, so it is kept while the call's scale tensor (one object for all blocks of a
+        call, and across calls under ``use_scale``) is unchanged."""
+        if w_scale is None:
+            return b1
+        version = _version(scale)
+        cached = self._layouts.get(("scale", n))
+        if cached is not None and cached[0] is scale and cached[1] == version is not None and cached[2] is b1:
+            return cached[3]
+        term = torch.addmm(b1, scale.to(w_scale.dtype), w_scale)
+        self._layouts[("scale", n)] = (scale, version, b1, term)
+        return term
+
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Gate (B, n, 1, 1) for features (B, n, H, W) of one width n (Eq. 8)."""
+        if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not _dispatch_depth() and feat.dim() == 4:
+            # the same product in fewer small ops: the pooled features and the scale enter fc1 linearly
+            # (under a dispatch mode, e.g. FLOP counting, the paper's form runs: its MACs are Table V's)
+            w_feat, w_scale, b1, w2_t, b2 = self._inference_weights(n)
+            bias = self._scale_term(scale, n, w_scale, b1)
+            summed = feat.sum(dim=(2, 3))
+            h = torch.addmm(bias, summed, w_feat, alpha=1.0 / (feat.shape[2] * feat.shape[3])).relu_()
+            z = torch.addmm(b2, h, w2_t).sigmoid_()
+            return (z.mul_(2.0) if self.kind == "identity" else z).view(z.shape[0], n, 1, 1)
         pooled = feat.mean(dim=(2, 3))
         x = self.gate_input(pooled, scale, n)
-        if not torch.is_grad_enabled() and not torch.jit.is_tracing():  # the same product in fewer small ops
-            w1_t, b1, w2_t, b2 = self._inference_weights(n, x.shape[1])
-            z = torch.addmm(b2, torch.addmm(b1, x, w1_t).relu_(), w2_t).sigmoid_()
-            return (z.mul_(2.0) if self.kind == "identity" else z).view(z.shape[0], n, 1, 1)
         h = F.relu(F.linear(x, self.fc1.weight[:, : x.shape[1]], self.fc1.bias))
         z = F.linear(h, self.fc2.weight[:n], self.fc2.bias[:n])
         return self.activation(z)[:, :, None, None]

@@ -147,16 +147,22 @@ class DescribedBlock(AnySRBlock):
         source = program(self._flow, "slim", self.gate_region)
         self.__dict__["_slim_source"] = source
         self.__dict__["_slim"] = compiled(source, f"{self.family} block")
+        infer = program(self._flow, "infer", self.gate_region)
+        self.__dict__["_infer_source"] = infer
+        self.__dict__["_infer"] = compiled(infer, f"{self.family} block, no grad")
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_slim", None)
+        state.pop("_infer", None)
         state["_specs"] = {}
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__["_slim"] = compiled(self.__dict__["_slim_source"], f"{self.family} block")
+        infer = self.__dict__.get("_infer_source", self.__dict__["_slim_source"])  # pickles made before it
+        self.__dict__["_infer"] = compiled(infer, f"{self.family} block, no grad")
 
     @property
     def flow(self) -> Dataflow:
@@ -188,7 +194,9 @@ class DescribedBlock(AnySRBlock):
         return spec
 
     def forward_sliced(self, x, n, scale):
-        return self._slim(self, x, SlicedRun(self, self._spec(n, x.device), scale, n))
+        inference = not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        forward = self._infer if inference else self._slim
+        return forward(self, x, SlicedRun(self, self._spec(n, x.device), scale, n))
 
     def forward_masked(self, x, ns, scale):
         per_sample = [self.counts(n) for n in ns]

@@ -20,12 +20,18 @@ inserted as a module call, so it has no AnySR type left and traces / exports cle
 
 The code is generated with ``torch.fx`` (``Graph.python_code``) once per block signature
 and per gate position, compiled, and cached with its source, so pickles carry the source.
+
+Calls without gradients run a second version, ``"infer"`` (:func:`in_place`): the same graph
+with a multiplication by the literal 1 dropped and additions done in place on a tensor the
+block itself just made and reads nowhere else, as upstream inference code writes ``res += x``.
+Same values; one feature map less allocated and written per block.
 """
 from __future__ import annotations
 
 import importlib
 import itertools
 import linecache
+import operator
 import types
 
 import torch
@@ -71,8 +77,9 @@ def compiled(source: Source, what: str):
 
 
 def program(flow: Dataflow, kind: str, gate_region: int, gate_name: str | None = None) -> Source:
-    """The block's ``forward`` for ``kind`` "slim" (``forward(self, x, run)``) or "static"
-    (``forward(self, x)`` with the gate as submodule `gate_name`; None: no gate)."""
+    """The block's ``forward`` for ``kind`` "slim" (``forward(self, x, run)``), "infer" (the same
+    for calls without gradients, see :func:`in_place`) or "static" (``forward(self, x)`` with the
+    gate as submodule `gate_name`; None: no gate)."""
     key = (kind, gate_region, gate_name)
     if key not in flow.sources:
         flow.sources[key] = _generate(flow, kind, gate_region, gate_name)
@@ -80,6 +87,8 @@ def program(flow: Dataflow, kind: str, gate_region: int, gate_name: str | None =
 
 
 def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
+    infer = kind == "infer"
+    kind = "slim" if infer else kind
     if flow.graph is None:
         raise RuntimeError("this block's analysis came from a pickle without its graph")
     old = flow.graph
@@ -119,9 +128,70 @@ def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
         env[node] = g.node_copy(node, lambda n: env[n])
         if kind == "static" and node.name == gated and gate_name is not None:
             env[node] = g.call_module(gate_name, (env[node],))
+    if infer:
+        in_place(g)
     g.lint()
     code = g.python_code(root_module="self")
     return Source(code.src, dict(code.globals))
+
+
+#: what the per-call ``run`` returns as a new tensor (``act`` may return its input: an in-place ReLU)
+_FRESH_RUN = {"conv", "gate", "gate_act", "prelu"}
+_MULS = {operator.mul, torch.mul}
+_ADDS = {operator.add, torch.add}
+
+
+def _is_fresh(node: fx.Node) -> bool:
+    """True when `node` is a tensor this block's code made and no one else holds: a sliced
+    convolution or gate step, or an out-of-place product or sum."""
+    if node.op == "call_method" and node.args and getattr(node.args[0], "name", None) == "run":
+        return node.target in _FRESH_RUN
+    if node.op == "call_method":
+        return node.target in ("mul", "add") and not node.kwargs
+    return node.op == "call_function" and node.target in (_MULS | _ADDS) and not node.kwargs
+
+
+def _operands(node: fx.Node):
+    """``(a, b)`` of a binary mul / add node without keyword arguments, else None."""
+    if node.kwargs or len(node.args) != 2:
+        return None
+    if node.op == "call_method" and node.target in ("mul", "add"):
+        return node.args
+    if node.op == "call_function" and node.target in (_MULS | _ADDS):
+        return node.args
+    return None
+
+
+def in_place(g: fx.Graph) -> None:
+    """Rewrite the no-grad program: ``t * 1`` becomes ``t`` (bit-identical), and ``a + b`` with
+    `a` (or `b`) a fresh tensor read only by this sum becomes ``add_into(a, b)``, which adds in
+    place when the two agree in shape and dtype (else it is the plain sum)."""
+    for node in list(g.nodes):
+        ops = _operands(node)
+        if ops is None:
+            continue
+        is_mul = node.target in ("mul",) or node.target in _MULS
+        if is_mul:
+            a, b = ops
+            if isinstance(a, fx.Node) and type(b) in (int, float) and b == 1 and _is_fresh(a):
+                node.replace_all_uses_with(a)
+                g.erase_node(node)
+            continue
+        for mine, other in (ops, ops[::-1]):
+            if isinstance(mine, fx.Node) and isinstance(other, fx.Node) and _is_fresh(mine) \
+                    and len(mine.users) == 1:
+                with g.inserting_after(node):
+                    new = g.call_function(add_into, (mine, other))
+                node.replace_all_uses_with(new)
+                g.erase_node(node)
+                break
+
+
+def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b``, written into `a` when that gives the same tensor (same shape and dtype)."""
+    if a.shape == b.shape and a.dtype == b.dtype:
+        return a.add_(b)
+    return a + b
 
 
 # ---------------------------------------------------------------------------

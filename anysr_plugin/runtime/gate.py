@@ -70,6 +70,13 @@ def gate_input_length(channels: int, width_channels: int, lam: int, interweave: 
 _dispatch_depth = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
 
 
+def eager_no_grad() -> bool:
+    """True for a plain eager call without gradients: not traced, not compiled.  Only then do
+    blocks and gates take their no-grad forms (in place, fewer ops): a trace or a compile must
+    record the one graph that serves both grad modes."""
+    return not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+
+
 def _version(t: torch.Tensor):
     """The tensor's in-place version counter; None for an inference tensor (it has none, so
     nothing computed from it is kept)."""
@@ -141,13 +148,21 @@ class InterweavingGate(nn.Module):
             x[:, pairs + 1] = s[:, 1:2].expand(-1, pairs.numel())
         return x
 
+    def fc1_parts(self, n: int):
+        """``fc1`` at width n split by what its columns read: ``W_feat`` (2C, n), the feature
+        columns, and ``W_scale`` (2C, 2), the sums of the s_h and of the s_w columns (zeros when
+        no pair is in use).  The interleaved input enters ``fc1`` linearly, so
+        ``fc1(interleave(f, s)) = f W_feat^T + s W_scale^T + b1``: the sliced product without
+        building the vector (the no-grad path and the export's :class:`StaticGate`)."""
+        w1 = self.fc1.weight.detach()
+        feat, pairs, _ = self._layout(n, w1.device)
+        return w1[:, feat], torch.stack((w1[:, pairs].sum(1), w1[:, pairs + 1].sum(1)), 1)
+
     def _inference_weights(self, n: int):
-        """For the no-grad path: ``fc1``'s feature columns at width n (n, 2C), the sums of its
-        s_h and s_w columns (2, 2C) and its bias, ``fc2``'s first n rows (2C, n) and bias, so
-        that ``fc1(interleave(f, s)) = f W_feat + s W_scale + b1`` runs as two ``addmm`` without
-        building the interleaved vector (what StaticGate does in an export).  Cached per width
-        and rebuilt when a weight changes (a new storage, as after ``.to()``, or an in-place
-        update, which bumps the tensor's version counter)."""
+        """For the no-grad path: transposed :meth:`fc1_parts`, ``fc1``'s bias, ``fc2``'s first n
+        rows (transposed) and bias.  Cached per width and rebuilt when a weight changes (a new
+        storage, as after ``.to()``, or an in-place update, which bumps the tensor's version
+        counter)."""
         fc1, fc2 = self._modules["fc1"], self._modules["fc2"]
         w1, b1, w2, b2 = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
                           fc2._parameters["bias"])
@@ -155,10 +170,9 @@ class InterweavingGate(nn.Module):
                _version(b2))
         cached = self._layouts.get(("inference", n))
         if cached is None or cached[0] != key or None in key:
-            feat, pairs, _ = self._layout(n, w1.device)
             with torch.inference_mode(False), torch.no_grad():
-                w_scale = torch.stack((w1[:, pairs].sum(1), w1[:, pairs + 1].sum(1))) if pairs.numel() else None
-                cached = (key, w1[:, feat].t().contiguous(), w_scale, b1.detach(), w2[:n].t(), b2[:n].detach())
+                w_feat, w_scale = self.fc1_parts(n)
+                cached = (key, w_feat.t(), w_scale.t(), b1.detach(), w2[:n].t(), b2[:n].detach())
             self._layouts[("inference", n)] = cached
         return cached[1:]
 
@@ -166,8 +180,6 @@ class InterweavingGate(nn.Module):
         """``s W_scale + b1`` for the call's scale: the same for every call with this scale
         tensor, so it is kept while the call's scale tensor (one object for all blocks of a
         call, and across calls under ``use_scale``) is unchanged."""
-        if w_scale is None:
-            return b1
         version = _version(scale)
         cached = self._layouts.get(("scale", n))
         if cached is not None and cached[0] is scale and cached[1] == version is not None and cached[2] is b1:
@@ -178,7 +190,7 @@ class InterweavingGate(nn.Module):
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Gate (B, n, 1, 1) for features (B, n, H, W) of one width n (Eq. 8)."""
-        if not torch.is_grad_enabled() and not torch.jit.is_tracing() and not _dispatch_depth() and feat.dim() == 4:
+        if eager_no_grad() and not _dispatch_depth() and feat.dim() == 4:
             # the same product in fewer small ops: the pooled features and the scale enter fc1 linearly
             # (under a dispatch mode, e.g. FLOP counting, the paper's form runs: its MACs are Table V's)
             w_feat, w_scale, b1, w2_t, b2 = self._inference_weights(n)
@@ -294,19 +306,15 @@ class StaticGate(nn.Module):
 
     def __init__(self, gate: InterweavingGate, n: int, scale=None):
         super().__init__()
-        feat_cols, scale_cols, length = interleave_layout(gate.channels, n, gate.lam, gate.interweave)
-        w1 = gate.fc1.weight.detach()
+        w_feat, w_scale = gate.fc1_parts(n)
+        w1 = gate.fc1.weight
         b1 = gate.fc1.bias.detach().clone()
         hidden = w1.shape[0]
         self.kind = gate.kind
         self.channels = n
         self.fc1 = nn.Linear(n, hidden, device=w1.device, dtype=w1.dtype)
-        w_scale = w1.new_zeros(hidden, 2)
-        for c in scale_cols:
-            w_scale[:, 0] += w1[:, c]
-            w_scale[:, 1] += w1[:, c + 1]
         with torch.no_grad():
-            self.fc1.weight.copy_(w1[:, feat_cols])
+            self.fc1.weight.copy_(w_feat)
         self.folded_scale = None
         if scale is not None:
             pair = torch.as_tensor(scale, dtype=torch.float32).flatten()

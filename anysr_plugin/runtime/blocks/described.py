@@ -19,10 +19,10 @@ import contextlib
 import contextvars
 import copy
 
-import torch
 from torch import nn
 
 from ..errors import UnsupportedBlockError
+from ..gate import eager_no_grad
 from .base import AnySRBlock, StaticBlock, channel_mask, static_activation, static_conv
 from .dataflow import Dataflow, Mismatch, analyze, not_a_block, region_counts
 from .program import MaskedRun, SlicedRun, column_masks, compiled, conv_spec, program
@@ -194,8 +194,7 @@ class DescribedBlock(AnySRBlock):
         return spec
 
     def forward_sliced(self, x, n, scale):
-        inference = not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-        forward = self._infer if inference else self._slim
+        forward = self._infer if eager_no_grad() else self._slim
         return forward(self, x, SlicedRun(self, self._spec(n, x.device), scale, n))
 
     def forward_masked(self, x, ns, scale):

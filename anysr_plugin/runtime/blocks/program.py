@@ -137,8 +137,17 @@ def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
 
 #: what the per-call ``run`` returns as a new tensor (``act`` may return its input: an in-place ReLU)
 _FRESH_RUN = {"conv", "gate", "gate_act", "prelu"}
-_MULS = {operator.mul, torch.mul}
-_ADDS = {operator.add, torch.add}
+_ARITHMETIC = {operator.mul: "mul", torch.mul: "mul", operator.add: "add", torch.add: "add"}
+
+
+def _arithmetic(node: fx.Node):
+    """``"mul"`` or ``"add"`` for an out-of-place binary product or sum without keyword
+    arguments (``a * b``, ``torch.add(a, b)``, ``a.mul(b)``), else None."""
+    if node.kwargs or len(node.args) != 2:
+        return None
+    if node.op == "call_method":
+        return node.target if node.target in ("mul", "add") else None
+    return _ARITHMETIC.get(node.target) if node.op == "call_function" else None
 
 
 def _is_fresh(node: fx.Node) -> bool:
@@ -146,20 +155,7 @@ def _is_fresh(node: fx.Node) -> bool:
     convolution or gate step, or an out-of-place product or sum."""
     if node.op == "call_method" and node.args and getattr(node.args[0], "name", None) == "run":
         return node.target in _FRESH_RUN
-    if node.op == "call_method":
-        return node.target in ("mul", "add") and not node.kwargs
-    return node.op == "call_function" and node.target in (_MULS | _ADDS) and not node.kwargs
-
-
-def _operands(node: fx.Node):
-    """``(a, b)`` of a binary mul / add node without keyword arguments, else None."""
-    if node.kwargs or len(node.args) != 2:
-        return None
-    if node.op == "call_method" and node.target in ("mul", "add"):
-        return node.args
-    if node.op == "call_function" and node.target in (_MULS | _ADDS):
-        return node.args
-    return None
+    return _arithmetic(node) is not None
 
 
 def in_place(g: fx.Graph) -> None:
@@ -167,24 +163,21 @@ def in_place(g: fx.Graph) -> None:
     `a` (or `b`) a fresh tensor read only by this sum becomes ``add_into(a, b)``, which adds in
     place when the two agree in shape and dtype (else it is the plain sum)."""
     for node in list(g.nodes):
-        ops = _operands(node)
-        if ops is None:
-            continue
-        is_mul = node.target in ("mul",) or node.target in _MULS
-        if is_mul:
-            a, b = ops
+        kind = _arithmetic(node)
+        if kind == "mul":
+            a, b = node.args
             if isinstance(a, fx.Node) and type(b) in (int, float) and b == 1 and _is_fresh(a):
                 node.replace_all_uses_with(a)
                 g.erase_node(node)
-            continue
-        for mine, other in (ops, ops[::-1]):
-            if isinstance(mine, fx.Node) and isinstance(other, fx.Node) and _is_fresh(mine) \
-                    and len(mine.users) == 1:
-                with g.inserting_after(node):
-                    new = g.call_function(add_into, (mine, other))
-                node.replace_all_uses_with(new)
-                g.erase_node(node)
-                break
+        elif kind == "add":
+            for mine, other in (node.args, node.args[::-1]):
+                if isinstance(mine, fx.Node) and isinstance(other, fx.Node) and _is_fresh(mine) \
+                        and len(mine.users) == 1:
+                    with g.inserting_after(node):
+                        new = g.call_function(add_into, (mine, other))
+                    node.replace_all_uses_with(new)
+                    g.erase_node(node)
+                    break
 
 
 def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,9 @@ Cases (batch 1, eval, no grad, one intra-op thread by default):
   against the original LIIF on the same query grid.  Target: no slower (<= 1.00x).
 * ``... without gates``: the encoder converted with ``interweave="none"`` (the paper's "w/o ASE"
   ablation), for reading the table: what the call path costs apart from the gates' own arithmetic.
+* ``... gates as PyTorch ops``: the converted encoder with the native gate switched off
+  (``native_gate.switched_off()``; a tree without it has no such row), for reading: what the one
+  native call per gate saves.  The table's first line says whether each tree ran it.
 
 Each case alternates the two models call by call (``--repeats`` calls each, after warm-up)
 and compares the medians of the process CPU clock, which a busy machine disturbs less than
@@ -34,7 +37,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TARGETS = {"encoder full width, LR 16x16": 1.10, "encoder full width, LR 32x32": 1.05, "LIIF x2, LR 32x32": 1.00,
-           "encoder full width without gates, LR 16x16": None, "encoder full width without gates, LR 32x32": None}
+           "encoder full width without gates, LR 16x16": None, "encoder full width without gates, LR 32x32": None,
+           "encoder full width, gates as PyTorch ops, LR 16x16": None,
+           "encoder full width, gates as PyTorch ops, LR 32x32": None}
 
 
 def _import_tree(tree: Path) -> None:
@@ -87,7 +92,11 @@ def _measure(args) -> dict:
             b.append(timed(other))
         return statistics.median(a), statistics.median(b)
 
-    rows = {}
+    native_gate = None
+    if (Path(args.tree or ROOT) / "anysr_plugin" / "runtime" / "native_gate.py").is_file():
+        from anysr_plugin.runtime import native_gate  # a tree from before it has none
+    status = native_gate.status() if native_gate else "native gate: not in this tree"
+    rows = {"native gate": "native gate on" if status.startswith("native gate on") else status}
     with torch.no_grad():
         for size in (16, 32):
             x = torch.rand(1, 3, size, size, device=device)
@@ -97,6 +106,10 @@ def _measure(args) -> dict:
             with anysr.use_width(gateless, 1.0), anysr.use_scale(gateless, 4.0):
                 a, b = pair(lambda: liif.encoder(x), lambda: gateless.encoder(x))
             rows[f"encoder full width without gates, LR {size}x{size}"] = (a, b)
+            if native_gate is not None:
+                with native_gate.switched_off(), anysr.use_width(converted, 1.0), anysr.use_scale(converted, 4.0):
+                    a, b = pair(lambda: liif.encoder(x), lambda: converted.encoder(x))
+                rows[f"encoder full width, gates as PyTorch ops, LR {size}x{size}"] = (a, b)
         x = torch.rand(1, 3, 32, 32, device=device)
         coord = make_coord((64, 64)).to(device).unsqueeze(0)
         cell = torch.full_like(coord, 2 / 64)
@@ -140,11 +153,15 @@ def main(argv=None) -> int:
             print(f"round {r + 1}/{args.rounds}: {label} done", file=sys.stderr)
     head = "| case | target | " + " | ".join(f"{label}: original ms | converted ms | ratio" for label, _ in trees) + " |"
     lines = [f"Per-call cost, {args.device}, {args.threads} thread(s), batch 1, median of {args.rounds} rounds x "
-             f"{args.repeats} calls (process CPU clock on CPU).", "", head,
+             f"{args.repeats} calls (process CPU clock on CPU).",
+             "", *(f"- {label}: {runs[label][0]['native gate']}" for label, _ in trees), "", head,
              "|" + "---|" * (2 + 3 * len(trees))]
     for case, target in TARGETS.items():
         cells = []
         for label, _ in trees:
+            if case not in runs[label][0]:
+                cells.append("- | - | -")
+                continue
             a = statistics.median(run[case][0] for run in runs[label]) * 1e3
             b = statistics.median(run[case][1] for run in runs[label]) * 1e3
             cells.append(f"{a:.2f} | {b:.2f} | {b / a:.3f}")

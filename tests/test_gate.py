@@ -142,3 +142,29 @@ def test_no_grad_gate_under_inference_mode_keeps_nothing_it_cannot_check():
         want = _reference_gate(gate, feat, scale, 16)
     torch.testing.assert_close(second, want, atol=1e-6, rtol=1e-5)
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native gate", "pytorch gate"])
+def test_no_grad_calls_follow_weights_changed_through_data(native):
+    """EMA updates and older optimizers write ``p.data`` in place, which bumps no version
+    counter: a call without gradients must still see the new weights (no cached copies)."""
+    import contextlib
+
+    import anysr_plugin as anysr
+    from anysr_plugin.runtime import native_gate
+
+    from conftest import randomize_gates, tiny_edsr
+
+    model = anysr.anysrify(tiny_edsr(n_resblocks=2)).eval()
+    randomize_gates(model)
+    x = torch.rand(1, 3, 10, 10)
+    with (contextlib.nullcontext() if native else native_gate.switched_off()), anysr.use_scale(model, 2.0):
+        with torch.no_grad():
+            model(x)  # fills whatever a call keeps between calls
+        for name, p in model.named_parameters():
+            if "anysr_gate" in name:
+                p.data.mul_(0.5).add_(0.05)  # no version bump
+        with torch.no_grad():
+            after = model(x)
+        expected = model(x).detach()  # with gradients: computed from the parameters as they are
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)

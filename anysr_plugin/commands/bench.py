@@ -70,8 +70,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import torch
 
-
-
     refuse_existing([args.json], args.force, "--json", inputs=[args.checkpoint, args.config])
     original, model = load_cli_model(args)
     if args.finetune_step:

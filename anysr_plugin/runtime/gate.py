@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native_gate
 from .errors import ConfigError, ScaleError
 
 
@@ -66,6 +67,10 @@ def gate_input_length(channels: int, width_channels: int, lam: int, interweave: 
     return interleave_layout(channels, width_channels, lam, interweave)[2]
 
 
+#: above this many feature elements a multi-threaded run keeps the eager gate (ATen spreads the
+#: pooling and the product over the threads; the native call is one thread)
+NATIVE_MAX_ELEMENTS = 1 << 18
+
 #: how many Python dispatch modes are active (FlopCounterMode, recorders); 0 when unknown
 _dispatch_depth = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
 
@@ -75,12 +80,6 @@ def eager_no_grad() -> bool:
     blocks and gates take their no-grad forms (in place, fewer ops): a trace or a compile must
     record the one graph that serves both grad modes."""
     return not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-
-
-def _version(t: torch.Tensor):
-    """The tensor's in-place version counter; None for an inference tensor (it has none, so
-    nothing computed from it is kept)."""
-    return None if t.is_inference() else t._version
 
 
 class InterweavingGate(nn.Module):
@@ -153,52 +152,51 @@ class InterweavingGate(nn.Module):
         columns, and ``W_scale`` (2C, 2), the sums of the s_h and of the s_w columns (zeros when
         no pair is in use).  The interleaved input enters ``fc1`` linearly, so
         ``fc1(interleave(f, s)) = f W_feat^T + s W_scale^T + b1``: the sliced product without
-        building the vector (the no-grad path and the export's :class:`StaticGate`)."""
+        building the vector (the export's :class:`StaticGate`)."""
         w1 = self.fc1.weight.detach()
         feat, pairs, _ = self._layout(n, w1.device)
         return w1[:, feat], torch.stack((w1[:, pairs].sum(1), w1[:, pairs + 1].sum(1)), 1)
 
-    def _inference_weights(self, n: int):
-        """For the no-grad path: transposed :meth:`fc1_parts`, ``fc1``'s bias, ``fc2``'s first n
-        rows (transposed) and bias.  Cached per width and rebuilt when a weight changes (a new
-        storage, as after ``.to()``, or an in-place update, which bumps the tensor's version
-        counter)."""
+    def native_step(self, scale: torch.Tensor, n: int, batch: int):
+        """What :func:`run_native_step` needs to run this gate natively (native_gate.py) in this
+        call at width n, or None when the call cannot: not a plain eager call without
+        gradients, a dispatch mode active (FLOP counting sees the paper's form), no native
+        function, parameters or scale not on the CPU as float32.  Made once per block call."""
+        if _dispatch_depth() or not eager_no_grad():
+            return None
+        fn = native_gate.kernel()
+        if fn is None:
+            return None
+        address = self._native_args(n)
+        if address is None or scale.dim() != 2 or scale.shape[1] != 2 or scale.shape[0] not in (1, batch):
+            return None
+        if not (scale.is_cpu and scale.dtype is torch.float32 and scale.is_contiguous()):
+            scale = scale.to("cpu", torch.float32).contiguous()
+        limit = NATIVE_MAX_ELEMENTS if torch.get_num_threads() > 1 else None
+        return fn, address, n, batch, scale, 2 if scale.shape[0] == batch else 0, limit
+
+    def _native_args(self, n: int):
+        """Address of the C arguments of this gate at width n (native_gate.gate_args), or None when
+        its parameters are not contiguous float32 on the CPU.  Rebuilt when a parameter's memory
+        changes (``.to()``, a new Parameter); in-place updates need nothing: the C code reads
+        the parameters themselves."""
         fc1, fc2 = self._modules["fc1"], self._modules["fc2"]
         w1, b1, w2, b2 = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
                           fc2._parameters["bias"])
-        key = (w1.data_ptr(), _version(w1), b1.data_ptr(), _version(b1), w2.data_ptr(), _version(w2), b2.data_ptr(),
-               _version(b2))
-        cached = self._layouts.get(("inference", n))
-        if cached is None or cached[0] != key or None in key:
-            with torch.inference_mode(False), torch.no_grad():
-                w_feat, w_scale = self.fc1_parts(n)
-                cached = (key, w_feat.t(), w_scale.t(), b1.detach(), w2[:n].t(), b2[:n].detach())
-            self._layouts[("inference", n)] = cached
-        return cached[1:]
-
-    def _scale_term(self, scale: torch.Tensor, n: int, w_scale, b1):
-        """``s W_scale + b1`` for the call's scale: the same for every call with this scale
-        tensor, so it is kept while the call's scale tensor (one object for all blocks of a
-        call, and across calls under ``use_scale``) is unchanged."""
-        version = _version(scale)
-        cached = self._layouts.get(("scale", n))
-        if cached is not None and cached[0] is scale and cached[1] == version is not None and cached[2] is b1:
-            return cached[3]
-        term = torch.addmm(b1, scale.to(w_scale.dtype), w_scale)
-        self._layouts[("scale", n)] = (scale, version, b1, term)
-        return term
+        key = (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr())
+        cached = self._layouts.get(("native", n))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        address = keep = None
+        if all(p.is_cpu and p.dtype is torch.float32 and p.is_contiguous() for p in (w1, b1, w2, b2)):
+            feat, pairs, _ = interleave_layout(self.channels, n, self.lam, self.interweave)
+            address, keep = native_gate.gate_args(n, w1.detach(), b1.detach(), w2.detach(), b2.detach(), feat, pairs,
+                                                  2.0 if self.kind == "identity" else 1.0)
+        self._layouts[("native", n)] = (key, address, keep)
+        return address
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Gate (B, n, 1, 1) for features (B, n, H, W) of one width n (Eq. 8)."""
-        if eager_no_grad() and not _dispatch_depth() and feat.dim() == 4:
-            # the same product in fewer small ops: the pooled features and the scale enter fc1 linearly
-            # (under a dispatch mode, e.g. FLOP counting, the paper's form runs: its MACs are Table V's)
-            w_feat, w_scale, b1, w2_t, b2 = self._inference_weights(n)
-            bias = self._scale_term(scale, n, w_scale, b1)
-            summed = feat.sum(dim=(2, 3))
-            h = torch.addmm(bias, summed, w_feat, alpha=1.0 / (feat.shape[2] * feat.shape[3])).relu_()
-            z = torch.addmm(b2, h, w2_t).sigmoid_()
-            return (z.mul_(2.0) if self.kind == "identity" else z).view(z.shape[0], n, 1, 1)
         pooled = feat.mean(dim=(2, 3))
         x = self.gate_input(pooled, scale, n)
         h = F.relu(F.linear(x, self.fc1.weight[:, : x.shape[1]], self.fc1.bias))
@@ -272,6 +270,19 @@ def gated_activation(h: torch.Tensor, gate: torch.Tensor, act, apply=None) -> to
             return _GatedActivation.apply(h, gate, float(act.negative_slope))
         return apply(act, h * gate)
     return apply(act, h.mul_(gate))
+
+
+def run_native_step(step: tuple, feat: torch.Tensor, act: int = native_gate.ACT_NONE, slope: float = 0.0) -> bool:
+    """``feat <- act(feat * gate(feat))`` in place by one native call, with `step` from
+    :meth:`InterweavingGate.native_step`; True when done, False (feat untouched) for features
+    the C function does not take (not contiguous float32 CPU of the step's width and batch, or
+    a large map in a multi-threaded run, which the eager ops spread over the threads)."""
+    fn, address, n, batch, scale, stride, limit = step
+    if not (feat.is_cpu and feat.dtype is torch.float32 and feat.dim() == 4 and feat.is_contiguous()) \
+            or feat.shape[1] != n or feat.shape[0] != batch or (limit is not None and feat.numel() > limit):
+        return False
+    ptr = feat.data_ptr()
+    return fn(ptr, ptr, batch, feat.shape[2] * feat.shape[3], scale.data_ptr(), stride, act, slope, address) == 0
 
 
 def gate_macs(channels: int, n: int, lam: int, hidden: int, interweave: str = "interleave") -> int:

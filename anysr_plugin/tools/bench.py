@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..runtime.control import anysr_blocks, get_state, scale_pair, unwrap, use_scale, use_width
 from ..runtime.control import anysr_blocks as _blocks
+from ..runtime import native_gate
 from ..runtime.errors import ConfigError
 from ..runtime.methods import adapter_for
 from .cost import safe_deepcopy
@@ -217,12 +218,13 @@ def bench_widths(model: nn.Module, inputs: tuple, widths: Optional[Sequence[floa
     return {"device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "clock": clock, "warmup": warmup, "repeats": repeats,
-            "results": results}
+            "native_gate": native_gate.status() if device.type == "cpu" else None, "results": results}
 
 
 def format_markdown(report: dict) -> str:
     lines = [f"device: {report['device']} ({report.get('cpu', '')}), torch {report['torch']}, "
              f"{report['threads']} threads, {report.get('clock', 'wall')} clock, {report['warmup']} warm-up + {report['repeats']} interleaved runs",
+             *([report["native_gate"]] if report.get("native_gate") else []),
              "",
              "| model | width | scale | input | median ms | p25-p75 ms | ratio | peak MiB | mem ratio |",
              "|---|---|---|---|---|---|---|---|---|"]

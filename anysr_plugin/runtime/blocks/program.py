@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from ..gate import run_native_step
+from ..native_gate import ACT_LEAKY, ACT_NONE, ACT_RELU
 from .base import activate, sliced_conv
 from .dataflow import Dataflow, region_counts
 
@@ -191,6 +193,16 @@ def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # per-call runs
 
 
+def native_activation(act) -> tuple:
+    """``(code, slope)`` of `act` for the native gate, which applies a ReLU or LeakyReLU in the
+    same pass as the gate; ``ACT_NONE`` for any other activation (it then runs as usual)."""
+    if type(act) is torch.nn.ReLU:
+        return ACT_RELU, 0.0
+    if type(act) is torch.nn.LeakyReLU:
+        return ACT_LEAKY, float(act.negative_slope)
+    return ACT_NONE, 0.0
+
+
 def conv_spec(flow: Dataflow, counts: list, device) -> tuple:
     """Per body convolution ``(filters kept or None, input columns: None | prefix int | LongTensor)``."""
     spec = []
@@ -235,12 +247,15 @@ def column_masks(flow: Dataflow, per_sample: list, device, dtype) -> tuple:
 
 
 class SlicedRun:
-    """One width for the whole batch: really smaller convolutions."""
+    """One width for the whole batch: really smaller convolutions.  ``native``: the gate's
+    :meth:`~anysr_plugin.runtime.gate.InterweavingGate.native_step` for a call without
+    gradients on the CPU (the gate, and the ReLU / LeakyReLU after it, in one native call),
+    else None."""
 
-    __slots__ = ("block", "spec", "scale", "n")
+    __slots__ = ("block", "spec", "scale", "n", "native")
 
-    def __init__(self, block, spec, scale, n):
-        self.block, self.spec, self.scale, self.n = block, spec, scale, n
+    def __init__(self, block, spec, scale, n, native=None):
+        self.block, self.spec, self.scale, self.n, self.native = block, spec, scale, n, native
 
     def conv(self, i, conv, h):
         out, inp = self.spec[i]
@@ -249,9 +264,15 @@ class SlicedRun:
         return sliced_conv(conv, h, out, inp)
 
     def gate(self, h):
+        if self.native is not None and run_native_step(self.native, h):
+            return h
         return self.block.apply_gate(h, self.scale, self.n)
 
     def gate_act(self, act, h):
+        if self.native is not None:
+            code, slope = native_activation(act)
+            if run_native_step(self.native, h, code, slope):
+                return h if code != ACT_NONE else activate(act, h)
         return self.block.gate_activation(h, self.scale, self.n, act)
 
     def act(self, act, h):

@@ -1,0 +1,106 @@
+/* The interweaving gate of one block in a single call, for inference on the CPU (float32).
+
+   Why a native function: without gradients the gate is a handful of tiny tensor operations
+   (pool, fc1, ReLU, fc2, sigmoid, the product onto the features) between two large
+   convolutions.  Each eager operation costs a few microseconds of dispatch, several times more
+   right after a convolution has pushed the interpreter out of the caches, which adds up to a
+   quarter of a small encoder's time.  Here the whole gate is one call with one small scratch
+   buffer.  It reads the gate's parameters as they are (no cached
+   copies that could go stale) and computes exactly the sliced product of Eq. 8:
+
+     v[cols[c]] = mean_hw x[b, c]  (c < n),  v[pairs[p]] = s_h,  v[pairs[p] + 1] = s_w
+     h[j]       = relu(b1[j] + sum_k W1[j, k] v[k])                k < n + 2 * pairs
+     g[c]       = gain * sigmoid(b2[c] + sum_j h[j] W2[c, j])      gain 2 (identity form) or 1
+     out[b, c]  = act(x[b, c] * g[c])                               act: none, relu, leaky relu
+
+   fc1's input is laid out in scratch memory (the pooled features at their columns, the pair
+   after each complete chunk), so each row of fc1 is one contiguous dot product and the loops
+   vectorise.  out may be x (in place).  Returns 0, or 1 when scratch memory could not be
+   allocated. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* What stays the same from call to call of one gate at one width (native_gate.py keeps it). */
+typedef struct {
+    int64_t n, hidden, w1_row;   /* features kept; fc1 rows (2C); fc1 row length              */
+    int64_t length;              /* fc1 input length at this width (Eq. 8: n + 2 * pairs)     */
+    const float *w1, *b1, *w2, *b2;
+    const int64_t *cols;         /* fc1 column of each feature                                */
+    const int64_t *pairs;        /* column of each scale pair's s_h (s_w follows)            */
+    int64_t npairs;
+    float gain;                  /* 2 (identity form) or 1 (paper form)                      */
+} anysr_gate_t;
+
+int anysr_gate_f32(const float *x, float *out, int64_t batch, int64_t hw, const float *scale,
+                   int64_t scale_stride, int act, float slope, const anysr_gate_t *g)
+{
+    const int64_t n = g->n, hidden = g->hidden;
+    float *v = (float *)malloc(sizeof(float) * (size_t)(g->length + hidden));
+    if (v == NULL)
+        return 1;
+    float *h = v + g->length;
+#if defined(__GNUC__) || defined(__clang__)
+    /* start fetching the weights now: the convolution before this call pushed them out of the
+       caches, and the pooling below gives the memory system time to bring them back */
+    for (int64_t i = 0; i < hidden * g->w1_row; i += 16)
+        __builtin_prefetch(g->w1 + i);
+    for (int64_t i = 0; i < n * hidden; i += 16)
+        __builtin_prefetch(g->w2 + i);
+#endif
+    const float inv = 1.0f / (float)hw;
+    for (int64_t b = 0; b < batch; b++) {
+        const float *xb = x + b * n * hw;
+        float *ob = out + b * n * hw;
+        for (int64_t c = 0; c < n; c++) {
+            const float *p = xb + c * hw;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < hw; i++)
+                s += p[i];
+            v[g->cols[c]] = s * inv;
+        }
+        for (int64_t q = 0; q < g->npairs; q++) {
+            v[g->pairs[q]] = scale[b * scale_stride];
+            v[g->pairs[q] + 1] = scale[b * scale_stride + 1];
+        }
+        for (int64_t j = 0; j < hidden; j++) {
+            const float *row = g->w1 + j * g->w1_row;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t k = 0; k < g->length; k++)
+                acc += v[k] * row[k];
+            acc += g->b1[j];
+            h[j] = acc < 0.0f ? 0.0f : acc; /* NaN stays NaN, as in torch.relu */
+        }
+        for (int64_t c = 0; c < n; c++) {
+            const float *row = g->w2 + c * hidden;
+            float z = 0.0f;
+#pragma omp simd reduction(+ : z)
+            for (int64_t j = 0; j < hidden; j++)
+                z += h[j] * row[j];
+            const float gc = g->gain / (1.0f + expf(-(z + g->b2[c])));
+            const float *p = xb + c * hw;
+            float *o = ob + c * hw;
+            if (act == 1) {
+#pragma omp simd
+                for (int64_t i = 0; i < hw; i++) {
+                    const float v = p[i] * gc;
+                    o[i] = v < 0.0f ? 0.0f : v;
+                }
+            } else if (act == 2) {
+#pragma omp simd
+                for (int64_t i = 0; i < hw; i++) {
+                    const float v = p[i] * gc;
+                    o[i] = v < 0.0f ? v * slope : v;
+                }
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < hw; i++)
+                    o[i] = p[i] * gc;
+            }
+        }
+    }
+    free(v);
+    return 0;
+}

@@ -197,6 +197,16 @@ def test_without_a_compiler_or_when_switched_off_the_status_says_why(tmp_path):
     assert off == "native gate off (ANYSR_NATIVE_GATE=0): gates run as PyTorch operations"
 
 
+@pytest.mark.skipif(not native_gate._compilers(), reason="no C compiler here")
+def test_an_unwritable_cache_folder_is_named_and_the_gate_falls_back(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    status = _status_in_subprocess({"ANYSR_CACHE_DIR": str(blocked / "cache")})
+    assert status.startswith("native gate unavailable: building native_gate.c with ")
+    assert status.endswith(f"failed (cannot write the cache folder {blocked / 'cache'}: Not a directory; set "
+                           "ANYSR_CACHE_DIR to a writable folder); gates run as PyTorch operations")
+
+
 @needs_kernel
 def test_built_once_into_the_cache_folder_then_reused(tmp_path):
     first = _status_in_subprocess({"ANYSR_CACHE_DIR": str(tmp_path)})

@@ -61,9 +61,13 @@ def _compilers() -> list:
 def _build(compiler: str, target: Path) -> str | None:
     """Compile SOURCE into `target` (atomically, so processes building at once do not clash);
     None on success, else the compiler's first error line."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        return (f"cannot write the cache folder {target.parent}: {exc.strerror or exc}; set ANYSR_CACHE_DIR to a "
+                "writable folder")
     try:
         for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp-simd")):  # a compiler without OpenMP SIMD
             done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,

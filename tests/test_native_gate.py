@@ -233,8 +233,11 @@ def test_model_runs_with_the_native_gate_switched_off():
     assert abs(float(outs[0][1]) - float(outs[1][1])) <= 1e-4 * max(1.0, abs(float(outs[0][1])))
 
 
-def test_deep_copies_and_pickles_carry_no_native_arguments():
+def test_copies_and_moves_keep_no_native_arguments():
     gate = random_gate(16, 4, "interleave", "paper")
     with torch.no_grad():
         gate.native_step(torch.ones(1, 2), 16, 1)
     assert not copy.deepcopy(gate)._layouts
+    assert ("native", 16) in gate._layouts
+    gate.double()  # a cast: nothing may keep the old float32 memory alive
+    assert not gate._layouts

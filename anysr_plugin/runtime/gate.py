@@ -110,6 +110,11 @@ class InterweavingGate(nn.Module):
     def extra_repr(self) -> str:
         return f"channels={self.channels}, lam={self.lam}, interweave={self.interweave!r}, kind={self.kind!r}"
 
+    def _apply(self, fn, *args, **kwargs):
+        # a move or a cast gives the parameters new memory: drop the caches that point into the old
+        self._layouts = {}
+        return super()._apply(fn, *args, **kwargs)
+
     def __getstate__(self):  # keep pickles/deepcopies free of device-bound caches
         state = self.__dict__.copy()
         state["_layouts"] = {}

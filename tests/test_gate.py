@@ -1,9 +1,14 @@
+import contextlib
+
 import pytest
 import torch
 
+import anysr_plugin as anysr
 from anysr_plugin.config import channels_at
 from anysr_plugin.gate import InterweavingGate, gate_input_length, gate_param_count, interleave_layout
+from anysr_plugin.runtime import native_gate
 
+from conftest import randomize_gates, tiny_edsr
 from reference_eq import interweave_vector
 
 
@@ -102,8 +107,8 @@ def test_gate_with_and_without_gradients_equals_the_written_out_equations(channe
 
 
 def test_no_grad_gate_follows_weight_updates_and_changed_scales():
-    """The no-grad path keeps per-width weight views and the scale's term between calls: an
-    optimizer step, a weight replaced by .to() and a scale tensor changed in place all show."""
+    """Calls without gradients see the gate as it is now: an optimizer step, weights replaced by
+    .to() and a scale tensor changed in place all show."""
     torch.manual_seed(0)
     gate = InterweavingGate(16, 4, kind="paper")
     feat = torch.randn(2, 16, 3, 3)
@@ -128,9 +133,9 @@ def test_no_grad_gate_follows_weight_updates_and_changed_scales():
     assert not torch.allclose(both(), before)
 
 
-def test_no_grad_gate_under_inference_mode_keeps_nothing_it_cannot_check():
-    """Inference tensors have no version counter: a gate made and run in inference mode computes
-    from the current values every call (a scale changed in place shows)."""
+def test_no_grad_gate_under_inference_mode_computes_from_current_values():
+    """A gate made and run in inference mode (tensors without version counters) computes from the
+    current values every call (a scale changed in place shows)."""
     torch.manual_seed(0)
     with torch.inference_mode():
         gate = InterweavingGate(16, 4, kind="paper")
@@ -148,13 +153,6 @@ def test_no_grad_gate_under_inference_mode_keeps_nothing_it_cannot_check():
 def test_no_grad_calls_follow_weights_changed_through_data(native):
     """EMA updates and older optimizers write ``p.data`` in place, which bumps no version
     counter: a call without gradients must still see the new weights (no cached copies)."""
-    import contextlib
-
-    import anysr_plugin as anysr
-    from anysr_plugin.runtime import native_gate
-
-    from conftest import randomize_gates, tiny_edsr
-
     model = anysr.anysrify(tiny_edsr(n_resblocks=2)).eval()
     randomize_gates(model)
     x = torch.rand(1, 3, 10, 10)

@@ -194,9 +194,9 @@ class InterweavingGate(nn.Module):
             return cached[1]
         address = keep = None
         if all(p.is_cpu and p.dtype is torch.float32 and p.is_contiguous() for p in (w1, b1, w2, b2)):
-            feat, pairs, _ = interleave_layout(self.channels, n, self.lam, self.interweave)
-            address, keep = native_gate.gate_args(n, w1.detach(), b1.detach(), w2.detach(), b2.detach(), feat, pairs,
-                                                  2.0 if self.kind == "identity" else 1.0)
+            cols, pairs, length = self._layout(n, w1.device)
+            address, keep = native_gate.gate_args(n, w1.detach(), b1.detach(), w2.detach(), b2.detach(), cols, pairs,
+                                                  length, 2.0 if self.kind == "identity" else 1.0)
         self._layouts[("native", n)] = (key, address, keep)
         return address
 

@@ -9,7 +9,7 @@ ReLU / LeakyReLU when it follows), in one call that reads the gate's parameters 
 How: the C file ships with the package and is compiled with the system's C compiler (``$CC``,
 else ``cc``, ``gcc`` or ``clang``) into ``$ANYSR_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/anysr_plugin`` or ``~/.cache/anysr_plugin``) the first time a gate could use
-it, about a second, then loaded with ctypes; the file name carries a hash of the source and
+it (a fraction of a second), then loaded with ctypes; the file name carries a hash of the source and
 the flags, so an upgraded source is rebuilt.  No compiler, a failed build, or
 ``ANYSR_NATIVE_GATE=0``: gates run as PyTorch operations, with the same values.
 :func:`status` says which, and why.
@@ -93,16 +93,13 @@ class GateArgs(ctypes.Structure):
                 ("pairs", ctypes.c_void_p), ("npairs", ctypes.c_int64), ("gain", ctypes.c_float)]
 
 
-def gate_args(n: int, w1, b1, w2, b2, feature_cols: list, pair_cols: list, gain: float):
+def gate_args(n: int, w1, b1, w2, b2, cols, pairs, length: int, gain: float):
     """``(address, keep)``: the address of a :class:`GateArgs` for the C call and the objects that
-    must stay alive while it is used (the struct, its index tensors and the parameters it points
-    into, so their memory cannot be reused under it).  `feature_cols` / `pair_cols`: the gate's
-    input layout at width n (gate.interleave_layout)."""
-    cols = torch.tensor(list(feature_cols) or [0], dtype=torch.int64)
-    pairs = torch.tensor(list(pair_cols) or [0], dtype=torch.int64)
-    length = len(feature_cols) + 2 * len(pair_cols)
+    must stay alive while it is used (the struct, the index tensors and the parameters it points
+    into, so their memory cannot be reused under it).  `cols` / `pairs` / `length`: the gate's
+    input layout at width n as int64 CPU tensors (``InterweavingGate._layout``)."""
     args = GateArgs(n, w1.shape[0], w1.shape[1], length, w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
-                    cols.data_ptr(), pairs.data_ptr(), len(pair_cols), gain)
+                    cols.data_ptr(), pairs.data_ptr(), pairs.numel(), gain)
     return ctypes.addressof(args), (args, cols, pairs, w1, b1, w2, b2)
 
 

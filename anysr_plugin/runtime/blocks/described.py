@@ -194,11 +194,12 @@ class DescribedBlock(AnySRBlock):
         return spec
 
     def forward_sliced(self, x, n, scale):
+        spec = self._spec(n, x.device)
         if eager_no_grad():
             gate = self._modules.get("anysr_gate")
             native = gate.native_step(scale, n, x.shape[0]) if gate is not None and x.is_cpu else None
-            return self._infer(self, x, SlicedRun(self, self._spec(n, x.device), scale, n, native))
-        return self._slim(self, x, SlicedRun(self, self._spec(n, x.device), scale, n))
+            return self._infer(self, x, SlicedRun(self, spec, scale, n, native))
+        return self._slim(self, x, SlicedRun(self, spec, scale, n))
 
     def forward_masked(self, x, ns, scale):
         per_sample = [self.counts(n) for n in ns]

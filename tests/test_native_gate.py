@@ -241,3 +241,31 @@ def test_copies_and_moves_keep_no_native_arguments():
     assert ("native", 16) in gate._layouts
     gate.double()  # a cast: nothing may keep the old float32 memory alive
     assert not gate._layouts
+
+
+@pytest.mark.skipif(not native_gate._compilers(), reason="no C compiler here")
+def test_a_compiler_that_refuses_the_avx2_clone_builds_the_portable_function(tmp_path):
+    """On x86-64 the C function is built twice (AVX2 + FMA and baseline, picked by the loader); a
+    compiler that refuses that (an old Clang, an assembler without AVX2) gets the portable build,
+    with the same values."""
+    real = native_gate._compilers()[0]
+    picky = tmp_path / "picky-cc"
+    picky.write_text(f'#!/bin/sh\ncase "$*" in *-DANYSR_PORTABLE*) exec "{real}" "$@";; esac\n'
+                     'echo "picky-cc: target_clones is not supported" >&2\nexit 1\n')
+    picky.chmod(0o755)
+    code = ("import torch; from anysr_plugin.runtime import native_gate\n"
+            "from anysr_plugin.runtime.gate import InterweavingGate, run_native_step\n"
+            "torch.manual_seed(0); g = InterweavingGate(64, 4, kind='paper')\n"
+            "feat = torch.randn(2, 64, 5, 5); scale = torch.tensor([[2.0, 3.0], [1.5, 4.0]])\n"
+            "with torch.no_grad():\n"
+            "    ref = torch.relu(feat * g(feat, scale, 64)); out = feat.clone()\n"
+            "    ok = run_native_step(g.native_step(scale, 64, 2), out, native_gate.ACT_RELU, 0.0)\n"
+            "print(native_gate.status()); print(ok, float((out - ref).abs().max()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CC": str(picky), "ANYSR_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    status, result = done.stdout.strip().split("\n")
+    built = list(tmp_path.glob("native_gate-*.so"))
+    assert len(built) == 1 and status == f"native gate on: {built[0]}"
+    ok, error = result.split()
+    assert ok == "True" and float(error) < 1e-5

@@ -166,39 +166,41 @@ class InterweavingGate(nn.Module):
         """What :func:`run_native_step` needs to run this gate natively (native_gate.py) in this
         call at width n, or None when the call cannot: not a plain eager call without
         gradients, a dispatch mode active (FLOP counting sees the paper's form), no native
-        function, parameters or scale not on the CPU as float32.  Made once per block call."""
+        function, parameters or scale not on the CPU as float32.  Made once per block call, so
+        it does only what one call needs: the C arguments are kept per width and their
+        parameter addresses compared (in-place updates need nothing; a changed memory, a new
+        parameter, rebuilds them)."""
         if _dispatch_depth() or not eager_no_grad():
             return None
         fn = native_gate.kernel()
         if fn is None:
             return None
-        address = self._native_args(n)
-        if address is None or scale.dim() != 2 or scale.shape[1] != 2 or scale.shape[0] not in (1, batch):
+        fc1, fc2 = self._modules["fc1"]._parameters, self._modules["fc2"]._parameters
+        w1, b1, w2, b2 = fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"]
+        cached = self._layouts.get(("native", n))
+        if cached is None or cached[0] != (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr()):
+            cached = self._native_args(n, w1, b1, w2, b2)
+        address = cached[1]
+        rows = scale.shape[0]
+        if address is None or scale.dim() != 2 or scale.shape[1] != 2 or (rows != batch and rows != 1):
             return None
         if not (scale.is_cpu and scale.dtype is torch.float32 and scale.is_contiguous()):
             scale = scale.to("cpu", torch.float32).contiguous()
         limit = NATIVE_MAX_ELEMENTS if torch.get_num_threads() > 1 else None
-        return fn, address, n, batch, scale, 2 if scale.shape[0] == batch else 0, limit
+        return fn, address, n, batch, scale, 2 if rows == batch else 0, limit
 
-    def _native_args(self, n: int):
-        """Address of the C arguments of this gate at width n (native_gate.gate_args), or None when
-        its parameters are not contiguous float32 on the CPU.  Rebuilt when a parameter's memory
-        changes (``.to()``, a new Parameter); in-place updates need nothing: the C code reads
-        the parameters themselves."""
-        fc1, fc2 = self._modules["fc1"], self._modules["fc2"]
-        w1, b1, w2, b2 = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
-                          fc2._parameters["bias"])
-        key = (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr())
-        cached = self._layouts.get(("native", n))
-        if cached is not None and cached[0] == key:
-            return cached[1]
+    def _native_args(self, n: int, w1, b1, w2, b2) -> tuple:
+        """``(parameter addresses, C arguments' address or None, what must stay alive)`` of
+        this gate at width n (native_gate.gate_args), kept in ``_layouts``; no address when the
+        parameters are not contiguous float32 on the CPU."""
         address = keep = None
         if all(p.is_cpu and p.dtype is torch.float32 and p.is_contiguous() for p in (w1, b1, w2, b2)):
             cols, pairs, length = self._layout(n, w1.device)
             address, keep = native_gate.gate_args(n, w1.detach(), b1.detach(), w2.detach(), b2.detach(), cols, pairs,
                                                   length, 2.0 if self.kind == "identity" else 1.0)
-        self._layouts[("native", n)] = (key, address, keep)
-        return address
+        cached = self._layouts[("native", n)] = ((w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr()),
+                                                 address, keep)
+        return cached
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
         """Gate (B, n, 1, 1) for features (B, n, H, W) of one width n (Eq. 8)."""
@@ -283,11 +285,12 @@ def run_native_step(step: tuple, feat: torch.Tensor, act: int = native_gate.ACT_
     the C function does not take (not contiguous float32 CPU of the step's width and batch, or
     a large map in a multi-threaded run, which the eager ops spread over the threads)."""
     fn, address, n, batch, scale, stride, limit = step
-    if not (feat.is_cpu and feat.dtype is torch.float32 and feat.dim() == 4 and feat.is_contiguous()) \
-            or feat.shape[1] != n or feat.shape[0] != batch or (limit is not None and feat.numel() > limit):
+    shape = feat.shape
+    if len(shape) != 4 or shape[1] != n or shape[0] != batch or feat.dtype is not torch.float32 \
+            or not feat.is_cpu or not feat.is_contiguous() or (limit is not None and feat.numel() > limit):
         return False
     ptr = feat.data_ptr()
-    return fn(ptr, ptr, batch, feat.shape[2] * feat.shape[3], scale.data_ptr(), stride, act, slope, address) == 0
+    return fn(ptr, ptr, batch, shape[2] * shape[3], scale.data_ptr(), stride, act, slope, address) == 0
 
 
 def gate_macs(channels: int, n: int, lam: int, hidden: int, interweave: str = "interleave") -> int:

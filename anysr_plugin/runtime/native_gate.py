@@ -69,7 +69,10 @@ def _build(compiler: str, target: Path) -> str | None:
         return (f"cannot write the cache folder {target.parent}: {exc.strerror or exc}; set ANYSR_CACHE_DIR to a "
                 "writable folder")
     try:
-        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp-simd")):  # a compiler without OpenMP SIMD
+        # a compiler without OpenMP SIMD; one that refuses the AVX2 clone (an old Clang, an assembler
+        # without AVX2): the portable function alone
+        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp-simd"), (*FLAGS, "-DANYSR_PORTABLE"),
+                      (*(f for f in FLAGS if f != "-fopenmp-simd"), "-DANYSR_PORTABLE")):
             done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
                                   text=True, timeout=120)
             if done.returncode == 0:

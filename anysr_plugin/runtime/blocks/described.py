@@ -25,7 +25,7 @@ from ..errors import UnsupportedBlockError
 from ..gate import eager_no_grad
 from .base import AnySRBlock, StaticBlock, channel_mask, static_activation, static_conv
 from .dataflow import Dataflow, Mismatch, analyze, not_a_block, region_counts
-from .program import MaskedRun, SlicedRun, column_masks, compiled, conv_spec, program
+from .program import MaskedRun, SlicedRun, column_masks, compiled, conv_spec, no_global_hooks, program
 from .signature import module_signature
 
 #: names an upstream block cannot use (the AnySR block's own attributes)
@@ -198,7 +198,7 @@ class DescribedBlock(AnySRBlock):
         if eager_no_grad():
             gate = self._modules.get("anysr_gate")
             native = gate.native_step(scale, n, x.shape[0]) if gate is not None and x.is_cpu else None
-            return self._infer(self, x, SlicedRun(self, spec, scale, n, native))
+            return self._infer(self, x, SlicedRun(self, spec, scale, n, native, no_global_hooks()))
         return self._slim(self, x, SlicedRun(self, spec, scale, n))
 
     def forward_masked(self, x, ns, scale):

@@ -105,6 +105,8 @@ def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
     g = fx.Graph()
     env: dict = {}
     run = None
+    refs: dict = {}
+    module = (lambda target: _submodule(g, target, refs)) if infer else g.get_attr
     for node in old.nodes:
         if node.op == "placeholder":
             env[node] = g.placeholder(node.name)
@@ -112,17 +114,17 @@ def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
                 run = g.placeholder("run")
             continue
         if kind == "slim" and node.name in conv_index:
-            conv = g.get_attr(node.target)
+            conv = module(node.target)
             out = g.call_method("conv", (run, conv_index[node.name], conv, env[node.args[0]]))
             if node.name == gated and fused is None:
                 out = g.call_method("gate", (run, out))
             env[node] = out
             continue
         if kind == "slim" and node.name == fused:
-            env[node] = g.call_method("gate_act", (run, g.get_attr(node.target), env[node.args[0]]))
+            env[node] = g.call_method("gate_act", (run, module(node.target), env[node.args[0]]))
             continue
         if kind == "slim" and prelus.get(node.name) == "module":
-            env[node] = g.call_method("act", (run, g.get_attr(node.target), env[node.args[0]]))
+            env[node] = g.call_method("act", (run, module(node.target), env[node.args[0]]))
             continue
         if kind == "slim" and prelus.get(node.name) == "weight":
             env[node] = g.call_method("prelu", (run, env[node.args[0]], env[node.args[1]]))
@@ -135,6 +137,22 @@ def _generate(flow: Dataflow, kind: str, gate_region: int, gate_name):
     g.lint()
     code = g.python_code(root_module="self")
     return Source(code.src, dict(code.globals))
+
+
+def _submodule(g: fx.Graph, target: str, refs: dict) -> fx.Node:
+    """Submodule `target` ("body.0") read through the ``_modules`` dicts, where a submodule
+    lives: the same object as ``self.body[0]`` without a Python ``Module.__getattr__`` frame per
+    step, which a no-grad call pays on every block.  Shared prefixes are read once per call."""
+    node, path = None, ""
+    for part in target.split("."):
+        if (path, "_modules") not in refs:
+            refs[path, "_modules"] = g.get_attr("_modules") if node is None else \
+                g.call_function(getattr, (node, "_modules"))
+        path = f"{path}.{part}" if path else part
+        if path not in refs:
+            refs[path] = g.call_function(operator.getitem, (refs[(path.rpartition(".")[0], "_modules")], part))
+        node = refs[path]
+    return node
 
 
 #: what the per-call ``run`` returns as a new tensor (``act`` may return its input: an in-place ReLU)
@@ -193,14 +211,14 @@ def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # per-call runs
 
 
+_NATIVE_ACTIVATIONS = {torch.nn.ReLU: ACT_RELU, torch.nn.LeakyReLU: ACT_LEAKY}
+
+
 def native_activation(act) -> tuple:
     """``(code, slope)`` of `act` for the native gate, which applies a ReLU or LeakyReLU in the
     same pass as the gate; ``ACT_NONE`` for any other activation (it then runs as usual)."""
-    if type(act) is torch.nn.ReLU:
-        return ACT_RELU, 0.0
-    if type(act) is torch.nn.LeakyReLU:
-        return ACT_LEAKY, float(act.negative_slope)
-    return ACT_NONE, 0.0
+    code = _NATIVE_ACTIVATIONS.get(type(act), ACT_NONE)
+    return code, float(act.negative_slope) if code == ACT_LEAKY else 0.0
 
 
 def conv_spec(flow: Dataflow, counts: list, device) -> tuple:
@@ -246,20 +264,36 @@ def column_masks(flow: Dataflow, per_sample: list, device, dtype) -> tuple:
     return tuple(masks)
 
 
+_module = torch.nn.modules.module
+
+
+def no_global_hooks() -> bool:
+    """True when no module hook is registered for every module (``register_module_forward_hook``
+    and its kin): then a plain convolution without hooks of its own is exactly its functional call."""
+    return not (_module._global_forward_hooks or _module._global_forward_pre_hooks
+                or _module._global_backward_hooks or _module._global_backward_pre_hooks)
+
+
 class SlicedRun:
     """One width for the whole batch: really smaller convolutions.  ``native``: the gate's
     :meth:`~anysr_plugin.runtime.gate.InterweavingGate.native_step` for a call without
     gradients on the CPU (the gate, and the ReLU / LeakyReLU after it, in one native call),
-    else None."""
+    else None.  ``direct``: a call without gradients and without global module hooks, in which
+    an unsliced plain ``nn.Conv2d`` with no hooks of its own runs as ``F.conv2d`` (what its
+    module call would run, without the four Python frames of ``Module.__call__``)."""
 
-    __slots__ = ("block", "spec", "scale", "n", "native")
+    __slots__ = ("block", "spec", "scale", "n", "native", "direct")
 
-    def __init__(self, block, spec, scale, n, native=None):
-        self.block, self.spec, self.scale, self.n, self.native = block, spec, scale, n, native
+    def __init__(self, block, spec, scale, n, native=None, direct=False):
+        self.block, self.spec, self.scale, self.n, self.native, self.direct = block, spec, scale, n, native, direct
 
     def conv(self, i, conv, h):
         out, inp = self.spec[i]
         if out is None and inp is None:
+            if self.direct and type(conv) is torch.nn.Conv2d and conv.padding_mode == "zeros" and not (
+                    conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks
+                    or conv._backward_pre_hooks):
+                return F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             return conv(h)
         return sliced_conv(conv, h, out, inp)
 
@@ -270,8 +304,8 @@ class SlicedRun:
 
     def gate_act(self, act, h):
         if self.native is not None:
-            code, slope = native_activation(act)
-            if run_native_step(self.native, h, code, slope):
+            code = _NATIVE_ACTIVATIONS.get(type(act), ACT_NONE)  # native_activation, inline: once per block call
+            if run_native_step(self.native, h, code, act.negative_slope if code == ACT_LEAKY else 0.0):
                 return h if code != ACT_NONE else activate(act, h)
         return self.block.gate_activation(h, self.scale, self.n, act)
 

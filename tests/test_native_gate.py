@@ -243,6 +243,18 @@ def test_copies_and_moves_keep_no_native_arguments():
     assert not gate._layouts
 
 
+_SAME_VALUES = ("import torch; from anysr_plugin.runtime import native_gate\n"
+                "from anysr_plugin.runtime.gate import InterweavingGate, run_native_step\n"
+                "{setup}"
+                "torch.manual_seed(0); g = InterweavingGate(64, 4, kind='paper')\n"
+                "feat = torch.randn(2, 64, 5, 5); scale = torch.tensor([[2.0, 3.0], [1.5, 4.0]])\n"
+                "with torch.no_grad():\n"
+                "    ref = torch.relu(feat * g(feat, scale, 64)); out = feat.clone()\n"
+                "    ok = run_native_step(g.native_step(scale, 64, 2), out, native_gate.ACT_RELU, 0.0)\n"
+                "print(native_gate.status()); print(type(native_gate.kernel()).__name__)\n"
+                "print(ok, float((out - ref).abs().max()))")
+
+
 @pytest.mark.skipif(not native_gate._compilers(), reason="no C compiler here")
 def test_a_compiler_that_refuses_the_avx2_clone_builds_the_portable_function(tmp_path):
     """On x86-64 the C function is built twice (AVX2 + FMA and baseline, picked by the loader); a
@@ -253,19 +265,50 @@ def test_a_compiler_that_refuses_the_avx2_clone_builds_the_portable_function(tmp
     picky.write_text(f'#!/bin/sh\ncase "$*" in *-DANYSR_PORTABLE*) exec "{real}" "$@";; esac\n'
                      'echo "picky-cc: target_clones is not supported" >&2\nexit 1\n')
     picky.chmod(0o755)
-    code = ("import torch; from anysr_plugin.runtime import native_gate\n"
-            "from anysr_plugin.runtime.gate import InterweavingGate, run_native_step\n"
-            "torch.manual_seed(0); g = InterweavingGate(64, 4, kind='paper')\n"
-            "feat = torch.randn(2, 64, 5, 5); scale = torch.tensor([[2.0, 3.0], [1.5, 4.0]])\n"
-            "with torch.no_grad():\n"
-            "    ref = torch.relu(feat * g(feat, scale, 64)); out = feat.clone()\n"
-            "    ok = run_native_step(g.native_step(scale, 64, 2), out, native_gate.ACT_RELU, 0.0)\n"
-            "print(native_gate.status()); print(ok, float((out - ref).abs().max()))")
+    code = _SAME_VALUES.format(setup="")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CC": str(picky), "ANYSR_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
-    status, result = done.stdout.strip().split("\n")
+    status, _, result = done.stdout.strip().split("\n")
     built = list(tmp_path.glob("native_gate-*.so"))
     assert len(built) == 1 and status == f"native gate on: {built[0]}"
     ok, error = result.split()
     assert ok == "True" and float(error) < 1e-5
+
+
+@pytest.mark.skipif(not native_gate._compilers(), reason="no C compiler here")
+@pytest.mark.parametrize("case", ["no headers", "extension fails"])
+def test_without_the_extension_module_the_function_is_called_through_ctypes(tmp_path, case):
+    """Python's headers build the library as an extension module (the cheap call); without them,
+    or when that build fails, the same C function is called through ctypes, with the same values,
+    and the status says why."""
+    env = {**os.environ, "ANYSR_CACHE_DIR": str(tmp_path)}
+    setup = ""
+    if case == "no headers":
+        setup = "native_gate.python_headers = lambda: None\n"
+        why = "this Python has no Python.h; install its headers, e.g. python3-dev, for a cheaper call"
+    else:
+        picky = tmp_path / "no-python-cc"
+        picky.write_text(f'#!/bin/sh\ncase "$*" in *-DANYSR_PYTHON_MODULE*) echo "no-python-cc: Python.h: '
+                         f'No such file" >&2; exit 1;; esac\nexec "{native_gate._compilers()[0]}" "$@"\n')
+        picky.chmod(0o755)
+        env["CC"] = str(picky)
+        why = (f"the extension module failed: building native_gate.c with {picky} failed (no-python-cc: Python.h: "
+               "No such file)")
+    done = subprocess.run([sys.executable, "-c", _SAME_VALUES.format(setup=setup)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    status, kind, result = done.stdout.strip().split("\n")
+    built = list(tmp_path.glob("native_gate-*.so"))
+    assert len(built) == 1 and status == f"native gate on: {built[0]} (through ctypes: {why})"
+    assert kind == "_FuncPtr"
+    ok, error = result.split()
+    assert ok == "True" and float(error) < 1e-5
+
+
+@needs_kernel
+def test_with_python_headers_the_library_is_an_extension_module():
+    if native_gate.python_headers() is None:
+        pytest.skip("this Python has no Python.h")
+    assert type(native_gate.kernel()).__name__ == "builtin_function_or_method"
+    assert "through ctypes" not in native_gate.status()

@@ -181,13 +181,14 @@ class InterweavingGate(nn.Module):
         if cached is None or cached[0] != (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr()):
             cached = self._native_args(n, w1, b1, w2, b2)
         address = cached[1]
+        if address is None or scale.dim() != 2 or scale.shape[1] != 2:
+            return None
         rows = scale.shape[0]
-        if address is None or scale.dim() != 2 or scale.shape[1] != 2 or (rows != batch and rows != 1):
+        if rows != batch and rows != 1:
             return None
         if not (scale.is_cpu and scale.dtype is torch.float32 and scale.is_contiguous()):
             scale = scale.to("cpu", torch.float32).contiguous()
-        limit = NATIVE_MAX_ELEMENTS if torch.get_num_threads() > 1 else None
-        return fn, address, n, batch, scale, 2 if rows == batch else 0, limit
+        return fn, address, n, batch, scale, 2 if rows == batch else 0
 
     def _native_args(self, n: int, w1, b1, w2, b2) -> tuple:
         """``(parameter addresses, C arguments' address or None, what must stay alive)`` of
@@ -284,10 +285,11 @@ def run_native_step(step: tuple, feat: torch.Tensor, act: int = native_gate.ACT_
     :meth:`InterweavingGate.native_step`; True when done, False (feat untouched) for features
     the C function does not take (not contiguous float32 CPU of the step's width and batch, or
     a large map in a multi-threaded run, which the eager ops spread over the threads)."""
-    fn, address, n, batch, scale, stride, limit = step
+    fn, address, n, batch, scale, stride = step
     shape = feat.shape
     if len(shape) != 4 or shape[1] != n or shape[0] != batch or feat.dtype is not torch.float32 \
-            or not feat.is_cpu or not feat.is_contiguous() or (limit is not None and feat.numel() > limit):
+            or not feat.is_cpu or not feat.is_contiguous() \
+            or (feat.numel() > NATIVE_MAX_ELEMENTS and torch.get_num_threads() > 1):
         return False
     ptr = feat.data_ptr()
     return fn(ptr, ptr, batch, shape[2] * shape[3], scale.data_ptr(), stride, act, slope, address) == 0

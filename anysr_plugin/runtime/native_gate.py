@@ -9,8 +9,10 @@ ReLU / LeakyReLU when it follows), in one call that reads the gate's parameters 
 How: the C file ships with the package and is compiled with the system's C compiler (``$CC``,
 else ``cc``, ``gcc`` or ``clang``) into ``$ANYSR_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/anysr_plugin`` or ``~/.cache/anysr_plugin``) the first time a gate could use
-it (a fraction of a second), then loaded with ctypes; the file name carries a hash of the source and
-the flags, so an upgraded source is rebuilt.  No compiler, a failed build, or
+it (a fraction of a second); the file name carries a hash of the source, the flags and the
+interpreter, so an upgraded source is rebuilt.  With Python's headers it is built as a small
+extension module and called directly (the cheapest call there is); without them it is loaded
+with ctypes (the same function, a costlier call).  No compiler, a failed build, or
 ``ANYSR_NATIVE_GATE=0``: gates run as PyTorch operations, with the same values.
 :func:`status` says which, and why.
 """
@@ -19,11 +21,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 from pathlib import Path
@@ -58,9 +63,16 @@ def _compilers() -> list:
     return [path for path in (shutil.which(name) for name in names) if path]
 
 
-def _build(compiler: str, target: Path) -> str | None:
-    """Compile SOURCE into `target` (atomically, so processes building at once do not clash);
-    None on success, else the compiler's first error line."""
+def python_headers() -> str | None:
+    """The folder holding this interpreter's ``Python.h``, or None (then the library is called
+    through ctypes)."""
+    folder = sysconfig.get_paths().get("include")
+    return folder if folder and os.path.isfile(os.path.join(folder, "Python.h")) else None
+
+
+def _build(compiler: str, target: Path, extra: tuple = ()) -> str | None:
+    """Compile SOURCE with `extra` flags into `target` (atomically, so processes building at once
+    do not clash); None on success, else the compiler's first error line."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -71,9 +83,9 @@ def _build(compiler: str, target: Path) -> str | None:
     try:
         # a compiler without OpenMP SIMD; one that refuses the AVX2 clone (an old Clang, an assembler
         # without AVX2): the portable function alone
-        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp-simd"), (*FLAGS, "-DANYSR_PORTABLE"),
-                      (*(f for f in FLAGS if f != "-fopenmp-simd"), "-DANYSR_PORTABLE")):
-            done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
+        plain = tuple(f for f in FLAGS if f != "-fopenmp-simd")
+        for flags in (FLAGS, plain, (*FLAGS, "-DANYSR_PORTABLE"), (*plain, "-DANYSR_PORTABLE")):
+            done = subprocess.run([compiler, *flags, *extra, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
                                   text=True, timeout=120)
             if done.returncode == 0:
                 os.replace(tmp, target)
@@ -107,12 +119,22 @@ def gate_args(n: int, w1, b1, w2, b2, cols, pairs, length: int, gain: float):
 
 
 def _load(path: Path):
+    """The C function of the library at `path` through ctypes."""
     lib = ctypes.CDLL(str(path))
     fn = lib.anysr_gate_f32
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [p, p, i64, i64, p, i64, ctypes.c_int, ctypes.c_float, p]
     fn.restype = ctypes.c_int
     return fn
+
+
+def _load_module(path: Path):
+    """``gate`` of the extension module at `path` (same arguments as the C function)."""
+    loader = importlib.machinery.ExtensionFileLoader("_anysr_native_gate", str(path))
+    spec = importlib.util.spec_from_file_location("_anysr_native_gate", str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module.gate
 
 
 def kernel():
@@ -135,18 +157,36 @@ def _prepare():
         tried = f"$CC={os.environ['CC']}" if os.environ.get("CC") else "cc, gcc, clang"
         return None, (f"unavailable: no C compiler found (tried {tried}); gates run as PyTorch operations, "
                       "with the same values (install one, e.g. gcc, for faster CPU inference)")
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()
-                            + f"{platform.machine()} {sys.platform}".encode()).hexdigest()[:16]
+    headers = python_headers()
+    why = "this Python has no Python.h; install its headers, e.g. python3-dev, for a cheaper call"
+    if headers is not None:
+        function, target, error = _build_and_load(compilers[0], ("-DANYSR_PYTHON_MODULE", f"-I{headers}"),
+                                                  _load_module)
+        if function is not None:
+            return function, f"on: {target}"
+        why = f"the extension module failed: {error}"
+    function, target, error = _build_and_load(compilers[0], (), _load)
+    if function is None:
+        return None, f"unavailable: {error}; gates run as PyTorch operations"
+    return function, f"on: {target} (through ctypes: {why})"
+
+
+def _build_and_load(compiler: str, extra: tuple, load):
+    """``(function or None, library path, what failed or None)`` for SOURCE built with `extra`
+    flags (once per source, flags and interpreter: their hash is in the file name) and loaded
+    with `load`."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((*FLAGS, *extra)).encode()
+                            + f"{platform.machine()} {sys.platform} {sysconfig.get_config_var('EXT_SUFFIX')}".encode()
+                            ).hexdigest()[:16]
     target = cache_dir() / f"native_gate-{digest}.so"
     if not target.is_file():
-        error = _build(compilers[0], target)
+        error = _build(compiler, target, extra)
         if error is not None:
-            return None, (f"unavailable: building {SOURCE.name} with {compilers[0]} failed ({error}); "
-                          "gates run as PyTorch operations")
+            return None, target, f"building {SOURCE.name} with {compiler} failed ({error})"
     try:
-        return _load(target), f"on: {target}"
-    except (OSError, AttributeError) as exc:
-        return None, f"unavailable: loading {target} failed ({exc}); gates run as PyTorch operations"
+        return load(target), target, None
+    except (OSError, AttributeError, ImportError) as exc:
+        return None, target, f"loading {target} failed ({exc})"
 
 
 def status() -> str:
@@ -176,4 +216,5 @@ def reset() -> None:
         _state["function"], _state["status"] = None, None
 
 
-__all__ = ["kernel", "status", "switched_off", "reset", "cache_dir", "disabled", "gate_args", "GateArgs", "SOURCE", "ACT_NONE", "ACT_RELU", "ACT_LEAKY"]
+__all__ = ["kernel", "status", "switched_off", "reset", "cache_dir", "disabled", "python_headers", "gate_args", "GateArgs",
+           "SOURCE", "ACT_NONE", "ACT_RELU", "ACT_LEAKY"]

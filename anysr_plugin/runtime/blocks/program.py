@@ -211,14 +211,8 @@ def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # per-call runs
 
 
+#: activations the native gate applies in the same pass as the gate (any other runs as usual)
 _NATIVE_ACTIVATIONS = {torch.nn.ReLU: ACT_RELU, torch.nn.LeakyReLU: ACT_LEAKY}
-
-
-def native_activation(act) -> tuple:
-    """``(code, slope)`` of `act` for the native gate, which applies a ReLU or LeakyReLU in the
-    same pass as the gate; ``ACT_NONE`` for any other activation (it then runs as usual)."""
-    code = _NATIVE_ACTIVATIONS.get(type(act), ACT_NONE)
-    return code, float(act.negative_slope) if code == ACT_LEAKY else 0.0
 
 
 def conv_spec(flow: Dataflow, counts: list, device) -> tuple:
@@ -304,7 +298,7 @@ class SlicedRun:
 
     def gate_act(self, act, h):
         if self.native is not None:
-            code = _NATIVE_ACTIVATIONS.get(type(act), ACT_NONE)  # native_activation, inline: once per block call
+            code = _NATIVE_ACTIVATIONS.get(type(act), ACT_NONE)
             if run_native_step(self.native, h, code, act.negative_slope if code == ACT_LEAKY else 0.0):
                 return h if code != ACT_NONE else activate(act, h)
         return self.block.gate_activation(h, self.scale, self.n, act)

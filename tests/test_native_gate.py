@@ -312,3 +312,37 @@ def test_with_python_headers_the_library_is_an_extension_module():
         pytest.skip("this Python has no Python.h")
     assert type(native_gate.kernel()).__name__ == "builtin_function_or_method"
     assert "through ctypes" not in native_gate.status()
+
+
+@needs_kernel
+def test_a_large_map_lets_other_python_threads_run_during_the_call():
+    """The extension module releases the GIL for large maps (ctypes always does), so a server
+    running other Python threads is not stalled by a gate."""
+    import threading
+    import time
+
+    gate = random_gate(64, 4, "interleave", "paper")
+    feat = torch.rand(1, 64, 384, 384)
+    with torch.no_grad():
+        fn, address, n, batch, scale, stride = gate.native_step(torch.ones(1, 2), 64, 1)
+    counter, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)  # far longer than the call: without a release the spinning thread cannot run in it
+    worker = threading.Thread(target=spin)
+    try:
+        worker.start()
+        time.sleep(0.05)  # let it start spinning, then take the GIL back
+        before = counter[0]
+        fn(feat.data_ptr(), feat.data_ptr(), 1, 384 * 384, scale.data_ptr(), stride, native_gate.ACT_NONE, 0.0,
+           address)
+        during = counter[0] - before
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+    assert during > 0

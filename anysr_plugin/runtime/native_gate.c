@@ -145,7 +145,15 @@ static PyObject *anysr_py_gate(PyObject *self, PyObject *const *args, Py_ssize_t
     const anysr_gate_t *g = (const anysr_gate_t *)PyLong_AsVoidPtr(args[8]);
     if (PyErr_Occurred())
         return NULL;
-    return PyLong_FromLong(anysr_gate_f32(x, out, batch, hw, scale, stride, (int)act, (float)slope, g));
+    int status;
+    if (batch * hw * g->n >= 65536) { /* a large map: let other Python threads run meanwhile, as ctypes does */
+        Py_BEGIN_ALLOW_THREADS
+        status = anysr_gate_f32(x, out, batch, hw, scale, stride, (int)act, (float)slope, g);
+        Py_END_ALLOW_THREADS
+    } else {
+        status = anysr_gate_f32(x, out, batch, hw, scale, stride, (int)act, (float)slope, g);
+    }
+    return PyLong_FromLong(status);
 }
 
 static PyMethodDef anysr_py_methods[] = {

@@ -121,3 +121,18 @@ def test_the_functional_call_is_only_taken_when_the_run_allows_it():
     with torch.no_grad():
         torch.testing.assert_close(run.conv(0, conv, x), conv(x))
     assert len(calls) == 2  # the run's call went through the module: the conv has a hook
+
+
+def test_functional_call_parameters_are_the_ones_the_convs_read():
+    """torch.func.functional_call swaps tensors into the modules' parameter tables for one call;
+    the functional convolution reads them there, as the module call would."""
+    model = _converted()
+    x = torch.rand(1, 3, 8, 8)
+    params = {name: p.detach() * (1.5 if ".body.0." in name else 1.0) for name, p in model.named_parameters()}
+    with anysr.use_width(model, 1.0), anysr.use_scale(model, 4.0):
+        with torch.no_grad():
+            lean = torch.func.functional_call(model, params, (x,))
+            plain = model(x)
+        recorded = torch.func.functional_call(model, params, (x,)).detach()
+    torch.testing.assert_close(lean, recorded, rtol=1e-5, atol=1e-5)
+    assert (lean - plain).abs().max() > 1e-3

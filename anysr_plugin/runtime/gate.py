@@ -79,7 +79,9 @@ def eager_no_grad() -> bool:
     """True for a plain eager call without gradients: not traced, not compiled.  Only then do
     blocks and gates take their no-grad forms (in place, fewer ops): a trace or a compile must
     record the one graph that serves both grad modes."""
-    return not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+    # torch._C._is_tracing is what torch.jit.is_tracing returns outside TorchScript, without its two
+    # Python frames (this runs several times per block); a compile stops at is_compiling first
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch._C._is_tracing()
 
 
 class InterweavingGate(nn.Module):
@@ -170,7 +172,12 @@ class InterweavingGate(nn.Module):
         it does only what one call needs: the C arguments are kept per width and their
         parameter addresses compared (in-place updates need nothing; a changed memory, a new
         parameter, rebuilds them)."""
-        if _dispatch_depth() or not eager_no_grad():
+        return self._native_step(scale, n, batch) if eager_no_grad() else None
+
+    def _native_step(self, scale: torch.Tensor, n: int, batch: int):
+        """:meth:`native_step` for a caller that has checked :func:`eager_no_grad` (a block's
+        no-grad call, which checks it once for all of its steps)."""
+        if _dispatch_depth():
             return None
         fn = native_gate.kernel()
         if fn is None:

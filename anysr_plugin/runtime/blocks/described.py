@@ -197,7 +197,7 @@ class DescribedBlock(AnySRBlock):
         spec = self._spec(n, x.device)
         if eager_no_grad():
             gate = self._modules.get("anysr_gate")
-            native = gate.native_step(scale, n, x.shape[0]) if gate is not None and x.is_cpu else None
+            native = gate._native_step(scale, n, x.shape[0]) if gate is not None and x.is_cpu else None
             return self._infer(self, x, SlicedRun(self, spec, scale, n, native, no_global_hooks()))
         return self._slim(self, x, SlicedRun(self, spec, scale, n))
 

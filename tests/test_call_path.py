@@ -31,7 +31,7 @@ def _both_modes(model, x, width=1.0, scale=4.0):
     return lean, recorded
 
 
-class CountingConv(nn.Conv2d):
+class ShiftedConv(nn.Conv2d):
     """A conv subclass with its own forward: it must run, not the functional call."""
 
     def forward(self, x):
@@ -92,7 +92,7 @@ def test_a_conv_subclass_or_another_padding_mode_runs_its_own_forward():
     x = torch.rand(1, 3, 9, 9)
     before, _ = _both_modes(model, x)
     old = model.body[0].body[0]
-    swapped = CountingConv(old.in_channels, old.out_channels, 3, padding=1)
+    swapped = ShiftedConv(old.in_channels, old.out_channels, 3, padding=1)
     swapped.load_state_dict(old.state_dict())
     model.body[0].body[0] = swapped  # swapped in after conversion: the block reads its modules on each call
     old2 = model.body[1].body[2]

@@ -168,10 +168,10 @@ class InterweavingGate(nn.Module):
         """What :func:`run_native_step` needs to run this gate natively (native_gate.py) in this
         call at width n, or None when the call cannot: not a plain eager call without
         gradients, a dispatch mode active (FLOP counting sees the paper's form), no native
-        function, parameters or scale not on the CPU as float32.  Made once per block call, so
-        it does only what one call needs: the C arguments are kept per width and their
-        parameter addresses compared (in-place updates need nothing; a changed memory, a new
-        parameter, rebuilds them)."""
+        function, parameters or scale not on the CPU as float32.  A block makes it once per call
+        (through :meth:`_native_step`), so it does only what one call needs: the C arguments are
+        kept per width and their parameter addresses compared (in-place updates need nothing; a
+        changed memory, a new parameter, rebuilds them)."""
         return self._native_step(scale, n, batch) if eager_no_grad() else None
 
     def _native_step(self, scale: torch.Tensor, n: int, batch: int):
@@ -184,9 +184,10 @@ class InterweavingGate(nn.Module):
             return None
         fc1, fc2 = self._modules["fc1"]._parameters, self._modules["fc2"]._parameters
         w1, b1, w2, b2 = fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"]
+        key = (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr())
         cached = self._layouts.get(("native", n))
-        if cached is None or cached[0] != (w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr()):
-            cached = self._native_args(n, w1, b1, w2, b2)
+        if cached is None or cached[0] != key:
+            cached = self._native_args(n, key, w1, b1, w2, b2)
         address = cached[1]
         if address is None or scale.dim() != 2 or scale.shape[1] != 2:
             return None
@@ -197,17 +198,17 @@ class InterweavingGate(nn.Module):
             scale = scale.to("cpu", torch.float32).contiguous()
         return fn, address, n, batch, scale, 2 if rows == batch else 0
 
-    def _native_args(self, n: int, w1, b1, w2, b2) -> tuple:
-        """``(parameter addresses, C arguments' address or None, what must stay alive)`` of
-        this gate at width n (native_gate.gate_args), kept in ``_layouts``; no address when the
-        parameters are not contiguous float32 on the CPU."""
+    def _native_args(self, n: int, key: tuple, w1, b1, w2, b2) -> tuple:
+        """``(key, C arguments' address or None, what must stay alive)`` of this gate at width n
+        (native_gate.gate_args), kept in ``_layouts``; `key`: the parameters' addresses, which
+        the next call compares; no address when the parameters are not contiguous float32 on
+        the CPU."""
         address = keep = None
         if all(p.is_cpu and p.dtype is torch.float32 and p.is_contiguous() for p in (w1, b1, w2, b2)):
             cols, pairs, length = self._layout(n, w1.device)
             address, keep = native_gate.gate_args(n, w1.detach(), b1.detach(), w2.detach(), b2.detach(), cols, pairs,
                                                   length, 2.0 if self.kind == "identity" else 1.0)
-        cached = self._layouts[("native", n)] = ((w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr()),
-                                                 address, keep)
+        cached = self._layouts[("native", n)] = (key, address, keep)
         return cached
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:

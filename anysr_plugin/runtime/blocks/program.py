@@ -284,13 +284,13 @@ class SlicedRun:
     def conv(self, i, conv, h):
         out, inp = self.spec[i]
         if out is None and inp is None:
-            params = conv._parameters
             if self.direct and type(conv) is torch.nn.Conv2d and conv.padding_mode == "zeros" and not (
                     conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks
-                    or conv._backward_pre_hooks) and "weight" in params and "bias" in params:
-                # read where Module.__getattr__ would find them (also a functional_call's tensors)
-                return F.conv2d(h, params["weight"], params["bias"], conv.stride, conv.padding, conv.dilation,
-                                conv.groups)
+                    or conv._backward_pre_hooks):
+                params = conv._parameters  # where Module.__getattr__ finds them (also a functional_call's)
+                if "weight" in params and "bias" in params:
+                    return F.conv2d(h, params["weight"], params["bias"], conv.stride, conv.padding, conv.dilation,
+                                    conv.groups)
             return conv(h)
         return sliced_conv(conv, h, out, inp)
 
